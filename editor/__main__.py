@@ -1,0 +1,75 @@
+"""Command line: `python -m editor edit INPUT "instruction" -o OUTPUT [options]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from editor.loading import CheckpointError, MissingWeightsError
+from editor.params import DEFAULT_SIZE, EditParams, Resolution
+from editor.registry import DEFAULT_WEIGHTS_DIR, EDITORS, load_editor
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = EditParams()
+    parser = argparse.ArgumentParser(prog="python -m editor", description="Instruction-based image editing.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    edit = sub.add_parser("edit", help="edit one image", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    edit.add_argument("input", type=Path, help="input image (PNG, JPEG, WebP, ...)")
+    edit.add_argument("instruction", help='terse edit instruction, e.g. "make the sky blue"')
+    edit.add_argument("-o", "--output", type=Path, required=True, help="where to write the edited image")
+    edit.add_argument("--model", choices=sorted(EDITORS), default="mgie")
+    edit.add_argument("--expressive", help="use this expressive instruction instead of the MLLM's")
+    edit.add_argument("--steps", type=int, default=defaults.steps)
+    edit.add_argument("--text-guidance", type=float, default=defaults.text_guidance, help="alpha_X (<= 1: no CFG)")
+    edit.add_argument("--image-guidance", type=float, default=defaults.image_guidance, help="alpha_V (< 1: no CFG)")
+    edit.add_argument("--seed", type=int, default=defaults.seed, help="-1 draws a random seed")
+    edit.add_argument("--resize", choices=["keep_aspect", "center_crop"], default="keep_aspect")
+    edit.add_argument("--size", type=int, default=DEFAULT_SIZE, help="long side (keep_aspect) or square side")
+    edit.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR)
+    edit.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    edit.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: float16 on CUDA, else float32")
+    return parser
+
+
+def run_edit(args: argparse.Namespace) -> None:
+    params = EditParams(
+        steps=args.steps,
+        text_guidance=args.text_guidance,
+        image_guidance=args.image_guidance,
+        seed=None if args.seed == -1 else args.seed,
+        resolution=Resolution(args.resize, args.size),
+    )
+    if not args.output.parent.is_dir():
+        raise ValueError(f"output folder does not exist: {args.output.parent}")
+    if args.output.suffix.lower() not in Image.registered_extensions():
+        raise ValueError(f"unknown image format for {args.output}; use .png, .jpg or .webp")
+    editor = load_editor(args.model, args.weights_dir, args.device, DTYPES.get(args.dtype))
+    if args.expressive:
+        guidance = editor.guidance_from_text(args.input, args.instruction, args.expressive)
+    else:
+        guidance = editor.think(args.input, args.instruction)
+    print(f"expressive instruction: {guidance.expressive}", flush=True)
+    result = editor.render(args.input, guidance, params)
+    result.image.save(args.output)
+    print(f"wrote {args.output} ({result.image.width}x{result.image.height}, seed {result.seed})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run_edit(args)
+    except (MissingWeightsError, CheckpointError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

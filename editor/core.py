@@ -1,0 +1,66 @@
+"""The two-stage editor API every model implements.
+
+`think` runs the MLLM and returns a `Guidance` (the expressive instruction shown to the user *before* editing, plus
+the conditioning tensors); `render` runs diffusion from a `Guidance`. `guidance_from_text` rebuilds the conditioning
+from a user-rewritten expressive instruction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import torch
+from PIL import Image
+
+from editor.images import ImageSource
+from editor.params import EditParams
+
+# on_step(step, total_steps, latents): called after every denoising step; latents are the scheduler's current
+# sample (1 x 4 x h/8 x w/8). Used for progress bars and previews.
+StepCallback = Callable[[int, int, torch.Tensor], None]
+
+
+@dataclass
+class Guidance:
+    """Output of the MLLM stage: what the user sees and what the diffusion stage consumes."""
+
+    model: str
+    instruction: str
+    expressive: str  # cleaned expressive instruction, shown to the user
+    raw_text: str  # the decoded MLLM answer, special tokens kept
+    prompt_embeds: torch.Tensor  # 1 x 77 x C, the UNet's cross-attention condition
+    negative_prompt_embeds: torch.Tensor  # 1 x 77 x C, the null condition
+    source: Literal["generated", "user", "instruction"] = "generated"
+    stats: dict[str, float] = field(default_factory=dict)  # timings (s) and token counts
+
+
+@dataclass
+class EditResult:
+    image: Image.Image  # the edited image
+    source: Image.Image  # the input as the diffusion stage saw it (after the resolution policy)
+    guidance: Guidance
+    params: EditParams  # with the seed actually used
+    stats: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        assert self.params.seed is not None
+        return self.params.seed
+
+
+class Editor(Protocol):
+    name: str
+
+    def think(self, image: ImageSource, instruction: str) -> Guidance: ...
+
+    def guidance_from_text(self, image: ImageSource, instruction: str, expressive_text: str) -> Guidance: ...
+
+    def render(
+        self,
+        image: ImageSource,
+        guidance: Guidance,
+        params: EditParams | None = None,
+        on_step: StepCallback | None = None,
+    ) -> EditResult: ...

@@ -1,0 +1,77 @@
+"""The diffusion stage shared by every editor: diffusers' stock `StableDiffusionInstructPix2PixPipeline`.
+
+MGIE (apple/ml-mgie demo.ipynb cell 3-4) drives this very pipeline through `prompt_embeds` /
+`negative_prompt_embeds`; we do the same, so guidance order ([cond, null, null] with image latents [z, z, 0]),
+the on/off rule (text > 1 and image >= 1) and the Euler-ancestral noise draws are diffusers' own.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import replace
+
+import torch
+from diffusers import StableDiffusionInstructPix2PixPipeline
+from PIL import Image
+
+from editor.core import StepCallback
+from editor.params import EditParams
+
+
+def build_pipeline(unet, vae, scheduler) -> StableDiffusionInstructPix2PixPipeline:
+    """The IP2P pipeline without text encoder, tokenizer or safety checker: conditioning arrives as embeddings."""
+    pipe = StableDiffusionInstructPix2PixPipeline(
+        vae=vae,
+        text_encoder=None,
+        tokenizer=None,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def fresh_seed() -> int:
+    return secrets.randbelow(2**32)
+
+
+def make_generator(device: torch.device, seed: int) -> torch.Generator:
+    """Noise comes from a generator on the execution device, like the reference (a CUDA generator on GPU), so a
+    seed reproduces the reference's image on the same kind of device (mgie.md G16)."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+@torch.inference_mode()
+def run_ip2p(
+    pipe: StableDiffusionInstructPix2PixPipeline,
+    source: Image.Image,
+    prompt_embeds: torch.Tensor,
+    negative_prompt_embeds: torch.Tensor,
+    params: EditParams,
+    on_step: StepCallback | None = None,
+) -> tuple[Image.Image, EditParams, dict[str, float]]:
+    """One edit; returns (image, params with the seed used, stats)."""
+    seed = params.seed if params.seed is not None else fresh_seed()
+    device = pipe._execution_device
+    dtype = pipe.unet.dtype
+
+    def step_end(_pipe, step: int, _timestep, kwargs: dict) -> dict:
+        on_step(step + 1, params.steps, kwargs["latents"])
+        return {}
+
+    start = time.perf_counter()
+    image = pipe(
+        image=source,
+        prompt_embeds=prompt_embeds.to(device, dtype),
+        negative_prompt_embeds=negative_prompt_embeds.to(device, dtype),
+        num_inference_steps=params.steps,
+        guidance_scale=params.text_guidance,
+        image_guidance_scale=params.image_guidance,
+        generator=make_generator(device, seed),
+        callback_on_step_end=step_end if on_step else None,
+    ).images[0]
+    return image, replace(params, seed=seed), {"render_s": time.perf_counter() - start}

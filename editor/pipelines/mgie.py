@@ -1,0 +1,327 @@
+"""MGIE (Fu et al., ICLR 2024; apple/ml-mgie): an MLLM writes an expressive instruction + 8 [IMG] tokens; an edit
+head turns their hidden states into the condition of an InstructPix2Pix UNet.
+
+Recipe (mgie.md §2.11):
+  think:  image -> CLIP penultimate patches -> projector -> spliced into the vicuna_v1_1 prompt -> greedy decoding
+          (<= 96 tokens, trigram ban over prompt + output) -> final-norm states H[k-1 : k+7], k = first [IMG0]
+          -> edit head -> prompt_embeds; the decoded text -> `clean_expressive`.
+  render: the stock diffusers IP2P pipeline with prompt_embeds = E and negative_prompt_embeds = NULL, where
+          NULL = edit_head(zeros, emb) is computed once at load.
+Deviation: decoding stops one token after [IMG7] instead of running to 96 tokens (the reference's legacy eos id
+never fires, mgie.md G7). The 8 states are identical either way because the model is causal and that extra token
+keeps the reference's window clamp inactive; the text shown is cut at [IMG0] anyway.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import CLIPImageProcessorPil, LlamaTokenizer
+
+from editor.core import EditResult, Guidance, StepCallback
+from editor.images import ImageSource, load_image, prepare_image
+from editor.loading import (
+    CheckpointError,
+    MissingWeightsError,
+    assign_state,
+    build_empty,
+    check_keys,
+    clip_vision_config,
+    expected_shapes,
+    llama_config_from_llava,
+    load_ip2p_shell,
+    read_clip_vision_state,
+    read_json,
+    read_llava_v1_state,
+    read_state_dict,
+    require,
+)
+from editor.models.edit_head import EditHead, EditHeadConfig
+from editor.models.llava import LlavaV1, LlavaV1Config, greedy_decode
+from editor.params import EditParams
+from editor.pipelines.diffusion import build_pipeline, run_ip2p
+from editor.prompts import (
+    IM_END,
+    IM_PATCH,
+    IM_START,
+    IMG_TOKENS,
+    RESERVED_TOKENS,
+    check_text,
+    clean_expressive,
+    mgie_answer,
+    mgie_prompt,
+)
+
+# Where each component comes from; shown whenever one is missing or does not match.
+GET_LLAVA = (
+    "download the merged LLaVA-7B-v1 folder (e.g. `hf download tsujuifu/ml-mgie --local-dir <weights>`, which "
+    "holds LLaVA-7B-v1/ and mgie_7b/), or apply liuhaotian/LLaVA-Lightning-7B-delta-v1-1 to LLaMA-7B"
+)
+GET_MGIE = (
+    "download https://docs-assets.developer.apple.com/ml-research/models/mgie/mgie_7b.tar.gz and unpack it so that "
+    "<weights>/mgie_7b/mllm.pt and unet.pt exist (or take mgie_7b/ from `hf download tsujuifu/ml-mgie`)"
+)
+GET_IP2P = "`hf download timbrooks/instruct-pix2pix --local-dir <weights>/instruct-pix2pix`"
+GET_CLIP = "`hf download openai/clip-vit-large-patch14 --local-dir <weights>/clip-vit-large-patch14`"
+
+
+@dataclass(frozen=True)
+class MGIEPaths:
+    llava: Path
+    mgie: Path
+    ip2p: Path
+    clip: Path
+
+    @classmethod
+    def from_weights_dir(cls, weights_dir: str | Path) -> MGIEPaths:
+        root = Path(weights_dir)
+        return cls(root / "LLaVA-7B-v1", root / "mgie_7b", root / "instruct-pix2pix", root / "clip-vit-large-patch14")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    max_new_tokens: int = 96
+    no_repeat_ngram_size: int = 3
+    stop_after_img: bool = True  # False decodes all max_new_tokens, as the reference does
+
+
+def img_window_start(ids: list[int], num_states: int, img0_id: int, n: int = len(IMG_TOKENS)) -> int:
+    """First of the n states fed to the edit head: min(k - 1, len(H) - n - 1), k = first [IMG0] in ids; without
+    [IMG0], the reference's fallback len(H) - n - 1 (the n states before the last one; mgie.md §2.6, G13)."""
+    fallback = num_states - n - 1
+    return min(ids.index(img0_id) - 1, fallback) if img0_id in ids else fallback
+
+
+def _clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+class MGIE:
+    name = "mgie"
+
+    def __init__(
+        self,
+        mllm: LlavaV1,
+        head: EditHead,
+        img_embeddings: torch.Tensor,
+        tokenizer,
+        image_processor,
+        pipe,
+        decode: DecodeConfig = DecodeConfig(),
+    ) -> None:
+        self.mllm, self.head, self.tokenizer, self.image_processor, self.pipe = (
+            mllm,
+            head,
+            tokenizer,
+            image_processor,
+            pipe,
+        )
+        self.decode = decode
+        self.device = next(mllm.parameters()).device
+        self.img_embeddings = img_embeddings.to(self.device, next(head.parameters()).dtype)  # 8 x hidden
+        ids = tokenizer.convert_tokens_to_ids([IM_PATCH, IM_START, IM_END, *IMG_TOKENS])
+        self.im_start_id, self.img_ids = ids[1], ids[3:]
+        self.num_patches = mllm.config.num_patches
+        with torch.inference_mode():
+            zeros = torch.zeros(1, len(IMG_TOKENS), self.img_embeddings.shape[-1], device=self.device)
+            self.null_embeds = head(zeros.to(self.img_embeddings.dtype), self.img_embeddings)  # 1 x 77 x C
+
+    # --- stage 1: the MLLM ------------------------------------------------------------------------------------
+
+    def prompt_ids(self, instruction: str, answer: str = "") -> torch.Tensor:
+        text = mgie_prompt(instruction, self.num_patches) + answer
+        return self.tokenizer(text, return_tensors="pt").input_ids.to(self.device)  # 1 x L, BOS first
+
+    @torch.inference_mode()
+    def _embed(self, image: ImageSource, ids: torch.Tensor) -> torch.Tensor:
+        pixels = self.image_processor(images=load_image(image), return_tensors="pt").pixel_values
+        features = self.mllm.encode_image(pixels.to(self.device, self.mllm.projector.weight.dtype))  # 1 x N x hidden
+        return self.mllm.embed_with_image(ids, features, self.im_start_id)
+
+    def _guidance(self, states: torch.Tensor, **fields) -> Guidance:
+        embeds = self.head(states[None].to(self.img_embeddings.dtype), self.img_embeddings)  # 1 x 77 x C
+        return Guidance(model=self.name, prompt_embeds=embeds, negative_prompt_embeds=self.null_embeds, **fields)
+
+    @torch.inference_mode()
+    def think(self, image: ImageSource, instruction: str) -> Guidance:
+        instruction = check_text(instruction, reserved=RESERVED_TOKENS)
+        t0 = _clock(self.device)
+        # 1. prompt with the image spliced in
+        ids = self.prompt_ids(instruction)
+        embeds = self._embed(image, ids)
+        t1 = _clock(self.device)
+        # 2. greedy decoding; stop one token after [IMG7] (the window below then equals a full 96-token decode)
+        num_prompt = ids.shape[1]
+
+        def img_done(seq: list[int]) -> bool:
+            new = seq[num_prompt:]
+            return self.decode.stop_after_img and self.img_ids[0] in new and len(new) > new.index(self.img_ids[0]) + 8
+
+        out = greedy_decode(
+            self.mllm.llm, ids, embeds, self.decode.max_new_tokens, self.decode.no_repeat_ngram_size, img_done
+        )
+        t2 = _clock(self.device)
+        # 3. the states that predict [IMG0..7] -> edit head
+        start = img_window_start(out.ids, out.states.shape[0], self.img_ids[0])
+        text = self.tokenizer.decode(out.ids, skip_special_tokens=False)
+        guidance = self._guidance(
+            out.states[start : start + len(IMG_TOKENS)],
+            instruction=instruction,
+            expressive=clean_expressive(text),
+            raw_text=self.tokenizer.decode(out.ids[num_prompt:], skip_special_tokens=False),
+            source="generated",
+        )
+        new_tokens = len(out.ids) - num_prompt
+        guidance.stats = {
+            "prompt_tokens": num_prompt,
+            "new_tokens": new_tokens,
+            "found_img": float(self.img_ids[0] in out.ids[num_prompt:]),
+            "encode_s": t1 - t0,
+            "decode_s": t2 - t1,
+            "think_s": _clock(self.device) - t0,
+        }
+        return guidance
+
+    @torch.inference_mode()
+    def guidance_from_text(self, image: ImageSource, instruction: str, expressive_text: str) -> Guidance:
+        """Condition from a user-written expressive instruction: teacher-force "<text> [IMG0] ... [IMG7]" after the
+        same prompt (the training format, apple/ml-mgie mgie_train.py:531) and read the states that predict
+        [IMG0..7]. Not in any published demo: the edit then follows the user's text instead of the model's."""
+        instruction = check_text(instruction, reserved=RESERVED_TOKENS)
+        expressive = check_text(expressive_text, name="expressive instruction", reserved=RESERVED_TOKENS)
+        t0 = _clock(self.device)
+        ids = self.prompt_ids(instruction, mgie_answer(expressive))
+        states = self.mllm.final_states(self._embed(image, ids))[0]  # L x hidden
+        k = ids[0].tolist().index(self.img_ids[0])
+        guidance = self._guidance(
+            states[k - 1 : k - 1 + len(IMG_TOKENS)],
+            instruction=instruction,
+            expressive=expressive,
+            raw_text=mgie_answer(expressive).strip(),
+            source="user",
+        )
+        guidance.stats = {"prompt_tokens": ids.shape[1], "think_s": _clock(self.device) - t0}
+        return guidance
+
+    # --- stage 2: diffusion -----------------------------------------------------------------------------------
+
+    def render(
+        self,
+        image: ImageSource,
+        guidance: Guidance,
+        params: EditParams | None = None,
+        on_step: StepCallback | None = None,
+    ) -> EditResult:
+        params = params or EditParams()
+        source = prepare_image(load_image(image, draft_for=params.resolution), params.resolution)
+        out, used, stats = run_ip2p(
+            self.pipe, source, guidance.prompt_embeds, guidance.negative_prompt_embeds, params, on_step
+        )
+        return EditResult(image=out, source=source, guidance=guidance, params=used, stats=stats)
+
+
+# --- loading the official layout ------------------------------------------------------------------------------
+
+
+def load_tokenizer(llava_dir: Path):
+    require(llava_dir / "tokenizer_config.json", "LLaVA tokenizer", GET_LLAVA)
+    tokenizer = LlamaTokenizer.from_pretrained(llava_dir)
+    tokenizer.add_tokens(list(IMG_TOKENS), special_tokens=True)  # apple/ml-mgie demo.ipynb cell 2
+    return tokenizer
+
+
+def _check_vocab(tokenizer, rows: int) -> None:
+    ids = tokenizer.convert_tokens_to_ids([IM_PATCH, IM_START, IM_END, *IMG_TOKENS])
+    expected = list(range(rows - len(ids), rows))  # LLaVA's 3 tokens, then [IMG0..7], at the end of the vocabulary
+    if ids != expected or len(tokenizer) != rows:
+        raise CheckpointError(
+            f"tokenizer/embedding mismatch: mllm.pt embeds {rows} tokens, so <im_patch>..[IMG7] should have ids "
+            f"{expected[0]}..{expected[-1]}, but the LLaVA tokenizer (+8 [IMG] tokens) gives {len(tokenizer)} tokens "
+            f"with ids {ids}. Use the LLaVA-7B-v1 folder that MGIE was trained with. {GET_LLAVA}"
+        )
+
+
+def load_mgie(paths: MGIEPaths, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> MGIE:
+    """Load MGIE from the folders exactly as downloaded. Sizes come from configs and tensor shapes."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    for folder, hint in (
+        (paths.llava, GET_LLAVA),
+        (paths.mgie, GET_MGIE),
+        (paths.ip2p, GET_IP2P),
+        (paths.clip, GET_CLIP),
+    ):
+        if not folder.is_dir():
+            raise MissingWeightsError(f"folder not found: {folder}\n  How to get it: {hint}")
+    # 1. mllm.pt: the grown embeddings, lm_head, edit head and the [IMG] embeddings
+    mllm_file = paths.mgie / "mllm.pt"
+    mllm_sd = read_state_dict(mllm_file, GET_MGIE)
+    for key in ("model.embed_tokens.weight", "lm_head.weight", "edit_head.llm2hid.weight"):
+        if key not in mllm_sd:
+            raise CheckpointError(f"{mllm_file} lacks key {key!r}; is it MGIE's mllm.pt? {GET_MGIE}")
+    rows = mllm_sd["model.embed_tokens.weight"].shape[0]
+    tokenizer = load_tokenizer(paths.llava)
+    _check_vocab(tokenizer, rows)
+    # 2. LLaVA v1: LLaMA + CLIP vision tower + projector; embeddings from mllm.pt
+    llava_cfg = read_json(paths.llava / "config.json", GET_LLAVA)
+    config = LlavaV1Config(
+        text=llama_config_from_llava(llava_cfg, vocab_size=rows),
+        vision=clip_vision_config(paths.clip, GET_CLIP),
+        vision_select_layer=llava_cfg.get("mm_vision_select_layer", -2),
+    )
+    mllm = build_empty(LlavaV1, config)
+    embeddings = {"llm.model.embed_tokens.weight", "llm.lm_head.weight"}
+    llava_state = {k: v for k, v in read_llava_v1_state(paths.llava, GET_LLAVA).items() if k not in embeddings}
+    expected = expected_shapes(mllm)
+    check_keys(
+        {k: s for k, s in expected.items() if k.startswith(("llm.", "projector.")) and k not in embeddings},
+        llava_state,
+        f"{paths.llava} (LLaVA-7B-v1 weights)",
+        GET_LLAVA,
+    )
+    vision_keys = expected_shapes(mllm.vision)
+    vision_state = {"vision." + k: v for k, v in read_clip_vision_state(paths.clip, GET_CLIP, vision_keys).items()}
+    check_keys(expected_shapes(mllm, "vision."), vision_state, f"{paths.clip} (CLIP vision tower)", GET_CLIP)
+    llava_state |= vision_state
+    llava_state |= {
+        "llm.model.embed_tokens.weight": mllm_sd["model.embed_tokens.weight"],
+        "llm.lm_head.weight": mllm_sd["lm_head.weight"],
+    }
+    check_keys({k: expected[k] for k in embeddings}, {k: llava_state[k] for k in embeddings}, str(mllm_file), GET_MGIE)
+    assign_state(mllm, llava_state, dtype)
+    # 3. the edit head and its [IMG] embeddings (`emb`; rows [IMG0..7] of embed_tokens when absent, mgie.md §3.3)
+    head_state = {k.removeprefix("edit_head."): v for k, v in mllm_sd.items() if k.startswith("edit_head.")}
+    head = build_empty(EditHead, EditHeadConfig.from_state_dict(head_state))
+    check_keys(expected_shapes(head), head_state, f"{mllm_file} (edit_head.*)", GET_MGIE)
+    assign_state(head, head_state, dtype)
+    unknown = (
+        set(mllm_sd) - {"model.embed_tokens.weight", "lm_head.weight", "emb"} - {f"edit_head.{k}" for k in head_state}
+    )
+    if unknown:
+        raise CheckpointError(f"{mllm_file} has unexpected keys {sorted(unknown)[:6]}. {GET_MGIE}")
+    emb = mllm_sd.get("emb", mllm_sd["model.embed_tokens.weight"][-len(IMG_TOKENS) :])
+    emb = emb.reshape(-1, emb.shape[-1])
+    if emb.shape != (len(IMG_TOKENS), config.text.hidden_size):
+        raise CheckpointError(
+            f"{mllm_file}: 'emb' has shape {tuple(emb.shape)}, expected (8, {config.text.hidden_size})"
+        )
+    # 4. the diffusion side: IP2P's VAE + scheduler, its UNet architecture filled with MGIE's unet.pt
+    unet_file = paths.mgie / "unet.pt"
+    unet, vae, scheduler = load_ip2p_shell(
+        paths.ip2p, read_state_dict(unet_file, GET_MGIE), str(unet_file), dtype, f"{GET_IP2P}; {GET_MGIE}"
+    )
+    if unet.config.cross_attention_dim != head.config.out_dim:
+        raise CheckpointError(
+            f"edit head outputs {head.config.out_dim}-d features but the UNet cross-attends to "
+            f"{unet.config.cross_attention_dim}-d ones. {GET_MGIE}"
+        )
+    pipe = build_pipeline(unet, vae, scheduler).to(device)
+    processor = CLIPImageProcessorPil.from_pretrained(
+        require(paths.clip / "preprocessor_config.json", "CLIP preprocessor config", GET_CLIP).parent
+    )
+    return MGIE(mllm.to(device).eval(), head.to(device).eval(), emb.to(dtype), tokenizer, processor, pipe)
