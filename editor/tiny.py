@@ -24,10 +24,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
 
 LLAVA_DIR = "LLaVA-7B-v1"
 MGIE_DIR = "mgie_7b"
@@ -276,10 +279,6 @@ def _clip_vocab_and_merges() -> tuple[list[str], list[tuple[str, str]]]:
     return [*vocab, "<|startoftext|>", "<|endoftext|>"], merges
 
 
-def clip_vocab_size() -> int:
-    return len(_clip_vocab_and_merges()[0])
-
-
 def build_clip_tokenizer(out_dir: Path) -> None:
     """Write a tiny CLIPTokenizer folder (vocab.json, merges.txt, tokenizer.json, configs); max length 77."""
     from transformers import CLIPTokenizer
@@ -380,6 +379,8 @@ def _write_sharded(folder: Path, shards: list[dict[str, torch.Tensor]], fmt: Lit
         "bin": ("pytorch_model", "bin", "pytorch_model.bin.index.json"),
         "safetensors": ("model", "safetensors", "model.safetensors.index.json"),
     }[fmt]
+    for stale in [*folder.glob("pytorch_model*.bin*"), *folder.glob("model*.safetensors*")]:
+        stale.unlink()  # a rebuild in the other format must not leave the old shards behind
     weight_map: dict[str, str] = {}
     total_size = 0
     for number, shard in enumerate(shards, start=1):
@@ -396,11 +397,10 @@ def _write_sharded(folder: Path, shards: list[dict[str, torch.Tensor]], fmt: Lit
 
 
 def build_llava_folder(folder: Path, sizes: TinySizes, seed: int, fmt: Literal["bin", "safetensors"] = "bin") -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+    build_llama_tokenizer(folder, vocab_size=sizes.sp_vocab)  # first: it loads from the folder
     _write_json(folder / "config.json", llava_config(sizes))
     generation = {"_from_model_config": True, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 0}
     _write_json(folder / "generation_config.json", {**generation, "transformers_version": "4.30.2"})
-    build_llama_tokenizer(folder, vocab_size=sizes.sp_vocab)
     _write_sharded(folder, llava_shards(sizes, seed), fmt)
 
 
@@ -468,7 +468,7 @@ def unet_config(sizes: TinySizes) -> dict[str, Any]:
     }
 
 
-def build_unet(sizes: TinySizes, seed: int) -> Any:
+def build_unet(sizes: TinySizes, seed: int) -> UNet2DConditionModel:
     from diffusers import UNet2DConditionModel
 
     with _seeded(seed):

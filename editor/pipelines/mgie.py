@@ -133,9 +133,17 @@ class MGIE:
 
     # --- stage 1: the MLLM ------------------------------------------------------------------------------------
 
-    def prompt_ids(self, instruction: str, answer: str = "") -> torch.Tensor:
-        text = mgie_prompt(instruction, self.num_patches) + answer
-        return self.tokenizer(text, return_tensors="pt").input_ids.to(self.device)  # 1 x L, BOS first
+    def prompt_ids(self, instruction: str) -> torch.Tensor:
+        text = mgie_prompt(instruction, self.num_patches)
+        return self.tokenizer(text, return_tensors="pt").input_ids.to(self.device)  # 1 x L, BOS first, no EOS
+
+    def answer_ids(self, expressive: str) -> torch.Tensor:
+        """The trained answer "<text> [IMG0] ... [IMG7]" as ids: the text's tokens, then the 8 [IMG] ids back to
+        back. Training tokenized with the slow LLaMA tokenizer, which strips the spaces around these added tokens
+        (mgie.md G11), so no "▁" pieces sit between them; tokenizing the string with a fast tokenizer would add
+        some and shift the 8-state window."""
+        text = self.tokenizer(expressive, add_special_tokens=False).input_ids
+        return torch.tensor([text + list(self.img_ids)], device=self.device)
 
     @torch.inference_mode()
     def _embed(self, image: ImageSource, ids: torch.Tensor) -> torch.Tensor:
@@ -195,9 +203,10 @@ class MGIE:
         instruction = check_text(instruction, reserved=RESERVED_TOKENS)
         expressive = check_text(expressive_text, name="expressive instruction", reserved=RESERVED_TOKENS)
         t0 = _clock(self.device)
-        ids = self.prompt_ids(instruction, mgie_answer(expressive))
+        prompt = self.prompt_ids(instruction)
+        ids = torch.cat([prompt, self.answer_ids(expressive)], dim=1)
         states = self.mllm.final_states(self._embed(image, ids))[0]  # L x hidden
-        k = ids[0].tolist().index(self.img_ids[0])
+        k = ids.shape[1] - len(IMG_TOKENS)  # position of [IMG0]
         guidance = self._guidance(
             states[k - 1 : k - 1 + len(IMG_TOKENS)],
             instruction=instruction,
