@@ -1,0 +1,309 @@
+"""The four official MGIE folders at tiny sizes: LLaVA, mgie_7b, instruct-pix2pix and CLIP.
+
+`TinySizes` sets every model's size; one `build_*_folder` per folder; `build_tiny_mgie_tree` writes all four.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from editor.tiny._common import (
+    SEED_CLIP,
+    SEED_LLAVA,
+    SEED_MGIE_UNET,
+    SEED_MLLM,
+    WEIGHT_STD,
+    half,
+    randn,
+    seeded,
+    sub_seed,
+    write_json,
+)
+from editor.tiny.diffusion import build_ip2p_folder, build_unet, clip_text_config
+from editor.tiny.tokenizers import LLAVA_TOKENS, build_clip_tokenizer, build_llama_tokenizer
+
+LLAVA_DIR = "LLaVA-7B-v1"
+MGIE_DIR = "mgie_7b"
+IP2P_DIR = "instruct-pix2pix"
+CLIP_DIR = "clip-vit-large-patch14"
+
+IMG_TOKENS = tuple(f"[IMG{i}]" for i in range(8))  # MGIE's visual tokens, ids V+3 .. V+10
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+EmbShape = Literal["2d", "3d", "missing"]
+ShardFormat = Literal["bin", "safetensors"]
+
+
+@dataclass(frozen=True)
+class TinySizes:
+    """Sizes of every tiny model; the defaults build in about a second."""
+
+    llm_hidden: int = 32
+    llm_intermediate: int = 64
+    llm_layers: int = 2
+    llm_heads: int = 4
+    vision_hidden: int = 32
+    vision_intermediate: int = 64
+    vision_layers: int = 3
+    vision_heads: int = 4
+    vision_image_size: int = 32
+    vision_patch_size: int = 8  # -> 16 image patches
+    head_dim_model: int = 32
+    head_heads: int = 4
+    head_encoder_layers: int = 2
+    head_decoder_layers: int = 2
+    head_ffn: int = 64
+    head_queries: int = 77
+    cross_attention_dim: int = 32  # UNet cross-attention dim == edit head output dim
+    sp_vocab: int = 512  # sentencepiece vocabulary (LLaMA has 32000)
+
+    @property
+    def llava_vocab(self) -> int:
+        """LLaVA's vocabulary: SentencePiece pieces + <im_patch>, <im_start>, <im_end>."""
+        return self.sp_vocab + len(LLAVA_TOKENS)
+
+    @property
+    def mgie_vocab(self) -> int:
+        """MGIE's vocabulary: LLaVA's + [IMG0] .. [IMG7]."""
+        return self.llava_vocab + len(IMG_TOKENS)
+
+
+def _check_emb(emb: str) -> None:
+    if emb not in ("2d", "3d", "missing"):
+        raise ValueError(f"emb must be '2d', '3d' or 'missing', got {emb!r}")
+
+
+# ------------------------------------------------------------------------------------------ LLaVA folder
+
+
+def llava_config(sizes: TinySizes) -> dict[str, Any]:
+    """config.json of the merged LLaVA-Lightning-7B v1.1 folder, at tiny sizes."""
+    return {
+        "architectures": ["LlavaLlamaForCausalLM"],
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "freeze_mm_mlp_adapter": False,
+        "hidden_act": "silu",
+        "hidden_size": sizes.llm_hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": sizes.llm_intermediate,
+        "max_position_embeddings": 2048,
+        "max_sequence_length": 2048,
+        "mm_hidden_size": sizes.vision_hidden,
+        "mm_use_im_start_end": True,
+        "mm_vision_select_layer": -2,
+        "mm_vision_tower": "openai/clip-vit-large-patch14",
+        "model_type": "llava",
+        "num_attention_heads": sizes.llm_heads,
+        "num_hidden_layers": sizes.llm_layers,
+        "pad_token_id": -1,
+        "rms_norm_eps": 1e-06,
+        "sep_image_conv_front": False,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float16",
+        "transformers_version": "4.28.0.dev0",
+        "tune_mm_mlp_adapter": False,
+        "use_cache": True,
+        "use_mm_proj": True,
+        "vocab_size": sizes.llava_vocab,
+    }
+
+
+def _rotary_inv_freq(head_dim: int) -> torch.Tensor:
+    """The fp32 `rotary_emb.inv_freq` buffer old transformers (<4.31) saved in every LLaMA layer."""
+    return 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+
+
+def _llama_layer(prefix: str, sizes: TinySizes, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    hidden, inter = sizes.llm_hidden, sizes.llm_intermediate
+    return {
+        **{f"{prefix}.self_attn.{p}_proj.weight": randn(gen, hidden, hidden).half() for p in "qkvo"},
+        f"{prefix}.self_attn.rotary_emb.inv_freq": _rotary_inv_freq(hidden // sizes.llm_heads),
+        f"{prefix}.mlp.gate_proj.weight": randn(gen, inter, hidden).half(),
+        f"{prefix}.mlp.down_proj.weight": randn(gen, hidden, inter).half(),
+        f"{prefix}.mlp.up_proj.weight": randn(gen, inter, hidden).half(),
+        f"{prefix}.input_layernorm.weight": torch.ones(hidden, dtype=torch.float16),
+        f"{prefix}.post_attention_layernorm.weight": torch.ones(hidden, dtype=torch.float16),
+    }
+
+
+def llava_shards(sizes: TinySizes, seed: int) -> list[dict[str, torch.Tensor]]:
+    """LLaVA's weights in HF LLaMA key order, split in two shards (later layers + heads in the second)."""
+    gen = torch.Generator().manual_seed(sub_seed(seed, SEED_LLAVA))
+    hidden = sizes.llm_hidden
+    first: dict[str, torch.Tensor] = {"model.embed_tokens.weight": randn(gen, sizes.llava_vocab, hidden).half()}
+    second: dict[str, torch.Tensor] = {}
+    split = (sizes.llm_layers + 1) // 2
+    for i in range(sizes.llm_layers):
+        (first if i < split else second).update(_llama_layer(f"model.layers.{i}", sizes, gen))
+    second["model.norm.weight"] = torch.ones(hidden, dtype=torch.float16)
+    second["model.mm_projector.weight"] = randn(gen, hidden, sizes.vision_hidden).half()
+    second["model.mm_projector.bias"] = randn(gen, hidden).half()
+    second["lm_head.weight"] = randn(gen, sizes.llava_vocab, hidden).half()
+    return [first, second]
+
+
+def _write_sharded(folder: Path, shards: list[dict[str, torch.Tensor]], fmt: ShardFormat) -> None:
+    """Write shards + index the way HF `save_pretrained(max_shard_size=...)` names them."""
+    stem, suffix, index_name = {
+        "bin": ("pytorch_model", "bin", "pytorch_model.bin.index.json"),
+        "safetensors": ("model", "safetensors", "model.safetensors.index.json"),
+    }[fmt]
+    for stale in [*folder.glob("pytorch_model*.bin*"), *folder.glob("model*.safetensors*")]:
+        stale.unlink()  # a rebuild in the other format must not leave the old shards behind
+    weight_map: dict[str, str] = {}
+    total_size = 0
+    for number, shard in enumerate(shards, start=1):
+        name = f"{stem}-{number:05d}-of-{len(shards):05d}.{suffix}"
+        if fmt == "bin":
+            torch.save(shard, folder / name)
+        else:
+            from safetensors.torch import save_file
+
+            save_file(shard, str(folder / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, name))
+        total_size += sum(t.numel() * t.element_size() for t in shard.values())
+    write_json(folder / index_name, {"metadata": {"total_size": total_size}, "weight_map": weight_map})
+
+
+def build_llava_folder(folder: Path, sizes: TinySizes, seed: int, fmt: ShardFormat = "bin") -> None:
+    build_llama_tokenizer(folder, vocab_size=sizes.sp_vocab)  # first: it loads from the folder
+    write_json(folder / "config.json", llava_config(sizes))
+    generation = {"_from_model_config": True, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 0}
+    write_json(folder / "generation_config.json", {**generation, "transformers_version": "4.30.2"})
+    _write_sharded(folder, llava_shards(sizes, seed), fmt)
+
+
+# ------------------------------------------------------------------------------------------- MGIE folder
+
+
+def build_edit_mapper_transformer(sizes: TinySizes) -> nn.Transformer:
+    """The `edit_head.mapper` module of MGIE's EditMapper, at tiny sizes."""
+    with warnings.catch_warnings():  # norm_first disables the nested-tensor fast path; torch says so loudly
+        warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
+        return nn.Transformer(
+            d_model=sizes.head_dim_model,
+            nhead=sizes.head_heads,
+            num_encoder_layers=sizes.head_encoder_layers,
+            num_decoder_layers=sizes.head_decoder_layers,
+            dim_feedforward=sizes.head_ffn,
+            dropout=0.0,
+            batch_first=True,
+            norm_first=True,
+        )
+
+
+def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{key}": value for key, value in state.items()}
+
+
+def _edit_head_state(sizes: TinySizes) -> dict[str, torch.Tensor]:
+    """EditMapper: llm2hid -> (query, mapper transformer) -> hid2feat; call under `seeded`."""
+    llm2hid = nn.Linear(sizes.llm_hidden, sizes.head_dim_model)  # built in this order: it fixes the weights
+    query = torch.randn(1, sizes.head_queries, sizes.head_dim_model)
+    mapper = build_edit_mapper_transformer(sizes)
+    hid2feat = nn.Linear(sizes.head_dim_model, sizes.cross_attention_dim)
+    state = {
+        **_prefixed("llm2hid", llm2hid.state_dict()),
+        "query": query,
+        **_prefixed("mapper", mapper.state_dict()),
+        **_prefixed("hid2feat", hid2feat.state_dict()),
+    }
+    return _prefixed("edit_head", state)
+
+
+def mllm_state(sizes: TinySizes, seed: int, emb: EmbShape = "2d") -> dict[str, torch.Tensor]:
+    """Contents of mgie_7b/mllm.pt: grown embed_tokens / lm_head, edit head, and `emb` (last 8 rows)."""
+    _check_emb(emb)
+    with seeded(sub_seed(seed, SEED_MLLM)):
+        embed = torch.randn(sizes.mgie_vocab, sizes.llm_hidden) * WEIGHT_STD
+        lm_head = torch.randn(sizes.mgie_vocab, sizes.llm_hidden) * WEIGHT_STD
+        state = half({"model.embed_tokens.weight": embed, "lm_head.weight": lm_head, **_edit_head_state(sizes)})
+    rows = state["model.embed_tokens.weight"][-len(IMG_TOKENS) :].clone()
+    if emb != "missing":
+        state["emb"] = rows if emb == "2d" else rows.unsqueeze(0)
+    return state
+
+
+def build_mgie_folder(folder: Path, sizes: TinySizes, seed: int, emb: EmbShape) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(mllm_state(sizes, seed, emb), folder / "mllm.pt")
+    unet = build_unet(sizes, sub_seed(seed, SEED_MGIE_UNET))
+    torch.save(half(unet.state_dict()), folder / "unet.pt")
+
+
+# --------------------------------------------------------------------------------------------- CLIP folder
+
+
+def clip_config(sizes: TinySizes) -> dict[str, Any]:
+    """Full CLIPConfig of the tiny openai/clip-vit-large-patch14 stand-in."""
+    vision = {
+        "hidden_size": sizes.vision_hidden,
+        "intermediate_size": sizes.vision_intermediate,
+        "num_hidden_layers": sizes.vision_layers,
+        "num_attention_heads": sizes.vision_heads,
+        "image_size": sizes.vision_image_size,
+        "patch_size": sizes.vision_patch_size,
+        "projection_dim": 16,
+        "hidden_act": "quick_gelu",
+    }
+    text = clip_text_config(sizes.vision_hidden) | {"projection_dim": 16}
+    return {"text_config": text, "vision_config": vision, "projection_dim": 16}
+
+
+def clip_preprocessor_config(sizes: TinySizes) -> dict[str, Any]:
+    side = sizes.vision_image_size
+    return {
+        "crop_size": {"height": side, "width": side},
+        "do_center_crop": True,
+        "do_convert_rgb": True,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "feature_extractor_type": "CLIPFeatureExtractor",
+        "image_mean": list(OPENAI_CLIP_MEAN),
+        "image_processor_type": "CLIPImageProcessor",
+        "image_std": list(OPENAI_CLIP_STD),
+        "resample": 3,
+        "rescale_factor": 1 / 255,
+        "size": {"shortest_edge": side},
+    }
+
+
+def build_clip_folder(folder: Path, sizes: TinySizes, seed: int) -> None:
+    from transformers import CLIPConfig, CLIPModel
+
+    with seeded(sub_seed(seed, SEED_CLIP)):
+        CLIPModel(CLIPConfig(**clip_config(sizes))).save_pretrained(folder)
+    write_json(folder / "preprocessor_config.json", clip_preprocessor_config(sizes))
+    build_clip_tokenizer(folder)
+
+
+# ----------------------------------------------------------------------------------------------- the tree
+
+
+def build_tiny_mgie_tree(
+    root: Path,
+    *,
+    sizes: TinySizes = TinySizes(),  # noqa: B008 - frozen dataclass, safe as a default
+    seed: int = 0,
+    llava_format: ShardFormat = "bin",
+    emb: EmbShape = "2d",
+) -> Path:
+    """Write the four official MGIE folders under `root` (see `editor.tiny`) and return `root`."""
+    if llava_format not in ("bin", "safetensors"):
+        raise ValueError(f"llava_format must be 'bin' or 'safetensors', got {llava_format!r}")
+    _check_emb(emb)
+    root = Path(root)
+    build_llava_folder(root / LLAVA_DIR, sizes, seed, llava_format)
+    build_mgie_folder(root / MGIE_DIR, sizes, seed, emb)
+    build_ip2p_folder(root / IP2P_DIR, sizes, seed)
+    build_clip_folder(root / CLIP_DIR, sizes, seed)
+    return root
