@@ -151,7 +151,7 @@ def stage_times(m: MGIE, size: int, tokens: int, repeats: int) -> dict[str, floa
 def render_vs_diffusers(m: MGIE, size: int, steps: int, repeats: int) -> dict[str, float]:
     """Alternate `MGIE.render` and a direct call of the stock pipeline on the same components; medians."""
     source = Image.fromarray(np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8))
-    guidance = m._guidance(
+    guidance = m.guidance_from_states(
         torch.zeros(8, m.mllm.config.text.hidden_size, device=m.device),
         instruction="x",
         expressive="x",

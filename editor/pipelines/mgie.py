@@ -114,14 +114,8 @@ class MGIE:
         pipe,
         decode: DecodeConfig = DecodeConfig(),
     ) -> None:
-        self.mllm, self.head, self.tokenizer, self.image_processor, self.pipe = (
-            mllm,
-            head,
-            tokenizer,
-            image_processor,
-            pipe,
-        )
-        self.decode = decode
+        self.mllm, self.head, self.pipe = mllm, head, pipe
+        self.tokenizer, self.image_processor, self.decode = tokenizer, image_processor, decode
         self.device = next(mllm.parameters()).device
         self.img_embeddings = img_embeddings.to(self.device, next(head.parameters()).dtype)  # 8 x hidden
         ids = tokenizer.convert_tokens_to_ids([IM_PATCH, IM_START, IM_END, *IMG_TOKENS])
@@ -151,7 +145,8 @@ class MGIE:
         features = self.mllm.encode_image(pixels.to(self.device, self.mllm.projector.weight.dtype))  # 1 x N x hidden
         return self.mllm.embed_with_image(ids, features, self.im_start_id)
 
-    def _guidance(self, states: torch.Tensor, **fields) -> Guidance:
+    def guidance_from_states(self, states: torch.Tensor, **fields) -> Guidance:
+        """Edit head on 8 x hidden LLM states -> a Guidance with the null condition as negative."""
         embeds = self.head(states[None].to(self.img_embeddings.dtype), self.img_embeddings)  # 1 x 77 x C
         return Guidance(model=self.name, prompt_embeds=embeds, negative_prompt_embeds=self.null_embeds, **fields)
 
@@ -177,7 +172,7 @@ class MGIE:
         # 3. the states that predict [IMG0..7] -> edit head
         start = img_window_start(out.ids, out.states.shape[0], self.img_ids[0])
         text = self.tokenizer.decode(out.ids, skip_special_tokens=False)
-        guidance = self._guidance(
+        guidance = self.guidance_from_states(
             out.states[start : start + len(IMG_TOKENS)],
             instruction=instruction,
             expressive=clean_expressive(text),
@@ -207,7 +202,7 @@ class MGIE:
         ids = torch.cat([prompt, self.answer_ids(expressive)], dim=1)
         states = self.mllm.final_states(self._embed(image, ids))[0]  # L x hidden
         k = ids.shape[1] - len(IMG_TOKENS)  # position of [IMG0]
-        guidance = self._guidance(
+        guidance = self.guidance_from_states(
             states[k - 1 : k - 1 + len(IMG_TOKENS)],
             instruction=instruction,
             expressive=expressive,
