@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from editor.core import Editor
-from editor.pipelines.mgie import MGIEPaths, load_mgie
+from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR, MGIEPaths, load_mgie
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -30,7 +30,7 @@ EDITORS: dict[str, EditorSpec] = {
     "mgie": EditorSpec(
         name="mgie",
         title="MGIE-7B (Apple, ICLR 2024)",
-        folders=("LLaVA-7B-v1", "mgie_7b", "instruct-pix2pix", "clip-vit-large-patch14"),
+        folders=(LLAVA_DIR, MGIE_DIR, IP2P_DIR, CLIP_DIR),
         load=_load_mgie,
     ),
 }

@@ -68,6 +68,10 @@ GET_IP2P = "`hf download timbrooks/instruct-pix2pix --local-dir <weights>/instru
 GET_CLIP = "`hf download openai/clip-vit-large-patch14 --local-dir <weights>/clip-vit-large-patch14`"
 
 
+# The folder names of the downloads (official layout), under a weights directory.
+LLAVA_DIR, MGIE_DIR, IP2P_DIR, CLIP_DIR = "LLaVA-7B-v1", "mgie_7b", "instruct-pix2pix", "clip-vit-large-patch14"
+
+
 @dataclass(frozen=True)
 class MGIEPaths:
     llava: Path
@@ -78,7 +82,7 @@ class MGIEPaths:
     @classmethod
     def from_weights_dir(cls, weights_dir: str | Path) -> MGIEPaths:
         root = Path(weights_dir)
-        return cls(root / "LLaVA-7B-v1", root / "mgie_7b", root / "instruct-pix2pix", root / "clip-vit-large-patch14")
+        return cls(root / LLAVA_DIR, root / MGIE_DIR, root / IP2P_DIR, root / CLIP_DIR)
 
 
 @dataclass(frozen=True)
@@ -279,25 +283,26 @@ def load_mgie(paths: MGIEPaths, device: str | torch.device | None = None, dtype:
         vision_select_layer=llava_cfg.get("mm_vision_select_layer", -2),
     )
     mllm = build_empty(LlavaV1, config)
-    embeddings = {"llm.model.embed_tokens.weight", "llm.lm_head.weight"}
-    llava_state = {k: v for k, v in read_llava_v1_state(paths.llava, GET_LLAVA).items() if k not in embeddings}
-    expected = expected_shapes(mllm)
-    check_keys(
-        {k: s for k, s in expected.items() if k.startswith(("llm.", "projector.")) and k not in embeddings},
-        llava_state,
-        f"{paths.llava} (LLaVA-7B-v1 weights)",
-        GET_LLAVA,
-    )
-    vision_keys = expected_shapes(mllm.vision)
-    vision_state = {"vision." + k: v for k, v in read_clip_vision_state(paths.clip, GET_CLIP, vision_keys).items()}
-    check_keys(expected_shapes(mllm, "vision."), vision_state, f"{paths.clip} (CLIP vision tower)", GET_CLIP)
-    llava_state |= vision_state
-    llava_state |= {
+    embed_state = {
         "llm.model.embed_tokens.weight": mllm_sd["model.embed_tokens.weight"],
         "llm.lm_head.weight": mllm_sd["lm_head.weight"],
     }
-    check_keys({k: expected[k] for k in embeddings}, {k: llava_state[k] for k in embeddings}, str(mllm_file), GET_MGIE)
-    assign_state(mllm, llava_state, dtype)
+    llava_state = {k: v for k, v in read_llava_v1_state(paths.llava, GET_LLAVA).items() if k not in embed_state}
+    vision_keys = expected_shapes(mllm.vision)
+    vision_state = {"vision." + k: v for k, v in read_clip_vision_state(paths.clip, GET_CLIP, vision_keys).items()}
+    parts = {  # each part of LlavaV1, checked strictly against the file it comes from
+        "llava": (llava_state, f"{paths.llava} (LLaVA-7B-v1 weights)", GET_LLAVA),
+        "vision": (vision_state, f"{paths.clip} (CLIP vision tower)", GET_CLIP),
+        "embeddings": (embed_state, str(mllm_file), GET_MGIE),
+    }
+
+    def part_of(key: str) -> str:
+        return "embeddings" if key in embed_state else "vision" if key.startswith("vision.") else "llava"
+
+    expected = expected_shapes(mllm)
+    for name, (state, source, hint) in parts.items():
+        check_keys({k: shape for k, shape in expected.items() if part_of(k) == name}, state, source, hint)
+    assign_state(mllm, llava_state | vision_state | embed_state, dtype)
     # 3. the edit head and its [IMG] embeddings (`emb`; rows [IMG0..7] of embed_tokens when absent, mgie.md §3.3)
     head_state = {k.removeprefix("edit_head."): v for k, v in mllm_sd.items() if k.startswith("edit_head.")}
     head = build_empty(EditHead, EditHeadConfig.from_state_dict(head_state))

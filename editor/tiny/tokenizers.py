@@ -12,13 +12,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from editor.prompts import IM_END, IM_PATCH, IM_START
+from editor.prompts import VICUNA_V1_1_SYSTEM as VICUNA_SYSTEM
 from editor.tiny._common import write_json
 
-LLAVA_TOKENS = ("<im_patch>", "<im_start>", "<im_end>")  # ids V, V+1, V+2 after the SentencePiece vocab
-VICUNA_SYSTEM = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
-)
+LLAVA_TOKENS = (IM_PATCH, IM_START, IM_END)  # ids V, V+1, V+2 after the SentencePiece vocab
 CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
 
 _TOKENIZER_FILES = (

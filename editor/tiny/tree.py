@@ -13,6 +13,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR
+from editor.prompts import IMG_TOKENS  # MGIE's visual tokens, ids V+3 .. V+10
 from editor.tiny._common import (
     SEED_CLIP,
     SEED_LLAVA,
@@ -28,12 +30,6 @@ from editor.tiny._common import (
 from editor.tiny.diffusion import build_ip2p_folder, build_unet, clip_text_config
 from editor.tiny.tokenizers import LLAVA_TOKENS, build_clip_tokenizer, build_llama_tokenizer
 
-LLAVA_DIR = "LLaVA-7B-v1"
-MGIE_DIR = "mgie_7b"
-IP2P_DIR = "instruct-pix2pix"
-CLIP_DIR = "clip-vit-large-patch14"
-
-IMG_TOKENS = tuple(f"[IMG{i}]" for i in range(8))  # MGIE's visual tokens, ids V+3 .. V+10
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
