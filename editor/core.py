@@ -17,9 +17,18 @@ from PIL import Image
 from editor.images import ImageSource
 from editor.params import EditParams
 
-# on_step(step, total_steps, latents): called after every denoising step; latents are the scheduler's current
-# sample (1 x 4 x h/8 x w/8). Used for progress bars and previews.
-StepCallback = Callable[[int, int, torch.Tensor], None]
+
+@dataclass(frozen=True)
+class Step:
+    """What `render` reports after every denoising step (progress bars, step previews)."""
+
+    index: int  # 1-based
+    total: int
+    latents: torch.Tensor  # the scheduler's current sample, 1 x 4 x h/8 x w/8, scaled by the VAE factor
+    preview: Callable[[], Image.Image]  # an approximate RGB picture of `latents` at 1/8 size, no VAE decode
+
+
+StepCallback = Callable[[Step], None]
 
 
 @dataclass

@@ -130,8 +130,17 @@ def test_guidance_on_off_rule(mgie, text, image, batch):
 def test_on_step_reports_every_step(mgie):
     guidance = mgie.think(IMAGE, "make the frame red")
     seen = []
-    mgie.render(IMAGE, guidance, FAST, on_step=lambda i, n, lat: seen.append((i, n, tuple(lat.shape))))
+    previews = []
+
+    def on_step(step):
+        seen.append((step.index, step.total, tuple(step.latents.shape)))
+        if step.index == step.total:
+            previews.append(step.preview())
+
+    result = mgie.render(IMAGE, guidance, FAST, on_step=on_step)
     assert seen == [(1, 3, (1, 4, 6, 8)), (2, 3, (1, 4, 6, 8)), (3, 3, (1, 4, 6, 8))]
+    assert previews[0].size == (8, 6) and previews[0].mode == "RGB"
+    assert result.image.size == (64, 48)
 
 
 def test_decoding_stops_one_token_after_img7_with_the_same_condition(mgie):

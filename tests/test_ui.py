@@ -1,53 +1,30 @@
-"""The Gradio UI: wiring with a fake editor (no server), and the tiny MGIE served and driven by gradio_client."""
+"""The Gradio app: wiring with a fake editor, then the tiny MGIE served and driven by gradio_client."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
-from dataclasses import dataclass, field
+import struct
+import zipfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import gradio as gr
+import numpy as np
 import pytest
-import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from editor.core import EditResult, Guidance
 from editor.examples import EXAMPLES_DIR, load_examples, write_examples
+from editor.history import image_key
 from editor.images import prepare_image
-from editor.params import DEFAULT_SEED, EditParams, Resolution
-from editor.prompts import check_text
-from editor.ui import Session, build_demo, image_key, resolve_guidance
+from editor.params import DEFAULT_SEED, Resolution
+from editor.ui import Session, build_demo, resolve_guidance
+from tests.fakes import FakeEditor
 
-
-@dataclass
-class FakeEditor:
-    """Implements the Editor protocol without a model; counts the MLLM calls."""
-
-    name: str = "fake"
-    calls: list[str] = field(default_factory=list)
-
-    def _guidance(self, instruction: str, expressive: str, source) -> Guidance:
-        zeros = torch.zeros(1, 77, 8)
-        return Guidance(self.name, check_text(instruction), expressive, f"{expressive} [IMG0]", zeros, zeros, source)
-
-    def think(self, image, instruction: str) -> Guidance:
-        self.calls.append("think")
-        return self._guidance(instruction, f"imagine: {instruction.strip()}", "generated")
-
-    def guidance_from_text(self, image, instruction: str, expressive_text: str) -> Guidance:
-        self.calls.append("text")
-        return self._guidance(instruction, check_text(expressive_text), "user")
-
-    def render(self, image, guidance, params=None, on_step=None) -> EditResult:
-        params = params or EditParams()
-        source = prepare_image(image, params.resolution)
-        for step in range(params.steps):
-            if on_step is not None:
-                on_step(step + 1, params.steps, torch.zeros(1))
-        seed = 42 if params.seed is None else params.seed
-        return EditResult(Image.new("RGB", source.size), source, guidance, params.with_seed(seed))
+ENDPOINTS = {"think", "edit", "undo", "revert", "reset", "export", "restore", "explore", "keep"}
 
 
 def handler(demo: gr.Blocks, api_name: str):
@@ -84,30 +61,21 @@ def test_resolve_guidance_thinks_reuses_and_follows_user_text():
     assert editor.calls[-2:] == ["think", "think"]
 
 
-def test_build_demo_with_a_fake_editor():
+def test_demo_wires_every_endpoint_and_the_model_selector():
     editors = {"fake": FakeEditor(), "other": FakeEditor(name="other")}
     demo = build_demo(editors, notice="weights missing", examples_dir=None)
-    assert isinstance(demo, gr.Blocks)
-    assert {"think", "edit"} <= {fn.api_name for fn in demo.fns.values()}
+    assert ENDPOINTS <= {fn.api_name for fn in demo.fns.values()}
     dropdown = next(b for b in demo.blocks.values() if isinstance(b, gr.Dropdown))
     assert dropdown.visible and dropdown.choices == [("fake", "fake"), ("other", "other")]
-
-    image = Image.new("RGB", (100, 50), "white")
-    expressive, raw, session = handler(demo, "think")("other", image, "make it red", None)
-    assert expressive == "imagine: make it red" and session.model == "other" and editors["other"].calls == ["think"]
-    args = ("other", image, "make it red", expressive, 3, 7.5, 1.5, 5, False, "keep_aspect", 64, session)
-    edited, (before, after), _, _, seed, _ = handler(demo, "edit")(*args)
-    assert edited.size == before.size == after.size == (64, 32) and seed == 5
-    assert editors["other"].calls == ["think"]  # the session's guidance was reused
-    *_, seed, _ = handler(demo, "edit")(*args[:8], True, *args[9:])
-    assert seed == 42  # randomized: the editor's choice is shown
-    with pytest.raises(gr.Error, match="no input image"):
-        handler(demo, "edit")("fake", None, "make it red", "", 3, 7.5, 1.5, 5, False, "keep_aspect", 64, None)
-    with pytest.raises(gr.Error, match="unknown model"):
-        handler(demo, "think")("nope", image, "make it red", None)
-
     single = build_demo({"fake": FakeEditor()}, examples_dir=EXAMPLES_DIR)
     assert not next(b for b in single.blocks.values() if isinstance(b, gr.Dropdown)).visible
+    with pytest.raises(ValueError, match="at least one editor"):
+        build_demo({})
+
+
+# --- served: the tiny MGIE behind a real server, driven by gradio_client ---------------------------------------
+
+FAST = dict(steps=2, size=64)
 
 
 def _free_port() -> int:
@@ -117,31 +85,160 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def client(mgie, tmp_path_factory):
+def server(mgie):
     demo = build_demo({mgie.name: mgie}).queue(default_concurrency_limit=1)
     demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
     try:
-        yield Client(
-            demo.local_url, verbose=False, analytics_enabled=False, download_files=tmp_path_factory.mktemp("dl")
-        )
+        yield demo.local_url
     finally:
         demo.close()
 
 
-def test_served_tiny_mgie_thinks_edits_and_survives_errors(client):
-    cat = load_examples()[0]["image"]
-    expressive, raw = client.predict(image=handle_file(cat), instruction="make the cat a tiger", api_name="/think")
+@pytest.fixture
+def connect(server, tmp_path):
+    """Each call is a new client, i.e. a new browser session with its own history."""
+
+    def make() -> Client:
+        return Client(server, verbose=False, analytics_enabled=False, download_files=tmp_path)
+
+    return make
+
+
+def _pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _edit(client: Client, instruction: str, image=None, **extra):
+    out = client.predict(image=image, instruction=instruction, **(FAST | extra), api_name="/edit")
+    keys = ("expressive", "raw", "used", "seed", "input", "output", "compare", "status", "history", "details")
+    return dict(zip(keys, out, strict=True))
+
+
+CAT = load_examples()[1]["image"]  # chelsea.png
+
+
+def test_think_then_edit_follows_the_rewritten_text(connect):
+    client = connect()
+    expressive, raw = client.predict(image=handle_file(CAT), instruction="make the cat a tiger", api_name="/think")
     assert isinstance(expressive, str) and expressive.strip() and raw
+    out = _edit(client, "make the cat a tiger", handle_file(CAT), expressive="A tiger lies on the sofa.")
+    assert out["expressive"] == "A tiger lies on the sofa." and out["seed"] == DEFAULT_SEED
+    expected = prepare_image(Image.open(CAT), Resolution("keep_aspect", 64)).size
+    assert Image.open(out["output"]).format == "PNG" and Image.open(out["output"]).size == expected
+    assert out["status"].startswith("Turn 1 of 1") and f"seed {DEFAULT_SEED}" in out["used"]
+    assert "rewritten by the user" in out["details"]
 
-    edit = dict(image=handle_file(cat), instruction="make the cat a tiger", expressive="", steps=2, size=64)
-    path, (before, after), text, _, seed = client.predict(**edit, api_name="/edit")
-    expected = prepare_image(Image.open(cat), Resolution("keep_aspect", 64)).size
-    assert Image.open(path).format == "PNG" and Image.open(path).size == expected == Image.open(after).size
-    assert seed == DEFAULT_SEED and text.strip()
 
-    with pytest.raises(AppError, match="instruction is empty"):
-        client.predict(**{**edit, "instruction": "  "}, api_name="/edit")
-    path, *_, seed = client.predict(
-        **{**edit, "expressive": "a tiger on a sofa"}, randomize_seed=True, api_name="/edit"
+def test_three_turns_undo_revert_branch_export_restore(connect, tmp_path):
+    client = connect()
+    first = _edit(client, "make the cat a tiger", handle_file(CAT))
+    second = _edit(client, "make it snowy")  # no image: continue from the current turn
+    third = _edit(client, "add a hat", randomize_seed=True)
+    assert [first["status"], second["status"], third["status"]] == [
+        "Turn 1 of 1 · branch #0", "Turn 2 of 2 · branch #0 → #1", "Turn 3 of 3 · branch #0 → #1 → #2"
+    ]  # fmt: skip
+    assert (_pixels(second["input"]) == _pixels(second["output"])).all()  # the result is the next input
+    assert len(third["history"]) == 3 and isinstance(third["seed"], int)
+
+    *_, status, history, details = client.predict(api_name="/undo")
+    assert status == "Turn 2 of 3 · branch #0 → #1" and len(history) == 3 and "make it snowy" in details
+    reverted = client.predict(turn=0, api_name="/revert")
+    assert (_pixels(reverted[0]) == _pixels(first["output"])).all()  # turn 0's result is the input again
+    branch = _edit(client, "make it night")
+    assert branch["status"] == "Turn 4 of 4 · branch #0 → #3"
+
+    archive = client.predict(api_name="/export")
+    with zipfile.ZipFile(archive) as zipped:
+        record = json.loads(zipped.read("session.json"))
+        outputs = [_pixels(zipped.open(turn["output"])) for turn in record["turns"]]
+    assert [t["parent"] for t in record["turns"]] == [None, 0, 1, 0] and record["head"] == 3
+    assert [t["instruction"] for t in record["turns"]] == ["make the cat a tiger", "make it snowy", "add a hat",
+                                                           "make it night"]  # fmt: skip
+    assert record["turns"][2]["params"]["seed"] == third["seed"]
+    for out, turn in zip((first, second, third, branch), outputs, strict=True):
+        assert (_pixels(out["output"]) == turn).all()  # lossless: what the API returned is what was kept
+
+    other = connect()
+    restored = other.predict(archive=handle_file(archive), api_name="/restore")
+    assert restored[3] == branch["status"] and len(restored[4]) == 4
+    again = other.predict(api_name="/export")
+    with zipfile.ZipFile(archive) as a, zipfile.ZipFile(again) as b:
+        assert json.loads(a.read("session.json")) == json.loads(b.read("session.json"))
+        for name in a.namelist():
+            if name.endswith(".png"):
+                assert (_pixels(a.open(name)) == _pixels(b.open(name))).all()
+    continued = _edit(other, "make it day")  # the restored session goes on from the restored head
+    assert continued["status"] == "Turn 5 of 5 · branch #0 → #3 → #4"
+
+    reset = other.predict(api_name="/reset")
+    assert reset[3] == "No edits yet" and reset[4] == []
+    assert (_pixels(reset[0]) == _pixels(CAT)).all()  # back to the original upload
+
+
+def test_two_clients_at_once_keep_their_own_histories(connect):
+    a, b = connect(), connect()
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [
+            pool.submit(_edit, a, "make it red", handle_file(CAT)),
+            pool.submit(_edit, b, "make it blue", handle_file(CAT)),
+        ]
+        done = [job.result() for job in jobs]
+    assert [d["status"] for d in done] == ["Turn 1 of 1 · branch #0"] * 2
+    _edit(a, "make it redder")
+    assert a.predict(api_name="/undo")[3].startswith("Turn 1 of 2")
+    assert b.predict(api_name="/undo")[3] == "Original image (1 turns in the history)"
+    assert "make it blue" in b.predict(turn=0, api_name="/revert")[5]
+
+
+def test_explorer_sweeps_one_seed_and_a_cell_becomes_a_turn(connect):
+    client = connect()
+    expressive, _, grid, plot, table = client.predict(
+        image=handle_file(CAT), instruction="make it snowy", start=1.0, stop=1.4, step=0.2, text_values="5, 7.5",
+        **FAST, api_name="/explore",
+    )  # fmt: skip
+    assert expressive and len(grid) == 6 and [c["caption"] for c in grid][:2] == ["αX 5 · αV 1", "αX 5 · αV 1.2"]
+    assert table["headers"][:2] == ["αX", "αV"] and "CLIP-I" in table["headers"] and len(table["data"]) == 6
+    used, seed, *_, status, history, _ = client.predict(index=4, api_name="/keep")
+    assert status == "Turn 1 of 1 · branch #0" and "αX 7.5 · αV 1.2" in used and seed == DEFAULT_SEED
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG header announcing a huge image (what a decompression bomb looks like before any pixel)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
     )
-    assert Image.open(path).size == expected and isinstance(seed, int)
+
+
+def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(connect, tmp_path):
+    client = connect()
+    notes, bomb, fake_zip = tmp_path / "notes.txt", tmp_path / "huge.png", tmp_path / "session.zip"
+    notes.write_text("not a picture")
+    fake_zip.write_text("not a zip")
+    bomb.write_bytes(_png_claiming(40_000, 40_000))
+    cases = [
+        (dict(image=handle_file(notes), instruction="x"), "could not read 'notes.txt' as an image"),
+        (dict(image=handle_file(bomb), instruction="x"), "too large: 1,600,000,000 pixels"),
+        (dict(image=handle_file(CAT), instruction="   "), "instruction is empty"),
+        (dict(image=handle_file(CAT), instruction="x", steps=0), "less than minimum value 1"),
+        (dict(image=handle_file(CAT), instruction="x", image_guidance=50), "greater than maximum value 5"),
+        (dict(image=None, instruction="x"), "no input image"),
+    ]
+    for args, message in cases:
+        with pytest.raises(AppError, match=message):
+            client.predict(**(FAST | args), api_name="/edit")
+    for api, kwargs, message in [
+        ("/undo", {}, "nothing to undo"),
+        ("/revert", {"turn": 3}, "no turn 3: this session has no turns yet"),
+        ("/export", {}, "nothing to export"),
+        ("/restore", {"archive": handle_file(notes)}, "Invalid file type"),
+        ("/restore", {"archive": handle_file(fake_zip)}, "not a session archive"),
+        ("/keep", {"index": 0}, "run the explorer first"),
+    ]:
+        with pytest.raises(AppError, match=message):
+            client.predict(**kwargs, api_name=api)
+    assert _edit(client, "make it red", handle_file(CAT))["status"] == "Turn 1 of 1 · branch #0"

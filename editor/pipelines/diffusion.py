@@ -15,8 +15,9 @@ import torch
 from diffusers import StableDiffusionInstructPix2PixPipeline
 from PIL import Image
 
-from editor.core import StepCallback
+from editor.core import Step, StepCallback
 from editor.params import EditParams
+from editor.preview import LatentPreview
 
 
 def build_pipeline(unet, vae, scheduler) -> StableDiffusionInstructPix2PixPipeline:
@@ -59,8 +60,17 @@ def run_ip2p(
     device = pipe._execution_device
     dtype = pipe.unet.dtype
 
+    fitted: list[LatentPreview] = []  # the preview map, fitted on first use from the pipeline's image latents
+
     def step_end(_pipe, step: int, _timestep, kwargs: dict) -> dict:
-        on_step(step + 1, params.steps, kwargs["latents"])
+        latents, image_latents = kwargs["latents"], kwargs["image_latents"]
+
+        def preview() -> Image.Image:
+            if not fitted:
+                fitted.append(LatentPreview(image_latents[:1], source, pipe.vae.config.scaling_factor))
+            return fitted[0](latents)
+
+        on_step(Step(step + 1, params.steps, latents, preview))
         return {}
 
     start = time.perf_counter()
@@ -73,5 +83,6 @@ def run_ip2p(
         image_guidance_scale=params.image_guidance,
         generator=make_generator(device, seed),
         callback_on_step_end=step_end if on_step else None,
+        callback_on_step_end_tensor_inputs=["latents", "image_latents"],
     ).images[0]
     return image, replace(params, seed=seed), {"render_s": time.perf_counter() - start}

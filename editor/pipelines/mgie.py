@@ -149,6 +149,12 @@ class MGIE:
         features = self.mllm.encode_image(pixels.to(self.device, self.mllm.projector.weight.dtype))  # 1 x N x hidden
         return self.mllm.embed_with_image(ids, features, self.im_start_id)
 
+    @torch.inference_mode()
+    def image_embedding(self, image: ImageSource) -> torch.Tensor:
+        """The CLIP tower's pooled output (post-layernorm CLS) for `image`: CLIP-I style similarity in the app."""
+        pixels = self.image_processor(images=load_image(image), return_tensors="pt").pixel_values
+        return self.mllm.vision(pixel_values=pixels.to(self.device, self.mllm.projector.weight.dtype)).pooler_output[0]
+
     def guidance_from_states(self, states: torch.Tensor, **fields) -> Guidance:
         """Edit head on 8 x hidden LLM states -> a Guidance with the null condition as negative."""
         embeds = self.head(states[None].to(self.img_embeddings.dtype), self.img_embeddings)  # 1 x 77 x C

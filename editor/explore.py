@@ -1,0 +1,76 @@
+"""The trade-off explorer: one instruction rendered over a grid of guidance scales with the same seed, each
+result scored for edit strength (how far it moved from the input) and consistency (how much of the input it kept).
+
+This is the MGIE paper's Figure 3 for one image: image guidance αV from 1.0 to 2.2 (optionally several text
+guidance αX values). Pixel metrics always; a CLIP-I style similarity when the editor exposes its CLIP vision tower
+(`image_embedding(image) -> tensor`, as MGIE does).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from PIL import Image
+
+from editor.core import Editor, EditResult, Guidance
+from editor.metrics import cosine, l1, psnr, ssim
+from editor.params import EditParams
+from editor.pipelines.diffusion import fresh_seed
+
+MAX_CELLS = 36
+
+
+@dataclass(frozen=True)
+class Sweep:
+    image_guidance: tuple[float, ...] = (1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2)
+    text_guidance: tuple[float, ...] = (7.5,)
+
+    @classmethod
+    def parse(cls, start: float, stop: float, step: float, text_values: str) -> Sweep:
+        """αV from `start` to `stop` (inclusive) by `step`; αX from a comma-separated list such as "5, 7.5, 10"."""
+        if not (math.isfinite(start) and math.isfinite(stop) and math.isfinite(step)) or step <= 0 or stop < start:
+            raise ValueError(f"image guidance sweep needs start <= stop and step > 0, got {start}:{stop}:{step}")
+        count = math.floor((stop - start) / step + 1e-9) + 1
+        try:
+            texts = tuple(float(v) for v in text_values.replace(";", ",").split(",") if v.strip())
+        except ValueError:
+            raise ValueError(f"text guidance values must be numbers separated by commas, got {text_values!r}") from None
+        if not texts:
+            raise ValueError("give at least one text guidance value")
+        if count * len(texts) > MAX_CELLS:
+            raise ValueError(f"the sweep has {count * len(texts)} renders; the explorer runs at most {MAX_CELLS}")
+        return cls(tuple(round(start + i * step, 6) for i in range(count)), texts)
+
+    def cells(self) -> list[tuple[float, float]]:
+        """(αX, αV) pairs, αV varying fastest."""
+        return [(text, image) for text in self.text_guidance for image in self.image_guidance]
+
+
+@dataclass(frozen=True)
+class Cell:
+    result: EditResult
+    metrics: dict[str, float]
+
+    @property
+    def params(self) -> EditParams:
+        return self.result.params
+
+
+def measure(source: Image.Image, output: Image.Image, editor: Editor | None = None) -> dict[str, float]:
+    """Edit strength (l1) and consistency (psnr, ssim, clip_i when the editor has a CLIP tower) vs the input."""
+    metrics = {"l1": l1(source, output), "psnr": psnr(source, output), "ssim": ssim(source, output)}
+    embed = getattr(editor, "image_embedding", None)
+    if embed is not None:
+        metrics["clip_i"] = cosine(embed(source), embed(output))
+    return metrics
+
+
+def explore(editor: Editor, image: Image.Image, guidance: Guidance, params: EditParams, sweep: Sweep) -> Iterator[Cell]:
+    """Renders every cell with one seed (the given one, or one drawn once for the whole grid)."""
+    seed = params.seed if params.seed is not None else fresh_seed()
+    for text, image_scale in sweep.cells():
+        cell_params = replace(params, text_guidance=text, image_guidance=image_scale, seed=seed)
+        result = editor.render(image, guidance, cell_params)
+        yield Cell(result, measure(result.source, result.image, editor))

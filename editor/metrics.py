@@ -1,0 +1,69 @@
+"""Image-pair metrics for the trade-off explorer: how far an edit moved from its input, and how much it kept.
+
+All take RGB images of one size, pixels scaled to [0, 1]:
+- l1: mean absolute difference (edit strength; MGIE's "L1" in its tables).
+- psnr: 10·log10(1 / MSE) in dB; infinite for identical images.
+- ssim: Wang et al. 2004 with an 11-tap Gaussian window (σ 1.5), K1 0.01, K2 0.03, population covariances,
+  computed per channel and averaged over the valid (un-padded) region: skimage's `structural_similarity` with
+  `gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1`, which the tests compare against.
+- cosine: similarity of two feature vectors (CLIP-I style, with the model's own CLIP vision tower).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL -> 3 x H x W float64 in [0, 1]."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), np.float64) / 255).permute(2, 0, 1)
+
+
+def _pair(a: Image.Image, b: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+    if a.size != b.size:
+        raise ValueError(f"images differ in size: {a.size} vs {b.size}")
+    return to_tensor(a), to_tensor(b)
+
+
+def l1(a: Image.Image, b: Image.Image) -> float:
+    x, y = _pair(a, b)
+    return float((x - y).abs().mean())
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    x, y = _pair(a, b)
+    mse = float(((x - y) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    taps = torch.exp(-(offsets**2) / (2 * sigma**2))
+    taps = taps / taps.sum()
+    return (taps[:, None] * taps[None, :])[None, None]  # 1 x 1 x size x size
+
+
+def ssim(a: Image.Image, b: Image.Image) -> float:
+    x, y = _pair(a, b)
+    if min(x.shape[1:]) < 11:
+        raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {a.size}")
+    window = _gaussian_window()
+    x, y = x[:, None], y[:, None]  # channels as a batch: 3 x 1 x H x W
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, window)  # valid region only
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+def cosine(u: torch.Tensor, v: torch.Tensor) -> float:
+    return float(F.cosine_similarity(u.flatten().double(), v.flatten().double(), dim=0))

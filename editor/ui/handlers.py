@@ -1,0 +1,330 @@
+"""What each UI event does, on the per-session `AppState` (kept in a gr.State). No layout here (see layout.py).
+
+Which guidance "Edit" uses (`resolve_guidance`):
+  - the expressive box holds text the model did not write (the user's own) -> rebuilt from that text;
+  - otherwise the session's guidance, when it was made by this model for this image and instruction;
+  - otherwise the MLLM thinks first.
+The edit's input is the image in the input box; an API call may leave it out to continue from the current turn.
+Model calls (think, render, explore) go through `on_gpu`, which is ZeroGPU's `spaces.GPU` when the `spaces`
+package is installed (a no-op outside ZeroGPU hardware) and the plain function otherwise.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import torch
+from PIL import Image
+
+from editor.core import Editor, EditResult, Guidance
+from editor.explore import Cell, Sweep, explore
+from editor.history import History, image_key
+from editor.images import load_image
+from editor.loading import CheckpointError, MissingWeightsError
+from editor.params import EditParams, Resolution
+from editor.streaming import Progress, stream_render
+from editor.ui import views
+
+GPU_SECONDS = 120  # ZeroGPU reservation per model call
+
+
+@dataclass(frozen=True)
+class Session:
+    """The last guidance and what it was made for."""
+
+    model: str
+    image_key: str
+    guidance: Guidance
+
+    def matches(self, model: str, key: str, instruction: str) -> bool:
+        return (self.model, self.image_key, self.guidance.instruction) == (model, key, instruction.strip())
+
+
+@dataclass
+class AppState:
+    """Everything one browser session owns. Handlers return it, so it also works where they run elsewhere."""
+
+    history: History = field(default_factory=History)
+    thought: Session | None = None
+    cells: list[Cell] = field(default_factory=list)  # the explorer's last grid
+    cells_parent: int | None = None  # the turn the grid's input came from
+    cells_input: Image.Image | None = None
+    thumbs: dict[int, Image.Image] = field(default_factory=dict)  # history strip, made once per turn
+
+    @classmethod
+    def new(cls) -> AppState:
+        """gr.State's factory: called once per browser session."""
+        return cls()
+
+
+def resolve_guidance(
+    editor: Editor, session: Session | None, image: Image.Image, instruction: str, expressive: str
+) -> Session:
+    """The session "Edit" renders from, with its guidance reused, rebuilt from the user's text, or thought anew (see
+    the module docstring)."""
+    key, text = image_key(image), (expressive or "").strip()
+    previous = session.guidance if session is not None else None
+    if session is not None and session.matches(editor.name, key, instruction) and text in ("", previous.expressive):
+        return session
+    if text and (previous is None or previous.source == "user" or text != previous.expressive):
+        return Session(editor.name, key, editor.guidance_from_text(image, instruction, text))
+    return Session(editor.name, key, editor.think(image, instruction))
+
+
+def on_gpu(fn: Callable) -> Callable:
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(duration=GPU_SECONDS)(fn)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Errors caused by the input or the weights become a message in the UI; the app keeps serving."""
+    try:
+        yield
+    except (ValueError, MissingWeightsError, CheckpointError) as err:
+        raise gr.Error(str(err)) from err
+    except torch.OutOfMemoryError as err:
+        torch.cuda.empty_cache()
+        raise gr.Error("out of GPU memory: try a smaller size, or wait for other edits to finish") from err
+
+
+def as_int(value: float | None, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resize, size) -> EditParams:
+    return EditParams(
+        steps=as_int(steps, "steps"),
+        text_guidance=text_guidance,
+        image_guidance=image_guidance,
+        seed=None if randomize_seed else as_int(seed, "seed"),
+        resolution=Resolution(resize, as_int(size, "size")),
+    )
+
+
+def history_view(state: AppState) -> tuple:
+    """(input image, output, before/after, status, history strip, turn details, state)."""
+    history = state.history
+    for turn in history.turns:
+        if turn.id not in state.thumbs:
+            state.thumbs[turn.id] = views.thumbnail(turn.output)
+    head = history.turns[history.head] if history.head is not None else None
+    strip = [(state.thumbs[t.id], views.caption(history, t)) for t in history.turns]
+    return (
+        history.current_input(),
+        head.output if head else None,
+        views.comparison(head) if head else None,
+        views.status_text(history),
+        strip,
+        views.turn_details(head),
+        state,
+    )
+
+
+class Handlers:
+    """The event functions, bound to the loaded editors (name -> editor)."""
+
+    def __init__(self, editors: Mapping[str, Editor]) -> None:
+        if not editors:
+            raise ValueError("the app needs at least one editor")
+        self.editors = editors
+
+        def think(model: str, image, instruction: str, expressive: str, session: Session | None) -> Session:
+            return resolve_guidance(editors[model], session, image, instruction, expressive)
+
+        def render(model: str, image, guidance: Guidance, params: EditParams) -> Iterator[Progress | EditResult]:
+            yield from stream_render(editors[model], image, guidance, params)
+
+        def sweep(model: str, image, guidance: Guidance, params: EditParams, grid: Sweep) -> Iterator[Cell]:
+            yield from explore(editors[model], image, guidance, params, grid)
+
+        self._think, self._render, self._explore = on_gpu(think), on_gpu(render), on_gpu(sweep)
+
+    def _inputs(self, model: str, image, state: AppState) -> tuple[str, Image.Image]:
+        if model not in self.editors:
+            raise ValueError(f"unknown model {model!r}; choose one of {', '.join(self.editors)}")
+        if image is None:
+            image = state.history.current_input()
+            if image is None:
+                raise ValueError("no input image: upload one or pick an example")
+            return model, image
+        return model, load_image(image)
+
+    def think(self, model: str, image, instruction: str, state: AppState):
+        """Runs the MLLM: returns its expressive instruction (editable) and raw text, before any pixel changes."""
+        with user_errors():
+            model, image = self._inputs(model, image, state)
+            state.thought = self._think(model, image, instruction, "", None)
+            return state.thought.guidance.expressive, state.thought.guidance.raw_text, state
+
+    def edit(
+        self,
+        model,
+        image,
+        instruction,
+        expressive,
+        steps,
+        text_guidance,
+        image_guidance,
+        seed,
+        randomize_seed,
+        resize,
+        size,
+        state: AppState,
+        progress=gr.Progress(),  # noqa: B008 - Gradio's progress marker
+    ):
+        """Edits the image (thinking first unless the expressive instruction is given); streams step previews.
+        Yields (expressive, raw, used-params line, seed, *history_view)."""
+        with user_errors():
+            params = make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resize, size)
+            model, image = self._inputs(model, image, state)
+            parent, skip = state.history.parent_for(image), gr.skip()
+            progress(None, desc="Thinking")
+            state.thought = self._think(model, image, instruction, expressive, state.thought)
+            guidance = state.thought.guidance
+            yield guidance.expressive, guidance.raw_text, *(skip,) * 9
+            for item in self._render(model, image, guidance, params):
+                if isinstance(item, Progress):
+                    progress((item.index, item.total), desc="Editing", unit="steps")
+                    if item.preview is not None:
+                        yield *(skip,) * 5, _enlarge(item.preview), *(skip,) * 5
+                    continue
+                self._commit(state, parent, image, item)
+                yield guidance.expressive, guidance.raw_text, views.result_text(item), item.seed, *history_view(state)
+
+    @staticmethod
+    def _commit(state: AppState, parent: int | None, image: Image.Image, result: EditResult) -> None:
+        if parent is None:
+            state.history.origin = image
+        guidance = result.guidance
+        state.history.add(
+            parent,
+            model=guidance.model,
+            instruction=guidance.instruction,
+            expressive=guidance.expressive,
+            raw_text=guidance.raw_text,
+            guidance_source=guidance.source,
+            params=result.params,
+            input=image,
+            output=result.image,
+            stats={**guidance.stats, **result.stats},
+        )
+
+    def undo(self, state: AppState):
+        """Steps back one turn (the undone turn stays in the history)."""
+        with user_errors():
+            state.history.undo()
+            return history_view(state)
+
+    def revert(self, turn: float, state: AppState):
+        """Makes turn #`turn` current: its output becomes the input; editing from there starts a branch."""
+        with user_errors():
+            state.history.revert(as_int(turn, "turn"))
+            return history_view(state)
+
+    def revert_selected(self, state: AppState, evt: gr.SelectData):
+        return self.revert(evt.index, state)
+
+    def reset(self, state: AppState):
+        """Clears the history and starts over from the first image of the current branch."""
+        history = state.history
+        path = history.lineage()
+        origin = history.turns[path[0]].input if path else history.origin
+        return history_view(AppState(history=History(origin=origin)))
+
+    def export(self, state: AppState) -> str:
+        """The session as one zip: every image (PNG) and session.json (turns, params, seeds, texts, models)."""
+        with user_errors():
+            if not state.history.turns:
+                raise ValueError("nothing to export yet: make an edit first")
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            folder = Path(tempfile.mkdtemp(prefix="editor-session-"))
+            return str(state.history.to_archive(folder / f"edit-session-{stamp}.zip"))
+
+    def restore(self, archive: str | None, state: AppState):
+        """Replaces this session by the one in an exported zip."""
+        with user_errors():
+            if archive is None:
+                raise ValueError("no session file: upload a .zip exported by this app")
+            return history_view(AppState(history=History.from_archive(Path(archive))))
+
+    def explore(
+        self,
+        model,
+        image,
+        instruction,
+        expressive,
+        steps,
+        text_values,
+        start,
+        stop,
+        step,
+        seed,
+        randomize_seed,
+        resize,
+        size,
+        state: AppState,
+        progress=gr.Progress(),  # noqa: B008 - Gradio's progress marker
+    ):
+        """Renders the instruction over a grid of αV (and αX) with one seed; yields (expressive, raw, grid,
+        plot, table, state) as cells finish."""
+        with user_errors():
+            sweep = Sweep.parse(start, stop, step, text_values or "")
+            params = make_params(steps, 7.5, 1.5, seed, randomize_seed, resize, size)
+            model, image = self._inputs(model, image, state)
+            state.cells, state.cells_parent, state.cells_input = [], state.history.parent_for(image), image
+            state.thought = self._think(model, image, instruction, expressive, state.thought)
+            guidance, total = state.thought.guidance, len(sweep.cells())
+            progress((0, total), desc="Exploring", unit="renders")
+            for cell in self._explore(model, image, guidance, params, sweep):
+                state.cells.append(cell)
+                progress((len(state.cells), total), desc="Exploring", unit="renders")
+                table = views.sweep_table(state.cells)
+                grid = [
+                    (c.result.image, f"αX {c.params.text_guidance:g} · αV {c.params.image_guidance:g}")
+                    for c in state.cells
+                ]
+                plot = gr.ScatterPlot(table, x=views.consistency_axis(table), y=views.SWEEP_COLUMNS["l1"])
+                yield guidance.expressive, guidance.raw_text, grid, plot, table, state
+
+    def adopt(self, state: AppState, evt: gr.SelectData):
+        """Clicking a grid cell takes its αX, αV and seed into the controls and shows its result.
+        Returns (αX, αV, seed, randomize, output, before/after, used line, cell number)."""
+        cell = state.cells[evt.index]
+        result = cell.result
+        return (
+            cell.params.text_guidance,
+            cell.params.image_guidance,
+            cell.params.seed,
+            False,
+            result.image,
+            (result.source, result.image),
+            views.result_text(result),
+            evt.index,
+        )
+
+    def keep_cell(self, index: float, state: AppState):
+        """Adds grid cell `index` to the history as a turn, as if it had been edited on its own."""
+        with user_errors():
+            index = as_int(index, "cell")
+            if not 0 <= index < len(state.cells):
+                raise ValueError(f"no explorer cell {index}: run the explorer first (it has {len(state.cells)})")
+            result = state.cells[index].result
+            self._commit(state, state.cells_parent, state.cells_input, result)
+            return views.result_text(result), result.seed, *history_view(state)
+
+
+def _enlarge(preview: Image.Image) -> Image.Image:
+    """The 1/8-size preview, shown at half the edit's size (small PNGs encode fast)."""
+    return preview.resize((preview.width * 4, preview.height * 4), Image.Resampling.BILINEAR)

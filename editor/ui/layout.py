@@ -1,0 +1,188 @@
+"""The Blocks layout and its wiring; every event calls a method of `Handlers`. Nothing here loads or launches.
+
+API endpoints (gradio_client: `Client(url).predict(..., api_name="/edit")`; each client has its own session):
+  /think /edit /undo /revert /reset /export /restore /explore /keep.
+Model events share one concurrency slot ("gpu"), so one model call runs at a time and the queue shows users their
+place; history events are instant and never wait behind an edit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import gradio as gr
+
+from editor.core import Editor
+from editor.examples import EXAMPLES_DIR, load_examples
+from editor.images import load_image
+from editor.params import DEFAULT_SEED, DEFAULT_SIZE, EditParams
+from editor.ui.handlers import AppState, Handlers
+
+GPU = "gpu"
+MAX_UI_STEPS = 150
+MAX_UI_SIZE = 1024
+# Once there is something to lose, leaving or reloading the page asks first; a reset or restore clears the flag.
+WARN_ON_LEAVE = "() => { window.onbeforeunload = (e) => { e.preventDefault(); return ''; }; }"
+NO_WARN = "() => { window.onbeforeunload = null; }"
+TIPS = (
+    "**Too little change?** Lower αV or raise αX. **Too much?** The reverse. Other seeds and more concrete "
+    "wording help too; the trade-off explorer sweeps αV for you."
+)
+
+
+class InputImage(gr.Image):
+    """gr.Image that hands the handler the uploaded file untouched (a path; `image_mode=None`: no conversion, no
+    re-encoding) and turns a file Pillow cannot open, a decompression bomb included, into the editor's own clear
+    message instead of a bare server error. `is_template` keeps gr.Image's front-end."""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception as err:  # Pillow raises many types here; the editor's loader says what is wrong
+            name = getattr(payload, "orig_name", None) or "the uploaded file"
+            try:
+                load_image(payload.path)
+            except ValueError as reason:
+                raise gr.Error(str(reason).replace(repr(payload.path), repr(name))) from err
+            raise gr.Error(f"could not open {name!r} as an image: {err}") from err
+
+
+def build_demo(
+    editors: Mapping[str, Editor], notice: str | None = None, examples_dir: Path | None = EXAMPLES_DIR
+) -> gr.Blocks:
+    """The app's Blocks for `editors` (name -> loaded editor). `notice` is shown as a banner; `examples_dir=None`
+    leaves the examples out."""
+    handlers, defaults = Handlers(editors), EditParams()
+    gpu = {"concurrency_limit": 1, "concurrency_id": GPU}
+
+    with gr.Blocks(title="Instruction-based image editor (MGIE)", analytics_enabled=False, fill_width=True) as demo:
+        if notice:
+            gr.Markdown(f"**Note:** {notice}", elem_id="notice")
+        gr.Markdown(
+            "## Instruction-based image editing guided by a multimodal LLM\n"
+            "Type a terse instruction. **Think** shows how the model understands it (rewrite it if you like); "
+            "**Edit** renders it. Each result becomes the next input; the history keeps every turn."
+        )
+        state = gr.State(AppState.new)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                model = gr.Dropdown(list(editors), value=next(iter(editors)), label="Model", visible=len(editors) > 1)
+                image = InputImage(type="filepath", image_mode=None, format="png", label="Input image", height=420)
+                instruction = gr.Textbox(label="Instruction", placeholder="make the sky blue", max_lines=2)
+                with gr.Row():
+                    think_button = gr.Button("Think")
+                    edit_button = gr.Button("Edit", variant="primary")
+                expressive = gr.Textbox(
+                    value="",
+                    label="Expressive instruction",
+                    lines=3,
+                    info="What the MLLM made of the instruction. Rewrite it to steer the edit.",
+                )
+                with gr.Accordion("Raw MLLM output", open=False):
+                    raw_text = gr.Textbox(show_label=False, lines=3, interactive=False)
+            with gr.Column(scale=1):
+                output = gr.Image(type="pil", format="png", label="Edited image", interactive=False, height=420)
+                used = gr.Markdown(elem_id="used")
+                compare = gr.ImageSlider(type="pil", format="png", label="Before / after", interactive=False)
+        with gr.Accordion("Settings", open=True):
+            with gr.Row():
+                steps = gr.Slider(1, MAX_UI_STEPS, value=defaults.steps, step=1, precision=0, label="Steps")
+                text_guidance = gr.Slider(
+                    1.0,
+                    15.0,
+                    value=defaults.text_guidance,
+                    step=0.5,
+                    label="Text guidance αX",
+                    info="Higher follows the instruction harder. At 1 all guidance is off (αV is then ignored).",
+                )
+                image_guidance = gr.Slider(
+                    1.0,
+                    5.0,
+                    value=defaults.image_guidance,
+                    step=0.1,
+                    label="Image guidance αV",
+                    info="Higher keeps more of the input; lower lets the edit change more.",
+                )
+            with gr.Row():
+                seed = gr.Number(value=DEFAULT_SEED, precision=0, minimum=0, label="Seed (shows the one used)")
+                randomize_seed = gr.Checkbox(value=False, label="Randomize seed")
+                resize = gr.Radio(
+                    [("keep aspect ratio", "keep_aspect"), ("centre crop (reference demo)", "center_crop")],
+                    value=defaults.resolution.mode,
+                    label="Resolution",
+                )
+                size = gr.Slider(64, MAX_UI_SIZE, value=DEFAULT_SIZE, step=8, precision=0, label="Size (long side)")
+            gr.Markdown(TIPS)
+        with gr.Tabs():
+            with gr.Tab("History"):
+                status = gr.Markdown("No edits yet", elem_id="status")
+                gallery = gr.Gallery(
+                    label="History", columns=8, height=230, allow_preview=False, object_fit="contain", format="png"
+                )
+                with gr.Row():
+                    undo_button = gr.Button("Undo")
+                    turn = gr.Number(value=0, precision=0, minimum=0, label="Turn #", min_width=80)
+                    revert_button = gr.Button("Go to turn")
+                    reset_button = gr.Button("Reset", variant="stop")
+                    export_button = gr.Button("Export session")
+                    restore_button = gr.UploadButton("Restore session", file_types=[".zip"])
+                details = gr.Markdown(elem_id="turn-details")
+                archive = gr.File(label="Session archive", interactive=False)
+            with gr.Tab("Trade-off explorer"):
+                gr.Markdown("Same instruction and seed over a grid of αV (and αX). Click a cell to adopt its values.")
+                with gr.Row():
+                    sweep_start = gr.Number(value=1.0, label="αV from")
+                    sweep_stop = gr.Number(value=2.2, label="αV to")
+                    sweep_step = gr.Number(value=0.2, label="αV step")
+                    sweep_text = gr.Textbox(value="7.5", label="αX values (comma-separated)")
+                    explore_button = gr.Button("Explore", variant="primary")
+                grid = gr.Gallery(label="Sweep", columns=7, height=260, allow_preview=False, format="png")
+                with gr.Row():
+                    plot = gr.ScatterPlot(label="Edit strength vs consistency", height=300)
+                    table = gr.Dataframe(label="Metrics vs the input", interactive=False)
+                with gr.Row():
+                    cell = gr.Number(value=0, precision=0, minimum=0, label="Cell #")
+                    keep_button = gr.Button("Keep this cell as a turn")
+        if examples_dir is not None:
+            gr.Examples([[e["image"], e["instruction"]] for e in load_examples(examples_dir)], [image, instruction])
+
+        history_outputs = [image, output, compare, status, gallery, details, state]
+        controls = [steps, text_guidance, image_guidance, seed, randomize_seed, resize, size]
+        instruction.input(lambda: ("", ""), outputs=[expressive, raw_text], api_visibility="private", queue=False)
+        think_button.click(
+            handlers.think, [model, image, instruction, state], [expressive, raw_text, state], api_name="think", **gpu
+        )
+        edit_button.click(
+            handlers.edit,
+            [model, image, instruction, expressive, *controls, state],
+            [expressive, raw_text, used, seed, *history_outputs],
+            api_name="edit",
+            **gpu,
+        ).success(None, js=WARN_ON_LEAVE)
+        undo_button.click(handlers.undo, [state], history_outputs, api_name="undo")
+        revert_button.click(handlers.revert, [turn, state], history_outputs, api_name="revert")
+        gallery.select(handlers.revert_selected, [state], history_outputs, api_visibility="private")
+        reset_button.click(handlers.reset, [state], history_outputs, api_name="reset").then(None, js=NO_WARN)
+        export_button.click(handlers.export, [state], [archive], api_name="export")
+        restore_button.upload(handlers.restore, [restore_button, state], history_outputs, api_name="restore").then(
+            None, js=NO_WARN
+        )
+        explore_button.click(
+            handlers.explore,
+            [model, image, instruction, expressive, steps, sweep_text, sweep_start, sweep_stop, sweep_step]
+            + [seed, randomize_seed, resize, size, state],
+            [expressive, raw_text, grid, plot, table, state],
+            api_name="explore",
+            **gpu,
+        )
+        grid.select(
+            handlers.adopt,
+            [state],
+            [text_guidance, image_guidance, seed, randomize_seed, output, compare, used, cell],
+            api_visibility="private",
+        )
+        keep_button.click(handlers.keep_cell, [cell, state], [used, seed, *history_outputs], api_name="keep")
+    return demo

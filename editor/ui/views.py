@@ -1,0 +1,85 @@
+"""What the UI shows, computed from the session: status line, history strip, turn details, result line, sweep
+table. Pure functions of the state; no Gradio here."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from PIL import Image
+
+from editor.core import EditResult
+from editor.explore import Cell
+from editor.history import History, Turn
+from editor.params import EditParams
+
+THUMB_SIZE = 160
+
+
+def params_text(params: EditParams) -> str:
+    guidance = f"αX {params.text_guidance:g} · αV {params.image_guidance:g}"
+    if not params.guidance_enabled:
+        guidance += " (guidance off: needs αX > 1 and αV ≥ 1)"
+    return f"seed {params.seed} · {guidance} · {params.steps} steps · {params.resolution.mode} {params.resolution.size}"
+
+
+def result_text(result: EditResult) -> str:
+    width, height = result.image.size
+    seconds = result.stats.get("render_s", 0.0)
+    return f"**Used:** {params_text(result.params)} · {width}×{height} · {seconds:.1f} s"
+
+
+def status_text(history: History) -> str:
+    if not history.turns:
+        return "No edits yet"
+    if history.head is None:
+        return f"Original image ({len(history.turns)} turns in the history)"
+    path = " → ".join(f"#{i}" for i in history.lineage())
+    return f"Turn {history.head + 1} of {len(history.turns)} · branch {path}"
+
+
+def thumbnail(image: Image.Image) -> Image.Image:
+    small = image.copy()
+    small.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BILINEAR)
+    return small
+
+
+def caption(history: History, turn: Turn) -> str:
+    mark = "▶ " if turn.id == history.head else ("· " if turn.id in history.lineage() else "")
+    origin = "upload" if turn.parent is None else f"#{turn.parent}"
+    return f"{mark}#{turn.id} (from {origin}): {turn.instruction}"
+
+
+def turn_details(turn: Turn | None) -> str:
+    if turn is None:
+        return ""
+    source = {"generated": "the model's", "user": "rewritten by the user", "instruction": "the instruction"}
+    return (
+        f"**Turn #{turn.id}** ({turn.model}, {turn.created})  \n"
+        f"**Instruction:** {turn.instruction}  \n"
+        f"**Expressive instruction** ({source.get(turn.guidance_source, turn.guidance_source)}): {turn.expressive}  \n"
+        f"**Params:** {params_text(turn.params)}"
+    )
+
+
+def comparison(turn: Turn) -> tuple[Image.Image, Image.Image]:
+    """Before/after of a turn at the output's size (a first turn's input is the full-size upload)."""
+    before = turn.input if turn.input.size == turn.output.size else turn.input.resize(turn.output.size)
+    return before, turn.output
+
+
+SWEEP_COLUMNS = {"l1": "edit strength (L1)", "psnr": "PSNR dB", "ssim": "SSIM", "clip_i": "CLIP-I"}
+
+
+def sweep_table(cells: list[Cell]) -> pd.DataFrame:
+    rows = []
+    for cell in cells:
+        row = {"αX": f"{cell.params.text_guidance:g}", "αV": cell.params.image_guidance}
+        row |= {SWEEP_COLUMNS[k]: (round(v, 4) if math.isfinite(v) else 99.0) for k, v in cell.metrics.items()}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["αX", "αV", *SWEEP_COLUMNS.values()]).dropna(axis=1, how="all")
+
+
+def consistency_axis(table: pd.DataFrame) -> str:
+    """The plot's x axis: CLIP-I when the model has a CLIP tower (the MGIE paper's CVS), else SSIM."""
+    return SWEEP_COLUMNS["clip_i"] if SWEEP_COLUMNS["clip_i"] in table else SWEEP_COLUMNS["ssim"]

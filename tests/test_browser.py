@@ -1,0 +1,132 @@
+"""End to end in a real browser: the tiny MGIE served in-process, driven by Playwright in headless Chromium.
+
+Uses the system Chromium (path in $CHROMIUM, default /usr/bin/chromium), never a Playwright-downloaded browser, and
+fails (does not skip) when it or Playwright is missing. $SAVE_SCREENSHOT set: the last screenshot is also copied to
+tests/artifacts/browser.png.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from editor.examples import EXAMPLES_DIR
+from editor.ui import build_demo
+
+try:
+    from playwright.sync_api import Locator, Page, expect, sync_playwright
+except ImportError:  # reported as a failure by the `page` fixture, so the rest of the suite still runs
+    sync_playwright = None
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+OUTPUT_LABEL = "Edited image"  # label of the output gr.Image
+ARTIFACT = Path(__file__).parent / "artifacts" / "browser.png"
+INSTALL_HINT = (
+    "install them with `sudo .ci/browser-deps` (apt-get install chromium) and `pip install -r requirements-dev.txt`"
+)
+# The closed network of CI sandboxes makes Chromium's background services hang or crash; keep them off.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 60_000  # CPU-only runners are slow; the tiny model's edit itself takes a few seconds
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(mgie) -> Iterator[str]:
+    demo = build_demo({mgie.name: mgie}).queue(default_concurrency_limit=1)
+    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    if sync_playwright is None:
+        pytest.fail(f"Playwright is not installed: {INSTALL_HINT}", pytrace=False)
+    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+        pytest.fail(f"no Chromium at {CHROMIUM} (set $CHROMIUM to its path, or {INSTALL_HINT})", pytrace=False)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            expect.set_options(timeout=TIMEOUT_MS)  # assertions have their own default (5 s)
+            yield page
+        finally:
+            browser.close()
+
+
+def block(page: Page, label: str) -> Locator:
+    """The component (`.block`) whose floating label (images, galleries) reads exactly `label`."""
+    title = page.get_by_test_id("block-label").filter(has_text=re.compile(rf"^\s*{re.escape(label)}\s*$"))
+    return title.locator("xpath=..")
+
+
+def click_and_wait(page: Page, button: str, status: str) -> None:
+    """Clicks `button`, then waits for #status to read `status`; an error toast, if any, goes in the message."""
+    page.get_by_role("button", name=button, exact=True).click()
+    try:
+        expect(page.locator("#status")).to_contain_text(status)
+    except AssertionError as err:
+        toasts = page.get_by_test_id("toast-body").all_inner_texts()
+        shown = page.locator("#status").all_inner_texts()
+        raise AssertionError(f"after {button!r}: #status {shown} never read {status!r}; toasts: {toasts}") from err
+
+
+def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Path) -> None:
+    page.goto(app_url, wait_until="domcontentloaded")
+    status = page.locator("#status")
+    expect(status).to_contain_text("No edits yet")
+
+    source = block(page, "Input image")
+    source.locator("input[type=file]").set_input_files(EXAMPLES_DIR / "chelsea.png")
+    expect(source.locator("img")).to_have_attribute("src", re.compile(r"chelsea\.png"))  # uploaded to the server
+    for slider, value in (("Steps", "2"), ("Size (long side)", "64")):
+        page.get_by_label(f"number input for {slider}", exact=True).fill(value)
+        expect(page.get_by_label(f"range slider for {slider}", exact=True)).to_have_value(value)
+
+    instruction = page.get_by_role("textbox", name="Instruction", exact=True)
+    expressive = page.get_by_role("textbox", name=re.compile(r"^Expressive instruction"))  # name includes its info
+    instruction.fill("make the cat a tiger")
+    page.get_by_role("button", name="Think", exact=True).click()
+    expect(expressive).not_to_have_value(re.compile(r"^\s*$"))
+
+    click_and_wait(page, "Edit", "Turn 1 of 1")
+    thumbnails = block(page, "History").get_by_role("button", name=re.compile(r"^Thumbnail \d+ of \d+$"))
+    expect(thumbnails).to_have_count(1)
+    expect(block(page, OUTPUT_LABEL).locator("img")).to_have_attribute("src", re.compile(r"\S"))
+
+    instruction.fill("make it snowy")
+    click_and_wait(page, "Edit", "Turn 2 of 2")
+    expect(thumbnails).to_have_count(2)
+
+    click_and_wait(page, "Undo", "Turn 1 of 2")
+    expect(thumbnails).to_have_count(2)  # undo moves back through the history; it does not forget the undone turn
+    expect(block(page, OUTPUT_LABEL).locator("img")).to_have_attribute("src", re.compile(r"\S"))
+    expect(expressive).not_to_have_value(re.compile(r"^\s*$"))
+
+    shot = tmp_path / "browser.png"
+    page.screenshot(path=shot, full_page=True)
+    if os.environ.get("SAVE_SCREENSHOT"):
+        ARTIFACT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(shot, ARTIFACT)
