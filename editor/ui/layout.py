@@ -31,16 +31,15 @@ TIPS = (
 )
 
 
-class InputImage(gr.Image):
-    """gr.Image that hands the handler the uploaded file untouched (a path; `image_mode=None`: no conversion, no
-    re-encoding) and turns a file Pillow cannot open, a decompression bomb included, into the editor's own clear
-    message instead of a bare server error. `is_template` keeps gr.Image's front-end."""
+def with_clear_upload_errors(image: gr.Image) -> gr.Image:
+    """Makes `image` (type "filepath", `image_mode=None`: the upload reaches the handler untouched) turn a file
+    Pillow cannot open, a decompression bomb included, into the editor's own clear message instead of a bare server
+    error. Wraps this instance's `preprocess`; a gr.Image subclass would make Gradio write a .pyi into the package."""
+    preprocess = image.preprocess
 
-    is_template = True
-
-    def preprocess(self, payload):
+    def checked(payload):
         try:
-            return super().preprocess(payload)
+            return preprocess(payload)
         except Exception as err:  # Pillow raises many types here; the editor's loader says what is wrong
             name = getattr(payload, "orig_name", None) or "the uploaded file"
             try:
@@ -48,6 +47,9 @@ class InputImage(gr.Image):
             except ValueError as reason:
                 raise gr.Error(str(reason).replace(repr(payload.path), repr(name))) from err
             raise gr.Error(f"could not open {name!r} as an image: {err}") from err
+
+    image.preprocess = checked
+    return image
 
 
 def build_demo(
@@ -70,7 +72,9 @@ def build_demo(
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
                 model = gr.Dropdown(list(editors), value=next(iter(editors)), label="Model", visible=len(editors) > 1)
-                image = InputImage(type="filepath", image_mode=None, format="png", label="Input image", height=420)
+                image = with_clear_upload_errors(
+                    gr.Image(type="filepath", image_mode=None, format="png", label="Input image", height=420)
+                )
                 instruction = gr.Textbox(label="Instruction", placeholder="make the sky blue", max_lines=2)
                 with gr.Row():
                     think_button = gr.Button("Think")
