@@ -1,12 +1,15 @@
-"""Web app: `python app.py [--model mgie] [--weights-dir weights] [--port 7860] ...`.
+"""Web app: `python app.py [--model mgie] [--weights-dir weights] [--share] [--auth user:pass] [--mcp] ...`.
 
-Without the weights (or with --tiny-random) it serves a tiny random-weight MGIE built in a temporary folder: the
-whole pipeline runs, but the edits are noise.
+Parse arguments -> load the editor -> build the UI -> launch. Without the weights (or with --tiny-random) it serves
+a tiny random-weight MGIE built in a temporary folder: the whole pipeline runs, but the edits are noise.
+On a Hugging Face Space the same file runs (Gradio reads GRADIO_SERVER_NAME/PORT there; `share` is ignored).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -18,17 +21,31 @@ from editor.registry import DEFAULT_WEIGHTS_DIR, EDITORS, load_editor
 from editor.tiny import build_tiny_mgie_tree
 from editor.ui import build_demo
 
+AUTH_ENV = "EDITOR_AUTH"  # "user:pass" or "user1:pass1,user2:pass2"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Instruction-based image editing web app.")
     parser.add_argument("--model", choices=sorted(EDITORS), default="mgie")
     parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR)
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
-    parser.add_argument("--server-name", default="127.0.0.1", help="0.0.0.0 serves the local network")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--server-name", default=None, help="0.0.0.0 serves the local network (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="default 7860, or the next free port")
     parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")
+    parser.add_argument("--auth", action="append", default=[], metavar="USER:PASS", help=f"or set {AUTH_ENV}")
+    parser.add_argument("--mcp", action="store_true", help="also serve the endpoints as MCP tools (gradio[mcp])")
     parser.add_argument("--tiny-random", action="store_true", help="tiny random-weight MGIE: a pipeline check")
     return parser
+
+
+def parse_auth(values: list[str]) -> list[tuple[str, str]] | None:
+    """--auth values (and the EDITOR_AUTH variable) -> [(user, password)]; None when neither is given."""
+    pairs = [p for value in [*values, os.environ.get(AUTH_ENV, "")] for p in value.split(",") if p.strip()]
+    if not pairs:
+        return None
+    if any(":" not in p or not p.split(":", 1)[0] or not p.split(":", 1)[1] for p in pairs):
+        raise ValueError(f"--auth / {AUTH_ENV} takes user:password pairs (comma-separated), e.g. alice:s3cret")
+    return [tuple(p.strip().split(":", 1)) for p in pairs]
 
 
 def weights_help(weights_dir: Path) -> str:
@@ -38,6 +55,20 @@ def weights_help(weights_dir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        auth = parse_auth(args.auth)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.mcp and importlib.util.find_spec("mcp") is None:
+        print('error: --mcp needs the MCP extra: pip install "gradio[mcp]"', file=sys.stderr)
+        return 2
+    share = args.share and "SPACE_ID" not in os.environ  # Spaces serve the app publicly already
+    if share:
+        print("warning: --share makes this app reachable by anyone who has the public link", file=sys.stderr)
+        if auth is None:
+            print(f"warning: no --auth / {AUTH_ENV} given: the public link has no password", file=sys.stderr)
+
     notice = None
     if not args.tiny_random:
         try:
@@ -56,11 +87,15 @@ def main(argv: list[str] | None = None) -> int:
             notice = notice or "Running a tiny random-weight MGIE (--tiny-random): a pipeline check, edits are noise."
             print(f"warning: {notice}", file=sys.stderr)
             editor = load_mgie(MGIEPaths.from_weights_dir(build_tiny_mgie_tree(Path(tiny_root))), device=args.device)
-        if args.share:
-            print("warning: --share makes this app reachable by anyone who has the public link", file=sys.stderr)
         demo = build_demo({editor.name: editor}, notice=notice)
-        demo.queue(default_concurrency_limit=1).launch(
-            server_name=args.server_name, server_port=args.port, share=args.share
+        demo.queue(default_concurrency_limit=1, max_size=64).launch(
+            server_name=args.server_name,
+            server_port=args.port,
+            share=share,
+            auth=auth,
+            mcp_server=args.mcp,
+            max_file_size="50mb",
+            run_history=False,  # user photos are not recorded beyond the session (its history and export do that)
         )
     return 0
 

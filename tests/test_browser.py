@@ -27,9 +27,7 @@ except ImportError:  # reported as a failure by the `page` fixture, so the rest 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 OUTPUT_LABEL = "Edited image"  # label of the output gr.Image
 ARTIFACT = Path(__file__).parent / "artifacts" / "browser.png"
-INSTALL_HINT = (
-    "install them with `sudo .ci/browser-deps` (apt-get install chromium) and `pip install -r requirements-dev.txt`"
-)
+INSTALL_HINT = "run `.ci/browser-deps` (apt-get install chromium) and `pip install -r requirements-dev.txt`"
 # The closed network of CI sandboxes makes Chromium's background services hang or crash; keep them off.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -82,15 +80,20 @@ def block(page: Page, label: str) -> Locator:
     return title.locator("xpath=..")
 
 
-def click_and_wait(page: Page, button: str, status: str) -> None:
-    """Clicks `button`, then waits for #status to read `status`; an error toast, if any, goes in the message."""
-    page.get_by_role("button", name=button, exact=True).click()
+def button(page: Page, text: str) -> Locator:
+    """A gr.Button by its text (icon buttons elsewhere may carry the same aria-label, e.g. "Undo")."""
+    return page.get_by_role("button", name=text, exact=True).filter(has_text=re.compile(rf"^\s*{re.escape(text)}\s*$"))
+
+
+def click_and_wait(page: Page, label: str, status: str) -> None:
+    """Clicks the button `label`, then waits for #status to read `status`; error toasts, if any, go in the message."""
+    button(page, label).click()
     try:
         expect(page.locator("#status")).to_contain_text(status)
     except AssertionError as err:
         toasts = page.get_by_test_id("toast-body").all_inner_texts()
         shown = page.locator("#status").all_inner_texts()
-        raise AssertionError(f"after {button!r}: #status {shown} never read {status!r}; toasts: {toasts}") from err
+        raise AssertionError(f"after {label!r}: #status {shown} never read {status!r}; toasts: {toasts}") from err
 
 
 def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Path) -> None:
@@ -108,7 +111,7 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
     instruction = page.get_by_role("textbox", name="Instruction", exact=True)
     expressive = page.get_by_role("textbox", name=re.compile(r"^Expressive instruction"))  # name includes its info
     instruction.fill("make the cat a tiger")
-    page.get_by_role("button", name="Think", exact=True).click()
+    button(page, "Think").click()
     expect(expressive).not_to_have_value(re.compile(r"^\s*$"))
 
     click_and_wait(page, "Edit", "Turn 1 of 1")

@@ -11,6 +11,7 @@ package is installed (a no-op outside ZeroGPU hardware) and the plain function o
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -28,7 +29,7 @@ from editor.history import History, image_key
 from editor.images import load_image
 from editor.loading import CheckpointError, MissingWeightsError
 from editor.params import EditParams, Resolution
-from editor.streaming import Progress, stream_render
+from editor.streaming import PREVIEW_EVERY_S, Progress, stream_render
 from editor.ui import views
 
 GPU_SECONDS = 120  # ZeroGPU reservation per model call
@@ -55,12 +56,28 @@ class AppState:
     cells: list[Cell] = field(default_factory=list)  # the explorer's last grid
     cells_parent: int | None = None  # the turn the grid's input came from
     cells_input: Image.Image | None = None
-    thumbs: dict[int, Image.Image] = field(default_factory=dict)  # history strip, made once per turn
+    folder: str | None = None  # this session's PNGs for display, each written once (see `png`)
+    files: dict[tuple, str] = field(default_factory=dict)
 
-    @classmethod
-    def new(cls) -> AppState:
-        """gr.State's factory: called once per browser session."""
-        return cls()
+    def png(self, key: tuple, make: Callable[[], Image.Image]) -> str:
+        """The path of a PNG of `make()`, written on first use (fast zlib level 1; lossless). Returning paths
+        instead of PIL images spares Gradio re-encoding every image of every turn on every event."""
+        if key not in self.files:
+            self.folder = self.folder or tempfile.mkdtemp(prefix="editor-session-")
+            path = Path(self.folder) / f"{len(self.files):05d}.png"
+            make().save(path, format="PNG", compress_level=1)
+            self.files[key] = str(path)
+        return self.files[key]
+
+    def restart(self, history: History) -> AppState:
+        """A new session state that keeps this one's file folder (removed when the browser session ends)."""
+        return AppState(history=history, folder=self.folder)
+
+
+def remove_files(state: AppState | None) -> None:
+    """gr.State's delete_callback: the display PNGs go when the session does (exports are the user's copy)."""
+    if state is not None and state.folder is not None:
+        shutil.rmtree(state.folder, ignore_errors=True)
 
 
 def resolve_guidance(
@@ -113,18 +130,28 @@ def make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resi
     )
 
 
+def fresh(state: AppState | None) -> AppState:
+    """The gr.State starts as None in every browser session (a factory would show up as an API endpoint)."""
+    return state if state is not None else AppState()
+
+
 def history_view(state: AppState) -> tuple:
-    """(input image, output, before/after, status, history strip, turn details, state)."""
+    """(input image, output, before/after, status, history strip, turn details, state), images as PNG paths."""
     history = state.history
-    for turn in history.turns:
-        if turn.id not in state.thumbs:
-            state.thumbs[turn.id] = views.thumbnail(turn.output)
     head = history.turns[history.head] if history.head is not None else None
-    strip = [(state.thumbs[t.id], views.caption(history, t)) for t in history.turns]
+    strip = [(state.png(("thumb", t.id), lambda t=t: views.thumbnail(t.output)), views.caption(history, t))
+             for t in history.turns]  # fmt: skip
+    if head is not None:
+        current = output = state.png(("out", head.id), lambda: head.output)
+        compare = state.png(("before", head.id), lambda: views.comparison(head)[0]), output
+    else:
+        origin = history.origin
+        current = None if origin is None else state.png(("origin", image_key(origin)), lambda: origin)
+        output = compare = None
     return (
-        history.current_input(),
-        head.output if head else None,
-        views.comparison(head) if head else None,
+        current,
+        output,
+        compare,
         views.status_text(history),
         strip,
         views.turn_details(head),
@@ -133,9 +160,10 @@ def history_view(state: AppState) -> tuple:
 
 
 class Handlers:
-    """The event functions, bound to the loaded editors (name -> editor)."""
+    """The event functions, bound to the loaded editors (name -> editor). `preview_every`: seconds between step
+    previews during an edit, None for none."""
 
-    def __init__(self, editors: Mapping[str, Editor]) -> None:
+    def __init__(self, editors: Mapping[str, Editor], preview_every: float | None = PREVIEW_EVERY_S) -> None:
         if not editors:
             raise ValueError("the app needs at least one editor")
         self.editors = editors
@@ -144,7 +172,7 @@ class Handlers:
             return resolve_guidance(editors[model], session, image, instruction, expressive)
 
         def render(model: str, image, guidance: Guidance, params: EditParams) -> Iterator[Progress | EditResult]:
-            yield from stream_render(editors[model], image, guidance, params)
+            yield from stream_render(editors[model], image, guidance, params, preview_every)
 
         def sweep(model: str, image, guidance: Guidance, params: EditParams, grid: Sweep) -> Iterator[Cell]:
             yield from explore(editors[model], image, guidance, params, grid)
@@ -161,9 +189,10 @@ class Handlers:
             return model, image
         return model, load_image(image)
 
-    def think(self, model: str, image, instruction: str, state: AppState):
+    def think(self, model: str, image, instruction: str, state: AppState | None):
         """Runs the MLLM: returns its expressive instruction (editable) and raw text, before any pixel changes."""
         with user_errors():
+            state = fresh(state)
             model, image = self._inputs(model, image, state)
             state.thought = self._think(model, image, instruction, "", None)
             return state.thought.guidance.expressive, state.thought.guidance.raw_text, state
@@ -181,12 +210,13 @@ class Handlers:
         randomize_seed,
         resize,
         size,
-        state: AppState,
+        state: AppState | None,
         progress=gr.Progress(),  # noqa: B008 - Gradio's progress marker
     ):
         """Edits the image (thinking first unless the expressive instruction is given); streams step previews.
         Yields (expressive, raw, used-params line, seed, *history_view)."""
         with user_errors():
+            state = fresh(state)
             params = make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resize, size)
             model, image = self._inputs(model, image, state)
             parent, skip = state.history.parent_for(image), gr.skip()
@@ -208,7 +238,7 @@ class Handlers:
         if parent is None:
             state.history.origin = image
         guidance = result.guidance
-        state.history.add(
+        turn = state.history.add(
             parent,
             model=guidance.model,
             instruction=guidance.instruction,
@@ -220,44 +250,52 @@ class Handlers:
             output=result.image,
             stats={**guidance.stats, **result.stats},
         )
+        before = result.source  # the input exactly as the model saw it; often the parent's output, already saved
+        if parent is not None and image_key(before) == image_key(state.history.turns[parent].output):
+            state.files[("before", turn.id)] = state.png(("out", parent), lambda: before)
+        state.png(("before", turn.id), lambda: before)
 
-    def undo(self, state: AppState):
+    def undo(self, state: AppState | None):
         """Steps back one turn (the undone turn stays in the history)."""
         with user_errors():
+            state = fresh(state)
             state.history.undo()
             return history_view(state)
 
-    def revert(self, turn: float, state: AppState):
+    def revert(self, turn: float, state: AppState | None):
         """Makes turn #`turn` current: its output becomes the input; editing from there starts a branch."""
         with user_errors():
+            state = fresh(state)
             state.history.revert(as_int(turn, "turn"))
             return history_view(state)
 
-    def revert_selected(self, state: AppState, evt: gr.SelectData):
+    def revert_selected(self, state: AppState | None, evt: gr.SelectData):
         return self.revert(evt.index, state)
 
-    def reset(self, state: AppState):
+    def reset(self, state: AppState | None):
         """Clears the history and starts over from the first image of the current branch."""
-        history = state.history
+        history = fresh(state).history
         path = history.lineage()
         origin = history.turns[path[0]].input if path else history.origin
-        return history_view(AppState(history=History(origin=origin)))
+        return history_view(fresh(state).restart(History(origin=origin)))
 
-    def export(self, state: AppState) -> str:
+    def export(self, state: AppState | None) -> str:
         """The session as one zip: every image (PNG) and session.json (turns, params, seeds, texts, models)."""
         with user_errors():
+            state = fresh(state)
             if not state.history.turns:
                 raise ValueError("nothing to export yet: make an edit first")
             stamp = time.strftime("%Y%m%d-%H%M%S")
             folder = Path(tempfile.mkdtemp(prefix="editor-session-"))
             return str(state.history.to_archive(folder / f"edit-session-{stamp}.zip"))
 
-    def restore(self, archive: str | None, state: AppState):
+    def restore(self, archive: str | None, state: AppState | None):
         """Replaces this session by the one in an exported zip."""
         with user_errors():
+            state = fresh(state)
             if archive is None:
                 raise ValueError("no session file: upload a .zip exported by this app")
-            return history_view(AppState(history=History.from_archive(Path(archive))))
+            return history_view(state.restart(History.from_archive(Path(archive))))
 
     def explore(
         self,
@@ -274,12 +312,13 @@ class Handlers:
         randomize_seed,
         resize,
         size,
-        state: AppState,
+        state: AppState | None,
         progress=gr.Progress(),  # noqa: B008 - Gradio's progress marker
     ):
         """Renders the instruction over a grid of αV (and αX) with one seed; yields (expressive, raw, grid,
         plot, table, state) as cells finish."""
         with user_errors():
+            state = fresh(state)
             sweep = Sweep.parse(start, stop, step, text_values or "")
             params = make_params(steps, 7.5, 1.5, seed, randomize_seed, resize, size)
             model, image = self._inputs(model, image, state)
@@ -298,10 +337,10 @@ class Handlers:
                 plot = gr.ScatterPlot(table, x=views.consistency_axis(table), y=views.SWEEP_COLUMNS["l1"])
                 yield guidance.expressive, guidance.raw_text, grid, plot, table, state
 
-    def adopt(self, state: AppState, evt: gr.SelectData):
+    def adopt(self, state: AppState | None, evt: gr.SelectData):
         """Clicking a grid cell takes its αX, αV and seed into the controls and shows its result.
         Returns (αX, αV, seed, randomize, output, before/after, used line, cell number)."""
-        cell = state.cells[evt.index]
+        cell = fresh(state).cells[evt.index]
         result = cell.result
         return (
             cell.params.text_guidance,
@@ -314,9 +353,10 @@ class Handlers:
             evt.index,
         )
 
-    def keep_cell(self, index: float, state: AppState):
+    def keep_cell(self, index: float, state: AppState | None):
         """Adds grid cell `index` to the history as a turn, as if it had been edited on its own."""
         with user_errors():
+            state = fresh(state)
             index = as_int(index, "cell")
             if not 0 <= index < len(state.cells):
                 raise ValueError(f"no explorer cell {index}: run the explorer first (it has {len(state.cells)})")

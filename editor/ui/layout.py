@@ -17,7 +17,8 @@ from editor.core import Editor
 from editor.examples import EXAMPLES_DIR, load_examples
 from editor.images import load_image
 from editor.params import DEFAULT_SEED, DEFAULT_SIZE, EditParams
-from editor.ui.handlers import AppState, Handlers
+from editor.streaming import PREVIEW_EVERY_S
+from editor.ui.handlers import Handlers, remove_files
 
 GPU = "gpu"
 MAX_UI_STEPS = 150
@@ -53,11 +54,14 @@ def with_clear_upload_errors(image: gr.Image) -> gr.Image:
 
 
 def build_demo(
-    editors: Mapping[str, Editor], notice: str | None = None, examples_dir: Path | None = EXAMPLES_DIR
+    editors: Mapping[str, Editor],
+    notice: str | None = None,
+    examples_dir: Path | None = EXAMPLES_DIR,
+    preview_every: float | None = PREVIEW_EVERY_S,
 ) -> gr.Blocks:
     """The app's Blocks for `editors` (name -> loaded editor). `notice` is shown as a banner; `examples_dir=None`
-    leaves the examples out."""
-    handlers, defaults = Handlers(editors), EditParams()
+    leaves the examples out; `preview_every` is the time between step previews (None: no previews)."""
+    handlers, defaults = Handlers(editors, preview_every), EditParams()
     gpu = {"concurrency_limit": 1, "concurrency_id": GPU}
 
     with gr.Blocks(title="Instruction-based image editor (MGIE)", analytics_enabled=False, fill_width=True) as demo:
@@ -68,7 +72,7 @@ def build_demo(
             "Type a terse instruction. **Think** shows how the model understands it (rewrite it if you like); "
             "**Edit** renders it. Each result becomes the next input; the history keeps every turn."
         )
-        state = gr.State(AppState.new)
+        state = gr.State(None, delete_callback=remove_files)  # an AppState per browser session, made on first use
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
                 model = gr.Dropdown(list(editors), value=next(iter(editors)), label="Model", visible=len(editors) > 1)
@@ -88,9 +92,9 @@ def build_demo(
                 with gr.Accordion("Raw MLLM output", open=False):
                     raw_text = gr.Textbox(show_label=False, lines=3, interactive=False)
             with gr.Column(scale=1):
-                output = gr.Image(type="pil", format="png", label="Edited image", interactive=False, height=420)
+                output = gr.Image(type="filepath", format="png", label="Edited image", interactive=False, height=420)
                 used = gr.Markdown(elem_id="used")
-                compare = gr.ImageSlider(type="pil", format="png", label="Before / after", interactive=False)
+                compare = gr.ImageSlider(type="filepath", format="png", label="Before / after", interactive=False)
         with gr.Accordion("Settings", open=True):
             with gr.Row():
                 steps = gr.Slider(1, MAX_UI_STEPS, value=defaults.steps, step=1, precision=0, label="Steps")

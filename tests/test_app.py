@@ -1,0 +1,50 @@
+"""app.py's options: auth parsing, the MCP extra check, and the MCP tools the app offers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import urllib.request
+
+import pytest
+
+import app
+from editor.ui import build_demo
+from tests.fakes import FakeEditor
+from tests.test_ui import ENDPOINTS, _free_port
+
+
+def test_auth_from_flags_and_environment(monkeypatch):
+    monkeypatch.delenv(app.AUTH_ENV, raising=False)
+    assert app.parse_auth([]) is None
+    assert app.parse_auth(["alice:s3cret:x"]) == [("alice", "s3cret:x")]
+    monkeypatch.setenv(app.AUTH_ENV, "bob:pw, carol:pw2")
+    assert app.parse_auth(["alice:a"]) == [("alice", "a"), ("bob", "pw"), ("carol", "pw2")]
+    for bad in ("alice", ":pw", "alice:"):
+        with pytest.raises(ValueError, match="user:password pairs"):
+            app.parse_auth([bad])
+
+
+def test_bad_options_exit_before_loading_anything(monkeypatch, capsys):
+    monkeypatch.delenv(app.AUTH_ENV, raising=False)
+    assert app.main(["--auth", "nopassword"]) == 2
+    assert "user:password" in capsys.readouterr().err
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mcp" else real(name, *a))
+    assert app.main(["--mcp"]) == 2
+    assert 'pip install "gradio[mcp]"' in capsys.readouterr().err
+
+
+def test_mcp_server_offers_the_named_endpoints_as_tools():
+    demo = build_demo({"fake": FakeEditor()}, examples_dir=None).queue()
+    demo.launch(
+        server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True, mcp_server=True
+    )
+    try:
+        tools = json.load(urllib.request.urlopen(demo.local_url + "gradio_api/mcp/schema", timeout=30))
+    finally:
+        demo.close()
+    names = {tool["name"] for tool in tools}
+    assert ENDPOINTS - {"keep"} <= names and "keep_cell" in names
+    edit = next(tool for tool in tools if tool["name"] == "edit")
+    assert "expressive" in edit["description"] and "instruction" in json.dumps(edit["inputSchema"])
