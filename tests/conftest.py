@@ -1,8 +1,10 @@
-"""Suite-wide fixtures: one tiny official-layout MGIE tree per session, and the MGIE editor loaded from it."""
+"""Suite-wide fixtures: one tiny official-layout MGIE tree per session, the MGIE editor loaded from it, and the app
+serving it."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,20 @@ def mgie(tiny_tree):
     from editor.pipelines.mgie import MGIEPaths, load_mgie
 
     return load_mgie(MGIEPaths.from_weights_dir(tiny_tree), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def app_url(mgie) -> Iterator[str]:
+    """The app with the tiny MGIE, served on a free local port for the module's tests."""
+    from editor.ui import build_demo
+    from tests.fakes import free_port
+
+    demo = build_demo({mgie.name: mgie}).queue(default_concurrency_limit=1)
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
 
 
 @pytest.fixture(autouse=True)

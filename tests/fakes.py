@@ -1,7 +1,9 @@
-"""An Editor without a model, for testing what sits around the model: UI wiring, streaming, the explorer."""
+"""Test helpers: an Editor without a model (for what sits around the model: UI wiring, streaming, the explorer),
+and a free local port for served apps."""
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -49,3 +51,9 @@ class FakeEditor:
         edited = Image.blend(source, ImageOps.invert(source), weight * 0.5)
         seed = 42 if params.seed is None else params.seed
         return EditResult(edited, source, guidance, params.with_seed(seed), {"render_s": 0.01})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

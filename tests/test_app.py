@@ -10,8 +10,8 @@ import pytest
 
 import app
 from editor.ui import build_demo
-from tests.fakes import FakeEditor
-from tests.test_ui import ENDPOINTS, _free_port
+from tests.fakes import FakeEditor, free_port
+from tests.test_ui import ENDPOINTS
 
 
 def test_auth_from_flags_and_environment(monkeypatch):
@@ -37,9 +37,7 @@ def test_bad_options_exit_before_loading_anything(monkeypatch, capsys):
 
 def test_mcp_server_offers_the_named_endpoints_as_tools():
     demo = build_demo({"fake": FakeEditor()}, examples_dir=None).queue()
-    demo.launch(
-        server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True, mcp_server=True
-    )
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, mcp_server=True)
     try:
         tools = json.load(urllib.request.urlopen(demo.local_url + "gradio_api/mcp/schema", timeout=30))
     finally:

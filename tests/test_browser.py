@@ -10,14 +10,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from editor.examples import EXAMPLES_DIR
-from editor.ui import build_demo
 
 try:
     from playwright.sync_api import Locator, Page, expect, sync_playwright
@@ -39,22 +37,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 60_000  # CPU-only runners are slow; the tiny model's edit itself takes a few seconds
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def app_url(mgie) -> Iterator[str]:
-    demo = build_demo({mgie.name: mgie}).queue(default_concurrency_limit=1)
-    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import struct
 import zipfile
 import zlib
@@ -78,28 +77,12 @@ def test_demo_wires_every_endpoint_and_the_model_selector():
 FAST = dict(steps=2, size=64)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(mgie):
-    demo = build_demo({mgie.name: mgie}).queue(default_concurrency_limit=1)
-    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
-
-
 @pytest.fixture
-def connect(server, tmp_path):
+def connect(app_url, tmp_path):
     """Each call is a new client, i.e. a new browser session with its own history."""
 
     def make() -> Client:
-        return Client(server, verbose=False, analytics_enabled=False, download_files=tmp_path)
+        return Client(app_url, verbose=False, analytics_enabled=False, download_files=tmp_path)
 
     return make
 
