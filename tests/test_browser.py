@@ -110,6 +110,9 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
     expect(block(page, OUTPUT_LABEL).locator("img")).to_have_attribute("src", re.compile(r"\S"))
     expect(expressive).not_to_have_value(re.compile(r"^\s*$"))
 
+    button(page, "Export session").click()
+    expect(page.get_by_role("row", name=re.compile(r"^edit-session-[\d-]+\.zip"))).to_be_visible()  # to download
+
     shot = tmp_path / "browser.png"
     page.screenshot(path=shot, full_page=True)
     if os.environ.get("SAVE_SCREENSHOT"):

@@ -138,7 +138,7 @@ def build_demo(
                     export_button = gr.Button("Export session")
                     restore_button = gr.UploadButton("Restore session", file_types=[".zip"])
                 details = gr.Markdown(elem_id="turn-details")
-                archive = gr.File(label="Session archive", interactive=False)
+                archive = gr.File(label="Session archive", interactive=False, visible=False)  # shown by Export
             with gr.Tab("Trade-off explorer"):
                 gr.Markdown("Same instruction and seed over a grid of αV (and αX). Click a cell to adopt its values.")
                 with gr.Row():
@@ -174,7 +174,9 @@ def build_demo(
         revert_button.click(handlers.revert, [turn, state], history_outputs, api_name="revert")
         gallery.select(handlers.revert_selected, [state], history_outputs, api_visibility="private")
         reset_button.click(handlers.reset, [state], history_outputs, api_name="reset").then(None, js=NO_WARN)
-        export_button.click(handlers.export, [state], [archive], api_name="export")
+        export_button.click(handlers.export, [state], [archive], api_name="export").success(
+            lambda: gr.File(visible=True), None, [archive], api_visibility="private", queue=False
+        )
         restore_button.upload(handlers.restore, [restore_button, state], history_outputs, api_name="restore").then(
             None, js=NO_WARN
         )
