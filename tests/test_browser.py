@@ -96,7 +96,9 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
     button(page, "Think").click()
     expect(expressive).not_to_have_value(re.compile(r"^\s*$"))
 
+    assert page.evaluate("window.onbeforeunload === null || window.onbeforeunload === undefined")
     click_and_wait(page, "Edit", "Turn 1 of 1")
+    page.wait_for_function("typeof window.onbeforeunload === 'function'")  # a reload now asks first
     thumbnails = block(page, "History").get_by_role("button", name=re.compile(r"^Thumbnail \d+ of \d+$"))
     expect(thumbnails).to_have_count(1)
     expect(block(page, OUTPUT_LABEL).locator("img")).to_have_attribute("src", re.compile(r"\S"))
