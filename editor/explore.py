@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+import torch
 from PIL import Image
 
 from editor.core import Editor, EditResult, Guidance
@@ -58,19 +59,27 @@ class Cell:
         return self.result.params
 
 
-def measure(source: Image.Image, output: Image.Image, editor: Editor | None = None) -> dict[str, float]:
-    """Edit strength (l1) and consistency (psnr, ssim, clip_i when the editor has a CLIP tower) vs the input."""
+def measure(
+    source: Image.Image, output: Image.Image, editor: Editor | None = None, source_features: torch.Tensor | None = None
+) -> dict[str, float]:
+    """Edit strength (l1) and consistency (psnr, ssim, clip_i when the editor has a CLIP tower) vs the input.
+    `source_features`: the source's CLIP embedding when already computed (a sweep shares one source)."""
     metrics = {"l1": l1(source, output), "psnr": psnr(source, output), "ssim": ssim(source, output)}
     embed = getattr(editor, "image_embedding", None)
     if embed is not None:
-        metrics["clip_i"] = cosine(embed(source), embed(output))
+        reference = source_features if source_features is not None else embed(source)
+        metrics["clip_i"] = cosine(reference, embed(output))
     return metrics
 
 
 def explore(editor: Editor, image: Image.Image, guidance: Guidance, params: EditParams, sweep: Sweep) -> Iterator[Cell]:
     """Renders every cell with one seed (the given one, or one drawn once for the whole grid)."""
     seed = params.seed if params.seed is not None else fresh_seed()
+    embed = getattr(editor, "image_embedding", None)
+    reference = None  # every cell has the same source (same resolution policy): embed it once
     for text, image_scale in sweep.cells():
         cell_params = replace(params, text_guidance=text, image_guidance=image_scale, seed=seed)
         result = editor.render(image, guidance, cell_params)
-        yield Cell(result, measure(result.source, result.image, editor))
+        if embed is not None and reference is None:
+            reference = embed(result.source)
+        yield Cell(result, measure(result.source, result.image, editor, reference))

@@ -61,7 +61,8 @@ class History:
         """The turn an edit of `image` continues: the head when `image` is its output, else the newest turn that
         produced these pixels (a re-uploaded result), else None (a new root)."""
         key = image_key(image)
-        candidates = ([self.head] if self.head is not None else []) + list(range(len(self.turns) - 1, -1, -1))
+        newest_first = range(len(self.turns) - 1, -1, -1)
+        candidates = dict.fromkeys(([self.head] if self.head is not None else []) + list(newest_first))  # no repeats
         return next((i for i in candidates if image_key(self.turns[i].output) == key), None)
 
     def add(self, parent: int | None, **fields) -> Turn:

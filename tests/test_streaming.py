@@ -85,3 +85,16 @@ def test_measure_uses_the_clip_tower_when_there_is_one(mgie):
     same, other = measure(a, a, mgie), measure(a, b, mgie)
     assert same["clip_i"] == pytest.approx(1.0) and other["clip_i"] < 1.0
     assert torch.is_tensor(mgie.image_embedding(a)) and mgie.image_embedding(a).ndim == 1
+
+
+def test_explore_embeds_the_shared_source_once():
+    calls = []
+
+    class WithClip(FakeEditor):
+        def image_embedding(self, image):
+            calls.append(image.size)
+            return torch.tensor([float(sum(image.convert("L").getdata())), 1.0])
+
+    editor = WithClip()
+    cells = list(explore(editor, IMAGE, _guidance(editor), PARAMS, Sweep((1.0, 2.0, 4.0), (5.0,))))
+    assert len(calls) == 1 + len(cells) and all("clip_i" in c.metrics for c in cells)

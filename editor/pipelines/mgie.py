@@ -143,17 +143,20 @@ class MGIE:
         text = self.tokenizer(expressive, add_special_tokens=False).input_ids
         return torch.tensor([text + list(self.img_ids)], device=self.device)
 
+    def _pixels(self, image: ImageSource) -> torch.Tensor:
+        """`image` as the CLIP tower takes it: 1 x 3 x S x S on the model's device and dtype."""
+        pixels = self.image_processor(images=load_image(image), return_tensors="pt").pixel_values
+        return pixels.to(self.device, self.mllm.projector.weight.dtype)
+
     @torch.inference_mode()
     def _embed(self, image: ImageSource, ids: torch.Tensor) -> torch.Tensor:
-        pixels = self.image_processor(images=load_image(image), return_tensors="pt").pixel_values
-        features = self.mllm.encode_image(pixels.to(self.device, self.mllm.projector.weight.dtype))  # 1 x N x hidden
+        features = self.mllm.encode_image(self._pixels(image))  # 1 x N x hidden
         return self.mllm.embed_with_image(ids, features, self.im_start_id)
 
     @torch.inference_mode()
     def image_embedding(self, image: ImageSource) -> torch.Tensor:
         """The CLIP tower's pooled output (post-layernorm CLS) for `image`: CLIP-I style similarity in the app."""
-        pixels = self.image_processor(images=load_image(image), return_tensors="pt").pixel_values
-        return self.mllm.vision(pixel_values=pixels.to(self.device, self.mllm.projector.weight.dtype)).pooler_output[0]
+        return self.mllm.vision(pixel_values=self._pixels(image)).pooler_output[0]
 
     def guidance_from_states(self, states: torch.Tensor, **fields) -> Guidance:
         """Edit head on 8 x hidden LLM states -> a Guidance with the null condition as negative."""

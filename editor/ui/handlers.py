@@ -28,7 +28,7 @@ from editor.explore import Cell, Sweep, explore
 from editor.history import History, image_key
 from editor.images import load_image
 from editor.loading import CheckpointError, MissingWeightsError
-from editor.params import EditParams, Resolution
+from editor.params import DEFAULT_IMAGE_GUIDANCE, DEFAULT_TEXT_GUIDANCE, EditParams, Resolution
 from editor.streaming import PREVIEW_EVERY_S, Progress, stream_render
 from editor.ui import views
 
@@ -143,7 +143,7 @@ def history_view(state: AppState) -> tuple:
              for t in history.turns]  # fmt: skip
     if head is not None:
         current = output = state.png(("out", head.id), lambda: head.output)
-        compare = state.png(("before", head.id), lambda: views.comparison(head)[0]), output
+        compare = state.png(("before", head.id), lambda: views.before_image(head)), output
     else:
         origin = history.origin
         current = None if origin is None else state.png(("origin", image_key(origin)), lambda: origin)
@@ -251,9 +251,8 @@ class Handlers:
             stats={**guidance.stats, **result.stats},
         )
         before = result.source  # the input exactly as the model saw it; often the parent's output, already saved
-        if parent is not None and image_key(before) == image_key(state.history.turns[parent].output):
-            state.files[("before", turn.id)] = state.png(("out", parent), lambda: before)
-        state.png(("before", turn.id), lambda: before)
+        reuse = parent is not None and image_key(before) == image_key(state.history.turns[parent].output)
+        state.files[("before", turn.id)] = state.png(("out", parent) if reuse else ("before", turn.id), lambda: before)
 
     def undo(self, state: AppState | None):
         """Steps back one turn (the undone turn stays in the history)."""
@@ -274,10 +273,10 @@ class Handlers:
 
     def reset(self, state: AppState | None):
         """Clears the history and starts over from the first image of the current branch."""
-        history = fresh(state).history
-        path = history.lineage()
-        origin = history.turns[path[0]].input if path else history.origin
-        return history_view(fresh(state).restart(History(origin=origin)))
+        state = fresh(state)
+        path = state.history.lineage()
+        origin = state.history.turns[path[0]].input if path else state.history.origin
+        return history_view(state.restart(History(origin=origin)))
 
     def export(self, state: AppState | None) -> str:
         """The session as one zip: every image (PNG) and session.json (turns, params, seeds, texts, models)."""
@@ -320,7 +319,8 @@ class Handlers:
         with user_errors():
             state = fresh(state)
             sweep = Sweep.parse(start, stop, step, text_values or "")
-            params = make_params(steps, 7.5, 1.5, seed, randomize_seed, resize, size)
+            guidance_scales = DEFAULT_TEXT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE  # each cell sets its own
+            params = make_params(steps, *guidance_scales, seed, randomize_seed, resize, size)
             model, image = self._inputs(model, image, state)
             state.cells, state.cells_parent, state.cells_input = [], state.history.parent_for(image), image
             state.thought = self._think(model, image, instruction, expressive, state.thought)

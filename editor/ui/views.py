@@ -62,10 +62,9 @@ def turn_details(turn: Turn | None) -> str:
     )
 
 
-def comparison(turn: Turn) -> tuple[Image.Image, Image.Image]:
-    """Before/after of a turn at the output's size (a first turn's input is the full-size upload)."""
-    before = turn.input if turn.input.size == turn.output.size else turn.input.resize(turn.output.size)
-    return before, turn.output
+def before_image(turn: Turn) -> Image.Image:
+    """A turn's input at the output's size, for the before/after slider (a first turn's input is the upload)."""
+    return turn.input if turn.input.size == turn.output.size else turn.input.resize(turn.output.size)
 
 
 SWEEP_COLUMNS = {"l1": "edit strength (L1)", "psnr": "PSNR dB", "ssim": "SSIM", "clip_i": "CLIP-I"}
