@@ -245,6 +245,13 @@ class MGIE:
 # --- loading the official layout ------------------------------------------------------------------------------
 
 
+def weights_file(folder: Path, stem: str) -> Path:
+    """`<stem>.safetensors` (converted once, memory-mapped, never unpickled) when present, else the released
+    `<stem>.pt`."""
+    converted = folder / f"{stem}.safetensors"
+    return converted if converted.exists() else folder / f"{stem}.pt"
+
+
 def load_tokenizer(llava_dir: Path):
     require(llava_dir / "tokenizer_config.json", "LLaVA tokenizer", GET_LLAVA)
     tokenizer = LlamaTokenizer.from_pretrained(llava_dir)
@@ -276,7 +283,7 @@ def load_mgie(paths: MGIEPaths, device: str | torch.device | None = None, dtype:
         if not folder.is_dir():
             raise MissingWeightsError(f"folder not found: {folder}\n  How to get it: {hint}")
     # 1. mllm.pt: the grown embeddings, lm_head, edit head and the [IMG] embeddings
-    mllm_file = paths.mgie / "mllm.pt"
+    mllm_file = weights_file(paths.mgie, "mllm")
     mllm_sd = read_state_dict(mllm_file, GET_MGIE)
     for key in ("model.embed_tokens.weight", "lm_head.weight", "edit_head.llm2hid.weight"):
         if key not in mllm_sd:
@@ -329,7 +336,7 @@ def load_mgie(paths: MGIEPaths, device: str | torch.device | None = None, dtype:
             f"{mllm_file}: 'emb' has shape {tuple(emb.shape)}, expected (8, {config.text.hidden_size})"
         )
     # 4. the diffusion side: IP2P's VAE + scheduler, its UNet architecture filled with MGIE's unet.pt
-    unet_file = paths.mgie / "unet.pt"
+    unet_file = weights_file(paths.mgie, "unet")
     unet, vae, scheduler = load_ip2p_shell(
         paths.ip2p, read_state_dict(unet_file, GET_MGIE), str(unet_file), dtype, f"{GET_IP2P}; {GET_MGIE}"
     )

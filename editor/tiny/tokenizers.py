@@ -174,12 +174,12 @@ def _byte_unicode_chars() -> list[str]:
     return [chr(b) for b in printable] + [chr(256 + n) for n in range(len(shifted))]
 
 
-def clip_vocab_and_merges() -> tuple[list[str], list[tuple[str, str]]]:
-    """Bytes, bytes + </w>, a few word merges (left to right), then the two specials."""
+def clip_vocab_and_merges(words: Iterable[str] = _CLIP_WORDS) -> tuple[list[str], list[tuple[str, str]]]:
+    """Bytes, bytes + </w>, the merges that spell each of `words` (left to right), then the two specials."""
     chars = _byte_unicode_chars()
     vocab = chars + [c + "</w>" for c in chars]
     merges: list[tuple[str, str]] = []
-    for word in _CLIP_WORDS:
+    for word in words:
         pieces = [*word[:-1], word[-1] + "</w>"]
         while len(pieces) > 1:
             pair = (pieces[0], pieces[1])
@@ -190,12 +190,13 @@ def clip_vocab_and_merges() -> tuple[list[str], list[tuple[str, str]]]:
     return [*vocab, CLIP_BOS, CLIP_EOS], merges
 
 
-def build_clip_tokenizer(out_dir: Path) -> None:
-    """Write a tiny CLIPTokenizer folder (vocab.json, merges.txt, tokenizer.json, configs); max length 77."""
+def build_clip_tokenizer(out_dir: Path, words: Iterable[str] = _CLIP_WORDS) -> None:
+    """Write a tiny CLIPTokenizer folder (vocab.json, merges.txt, tokenizer.json, configs); max length 77.
+    Each of `words` becomes one token."""
     from transformers import CLIPTokenizer
 
     out_dir = _fresh_tokenizer_dir(out_dir)
-    vocab, merges = clip_vocab_and_merges()
+    vocab, merges = clip_vocab_and_merges(words)
     write_json(out_dir / "vocab.json", {token: i for i, token in enumerate(vocab)})
     merge_lines = [f"{left} {right}" for left, right in merges]
     (out_dir / "merges.txt").write_text("\n".join(["#version: 0.2", *merge_lines]) + "\n", encoding="utf-8")

@@ -1,0 +1,234 @@
+"""The offline demo model: MGIE's architecture at a size a 2-core CPU trains in about an hour, and its ablation.
+
+`DemoSizes` holds every size. `build_*` make the modules trained by `editor.train`; `export_*` write them in the
+official layouts, so the real loaders read them like the downloads:
+
+    <out>/mgie/LLaVA-7B-v1/            LLaMA + projector shards (safetensors), the LLaMA-style tokenizer, config.json
+    <out>/mgie/mgie_7b/                mllm.safetensors (embed_tokens, lm_head, edit_head.*, emb), unet.safetensors
+    <out>/mgie/instruct-pix2pix/       the diffusers shell: scheduler, UNet config, the small VAE
+    <out>/mgie/clip-vit-large-patch14/ the ViT (vision_model.* keys) and its preprocessor config
+    <out>/ip2p/                        the ablation as a diffusers InstructPix2Pix folder (small CLIP text encoder)
+
+The VAE downsamples by 4 (64 x 64 images -> 4 x 16 x 16 latents); the UNet has 8 input channels as IP2P's.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, LlamaConfig
+
+from editor.demo import world
+from editor.models.edit_head import EditHead, EditHeadConfig
+from editor.models.llava import LlavaV1, LlavaV1Config
+from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR
+from editor.prompts import IMG_TOKENS
+from editor.tiny._common import write_json
+from editor.tiny.diffusion import ip2p_model_index, ip2p_scheduler_config
+from editor.tiny.tokenizers import CLIP_BOS, CLIP_EOS, build_clip_tokenizer, build_llama_tokenizer, clip_vocab_and_merges
+from editor.tiny.tree import TinySizes, _write_sharded, clip_config, clip_preprocessor_config, llava_config
+
+
+@dataclass(frozen=True)
+class DemoSizes:
+    image: int = world.SIZE
+    patch: int = 8  # -> 64 image tokens
+    vision_hidden: int = 128
+    vision_layers: int = 4
+    llm_hidden: int = 192
+    llm_intermediate: int = 512
+    llm_layers: int = 4
+    heads: int = 4
+    sp_vocab: int = 512
+    head_dim: int = 128
+    head_layers: int = 2
+    queries: int = 77
+    cross_dim: int = 64
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    text_hidden: int = 64  # the ablation's CLIP text encoder
+    text_layers: int = 2
+
+    @property
+    def tiny(self) -> TinySizes:
+        """The same sizes in the tiny-tree vocabulary, to reuse its config writers."""
+        return TinySizes(
+            llm_hidden=self.llm_hidden, llm_intermediate=self.llm_intermediate, llm_layers=self.llm_layers,
+            llm_heads=self.heads, vision_hidden=self.vision_hidden, vision_intermediate=4 * self.vision_hidden,
+            vision_layers=self.vision_layers, vision_heads=self.heads, vision_image_size=self.image,
+            vision_patch_size=self.patch, head_dim_model=self.head_dim, head_heads=self.heads,
+            head_encoder_layers=self.head_layers, head_decoder_layers=self.head_layers, head_ffn=2 * self.head_dim,
+            head_queries=self.queries, cross_attention_dim=self.cross_dim, sp_vocab=self.sp_vocab,
+        )  # fmt: skip
+
+
+def world_words() -> list[str]:
+    return sorted({w for line in world.corpus() for w in line.split()} | {"it", "a", "of"})
+
+
+# --- modules -----------------------------------------------------------------------------------------------------
+
+
+def llava_config_of(sizes: DemoSizes) -> LlavaV1Config:
+    t = sizes.tiny
+    text = LlamaConfig(
+        vocab_size=t.mgie_vocab, hidden_size=t.llm_hidden, intermediate_size=t.llm_intermediate,
+        num_hidden_layers=t.llm_layers, num_attention_heads=t.llm_heads, num_key_value_heads=t.llm_heads,
+        rms_norm_eps=1e-6, max_position_embeddings=2048, tie_word_embeddings=False,
+    )  # fmt: skip
+    vision = CLIPVisionConfig(**{k: v for k, v in clip_config(t)["vision_config"].items() if k != "projection_dim"})
+    return LlavaV1Config(text=text, vision=vision, vision_select_layer=-2)
+
+
+def build_mllm(sizes: DemoSizes) -> LlavaV1:
+    return LlavaV1(llava_config_of(sizes))
+
+
+def build_head(sizes: DemoSizes) -> EditHead:
+    return EditHead(
+        EditHeadConfig(
+            llm_hidden=sizes.llm_hidden, d_model=sizes.head_dim, num_heads=sizes.heads,
+            encoder_layers=sizes.head_layers, decoder_layers=sizes.head_layers, ffn_dim=2 * sizes.head_dim,
+            num_queries=sizes.queries, out_dim=sizes.cross_dim,
+        )  # fmt: skip
+    )
+
+
+def unet_config(sizes: DemoSizes) -> dict[str, Any]:
+    levels = len(sizes.unet_channels)
+    return {
+        "sample_size": sizes.image // 4,
+        "in_channels": 8,
+        "out_channels": 4,
+        "layers_per_block": 1,
+        "block_out_channels": sizes.unet_channels,
+        "down_block_types": ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
+        "up_block_types": ("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",),
+        "cross_attention_dim": sizes.cross_dim,
+        "attention_head_dim": 8,
+        "norm_num_groups": 16,
+    }
+
+
+def build_unet(sizes: DemoSizes) -> UNet2DConditionModel:
+    return UNet2DConditionModel(**unet_config(sizes))
+
+
+def vae_config(sizes: DemoSizes, scaling_factor: float = 1.0) -> dict[str, Any]:
+    levels = len(sizes.vae_channels)
+    return {
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ("DownEncoderBlock2D",) * levels,
+        "up_block_types": ("UpDecoderBlock2D",) * levels,
+        "block_out_channels": sizes.vae_channels,
+        "layers_per_block": 1,
+        "norm_num_groups": 16,
+        "latent_channels": 4,
+        "sample_size": sizes.image,
+        "scaling_factor": scaling_factor,
+    }
+
+
+def build_vae(sizes: DemoSizes, scaling_factor: float = 1.0) -> AutoencoderKL:
+    return AutoencoderKL(**vae_config(sizes, scaling_factor))
+
+
+def text_config(sizes: DemoSizes) -> CLIPTextConfig:
+    vocab = clip_vocab_and_merges(world_words())[0]
+    ids = {token: i for i, token in enumerate(vocab)}
+    return CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=sizes.text_hidden, intermediate_size=4 * sizes.text_hidden,
+        num_hidden_layers=sizes.text_layers, num_attention_heads=sizes.heads, max_position_embeddings=77,
+        hidden_act="quick_gelu", projection_dim=sizes.text_hidden, bos_token_id=ids[CLIP_BOS],
+        eos_token_id=ids[CLIP_EOS], pad_token_id=ids[CLIP_EOS],
+    )  # fmt: skip
+
+
+def build_text_encoder(sizes: DemoSizes) -> CLIPTextModel:
+    if sizes.text_hidden != sizes.cross_dim:
+        raise ValueError("the ablation's text encoder width must equal the UNet's cross-attention width")
+    return CLIPTextModel(text_config(sizes))
+
+
+def write_llama_tokenizer(folder: Path, sizes: DemoSizes) -> None:
+    """LLaVA's tokenizer files, its SentencePiece model trained on the world's sentences (same bytes every time)."""
+    build_llama_tokenizer(folder, vocab_size=sizes.sp_vocab, corpus=world.corpus())
+
+
+def write_clip_tokenizer(folder: Path) -> None:
+    build_clip_tokenizer(folder, words=world_words())
+
+
+# --- export to the official layouts ------------------------------------------------------------------------------
+
+
+def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to(torch.float16).contiguous() for k, v in state.items()}
+
+
+def export_mgie(out: Path, sizes: DemoSizes, mllm: LlavaV1, head: EditHead, unet, vae: AutoencoderKL) -> Path:
+    """Write the four MGIE folders under `out` (fp16 safetensors) and return `out`."""
+    out = Path(out)
+    t = sizes.tiny
+    state = mllm.state_dict()
+    llava_rows = t.llava_vocab
+    llava: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith("llm."):
+            name = key.removeprefix("llm.")
+            llava[name] = value[:llava_rows] if name in ("model.embed_tokens.weight", "lm_head.weight") else value
+        elif key.startswith("projector."):
+            llava["model.mm_projector." + key.removeprefix("projector.")] = value
+    folder = out / LLAVA_DIR
+    write_llama_tokenizer(folder, sizes)
+    write_json(folder / "config.json", llava_config(t) | {"torch_dtype": "float16"})
+    write_json(folder / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0})
+    _write_sharded(folder, [_half(llava)], "safetensors")
+    # mgie_7b: the grown embeddings/lm_head, the edit head and emb (= rows [IMG0..7], as MGIE trains it)
+    embed = state["llm.model.embed_tokens.weight"]
+    mllm_state = {
+        "model.embed_tokens.weight": embed,
+        "lm_head.weight": state["llm.lm_head.weight"],
+        **{f"edit_head.{k}": v for k, v in head.state_dict().items()},
+        "emb": embed[-len(IMG_TOKENS) :],
+    }
+    (out / MGIE_DIR).mkdir(parents=True, exist_ok=True)
+    save_file(_half(mllm_state), str(out / MGIE_DIR / "mllm.safetensors"), metadata={"format": "pt"})
+    save_file(_half(unet.state_dict()), str(out / MGIE_DIR / "unet.safetensors"), metadata={"format": "pt"})
+    # instruct-pix2pix shell: scheduler, UNet config (weights come from mgie_7b), VAE
+    shell = out / IP2P_DIR
+    index = ip2p_model_index() | {"text_encoder": [None, None], "tokenizer": [None, None]}
+    write_json(shell / "model_index.json", index)
+    write_json(shell / "scheduler" / "scheduler_config.json", ip2p_scheduler_config())
+    write_json(shell / "unet" / "config.json", dict(unet.config) | {"_class_name": "UNet2DConditionModel"})
+    vae.to(torch.float16).save_pretrained(shell / "vae")
+    vae.to(torch.float32)
+    # CLIP: the vision tower only (MGIE never uses CLIP's text tower)
+    clip = out / CLIP_DIR
+    clip.mkdir(parents=True, exist_ok=True)
+    write_json(clip / "config.json", clip_config(t) | {"model_type": "clip", "architectures": ["CLIPModel"]})
+    write_json(clip / "preprocessor_config.json", clip_preprocessor_config(t))
+    vision = {"vision_model." + k.removeprefix("vision.").removeprefix("vision_model."): v for k, v in state.items() if k.startswith("vision.")}
+    save_file(_half(vision), str(clip / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+def export_ip2p(out: Path, unet, vae: AutoencoderKL, text_encoder: CLIPTextModel) -> Path:
+    """The ablation as a diffusers InstructPix2Pix folder (fp16 safetensors)."""
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    write_json(out / "model_index.json", ip2p_model_index())
+    write_json(out / "scheduler" / "scheduler_config.json", ip2p_scheduler_config())
+    for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
+        module.to(torch.float16).save_pretrained(out / name)
+        module.to(torch.float32)
+    write_clip_tokenizer(out / "tokenizer")
+    return out

@@ -1,0 +1,84 @@
+"""InstructPix2Pix (Brooks et al., CVPR 2023) behind the same think/render API: no MLLM, the instruction itself is
+the condition, encoded by the pipeline's CLIP text encoder exactly as `StableDiffusionInstructPix2PixPipeline`
+encodes `prompt` (padded to the tokenizer's max length; the null condition is the encoding of "").
+
+"think" returns the instruction unchanged as the expressive text, so the app's flow is the same for every model;
+an edited expressive text is simply encoded instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionInstructPix2PixPipeline
+
+from editor.core import EditResult, Guidance, StepCallback
+from editor.images import ImageSource, load_image, prepare_image
+from editor.loading import CheckpointError, MissingWeightsError, require
+from editor.params import EditParams
+from editor.pipelines.diffusion import run_ip2p
+from editor.prompts import check_text
+
+
+class InstructPix2Pix:
+    def __init__(self, pipe: StableDiffusionInstructPix2PixPipeline, name: str = "ip2p") -> None:
+        self.pipe, self.name = pipe, name
+        self.device = pipe._execution_device
+        self.null_embeds = self._encode("")
+
+    @torch.inference_mode()
+    def _encode(self, text: str) -> torch.Tensor:
+        tokenizer = self.pipe.tokenizer
+        ids = tokenizer(
+            text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        return self.pipe.text_encoder(ids.to(self.device))[0]  # 1 x 77 x C
+
+    def _guidance(self, instruction: str, text: str, source) -> Guidance:
+        return Guidance(
+            model=self.name, instruction=instruction, expressive=text, raw_text=text,
+            prompt_embeds=self._encode(text), negative_prompt_embeds=self.null_embeds, source=source,
+        )  # fmt: skip
+
+    def think(self, image: ImageSource, instruction: str) -> Guidance:
+        instruction = check_text(instruction)
+        return self._guidance(instruction, instruction, "instruction")
+
+    def guidance_from_text(self, image: ImageSource, instruction: str, expressive_text: str) -> Guidance:
+        instruction = check_text(instruction)
+        return self._guidance(instruction, check_text(expressive_text, name="expressive instruction"), "user")
+
+    def render(
+        self,
+        image: ImageSource,
+        guidance: Guidance,
+        params: EditParams | None = None,
+        on_step: StepCallback | None = None,
+    ) -> EditResult:
+        params = params or EditParams()
+        source = prepare_image(load_image(image, draft_for=params.resolution), params.resolution)
+        out, used, stats = run_ip2p(
+            self.pipe, source, guidance.prompt_embeds, guidance.negative_prompt_embeds, params, on_step
+        )
+        return EditResult(image=out, source=source, guidance=guidance, params=used, stats=stats)
+
+
+def load_ip2p(
+    folder: Path, hint: str, name: str = "ip2p", device: str | torch.device | None = None, dtype=None
+) -> InstructPix2Pix:
+    """A diffusers InstructPix2Pix folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    require(folder / "model_index.json", "InstructPix2Pix pipeline folder", hint)
+    for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        if not (folder / part).is_dir():
+            raise MissingWeightsError(f"{folder} has no {part}/ folder; the download is incomplete. {hint}")
+    try:
+        pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
+            folder, torch_dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
+    except (OSError, ValueError, KeyError) as err:
+        raise CheckpointError(f"could not load {folder} as an InstructPix2Pix pipeline ({err}). {hint}") from None
+    pipe.set_progress_bar_config(disable=True)
+    return InstructPix2Pix(pipe.to(device), name)
