@@ -1,7 +1,8 @@
 """Web app: `python app.py [--model mgie] [--weights-dir weights] [--share] [--auth user:pass] [--mcp] ...`.
 
-Parse arguments -> load the editor -> build the UI -> launch. Without the weights (or with --tiny-random) it serves
-a tiny random-weight MGIE built in a temporary folder: the whole pipeline runs, but the edits are noise.
+Parse arguments -> load the editor -> build the UI -> launch. Without the real MGIE weights it opens on the offline
+demo models (MGIE's architecture and its IP2P ablation, trained by this project on the shapes world, shipped in
+weights/demo/). --tiny-random serves a tiny random-weight MGIE instead: a pipeline check whose edits are noise.
 On a Hugging Face Space the same file runs (Gradio reads GRADIO_SERVER_NAME/PORT there; `share` is ignored).
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from editor.loading import CheckpointError, MissingWeightsError
 from editor.pipelines import mgie
 from editor.pipelines.mgie import MGIEPaths, load_mgie
-from editor.registry import DEFAULT_WEIGHTS_DIR, EDITORS, load_editor
+from editor.registry import DEFAULT_WEIGHTS_DIR, DEMO_EDITORS, EDITORS, load_editor
 from editor.tiny import build_tiny_mgie_tree
 from editor.ui import build_demo
 
@@ -70,24 +71,30 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: no --auth / {AUTH_ENV} given: the public link has no password", file=sys.stderr)
 
     notice = None
-    if not args.tiny_random:
-        try:
-            editor = load_editor(args.model, args.weights_dir, args.device)
-        except MissingWeightsError as err:
-            print(f"error: {err}", file=sys.stderr)
-            notice = (
-                f"No MGIE weights found in `{args.weights_dir}`: running a tiny random-weight MGIE "
-                f"(pipeline check, the edits are noise). {weights_help(args.weights_dir)}"
-            )
-        except CheckpointError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+    editors = {}
+    try:
+        if not args.tiny_random:
+            try:
+                editors = {args.model: load_editor(args.model, args.weights_dir, args.device)}
+            except MissingWeightsError as err:
+                print(f"error: {err}", file=sys.stderr)
+                notice = (
+                    f"No {args.model} weights in `{args.weights_dir}`: this is the **offline demo model**, MGIE's "
+                    "architecture trained by this project on a world of coloured shapes (64 x 64 px; try the shapes "
+                    f"examples), beside its InstructPix2Pix-style ablation. {weights_help(args.weights_dir)}"
+                )
+                editors = {name: load_editor(name, args.weights_dir, args.device) for name in DEMO_EDITORS}
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="tiny-mgie-") as tiny_root:
-        if args.tiny_random or notice:
-            notice = notice or "Running a tiny random-weight MGIE (--tiny-random): a pipeline check, edits are noise."
+        if args.tiny_random:
+            notice = "Running a tiny random-weight MGIE (--tiny-random): a pipeline check, edits are noise."
+            tiny = load_mgie(MGIEPaths.from_weights_dir(build_tiny_mgie_tree(Path(tiny_root))), device=args.device)
+            editors = {tiny.name: tiny}
+        if notice:
             print(f"warning: {notice}", file=sys.stderr)
-            editor = load_mgie(MGIEPaths.from_weights_dir(build_tiny_mgie_tree(Path(tiny_root))), device=args.device)
-        demo = build_demo({editor.name: editor}, notice=notice)
+        demo = build_demo(editors, notice=notice)
         demo.queue(default_concurrency_limit=1, max_size=64).launch(
             server_name=args.server_name,
             server_port=args.port,

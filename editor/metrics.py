@@ -49,6 +49,11 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 
 
 def ssim(a: Image.Image, b: Image.Image) -> float:
+    return float(ssim_map(a, b).mean())
+
+
+def ssim_map(a: Image.Image, b: Image.Image) -> torch.Tensor:
+    """Per-channel SSIM over the valid region (11 x 11 Gaussian window): 3 x (H - 10) x (W - 10)."""
     x, y = _pair(a, b)
     if min(x.shape[1:]) < 11:
         raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {a.size}")
@@ -61,8 +66,7 @@ def ssim(a: Image.Image, b: Image.Image) -> float:
     mx, my = blur(x), blur(y)
     vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
     c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return float(s.mean())
+    return (((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))[:, 0]
 
 
 def cosine(u: torch.Tensor, v: torch.Tensor) -> float:

@@ -54,7 +54,7 @@ class StageConfig:
 
 
 RECIPES = {  # the CPU recipe; a GPU can afford more steps via --steps / --batch
-    "vae": StageConfig(steps=1500, batch=16, lr=1e-3),
+    "vae": StageConfig(steps=2500, batch=16, lr=1e-3),
     "mgie": StageConfig(steps=3000, batch=32, lr=5e-4),
     "ip2p": StageConfig(steps=3000, batch=32, lr=5e-4),
 }
@@ -223,9 +223,19 @@ class IP2PStage(DiffusionStage):
         return {"loss": l_edit, "edit": l_edit}
 
 
-def train(stage: str, out: Path, recipe: StageConfig, seed: int, device: str, ckpt_every: int) -> None:
+def train(
+    stage: str,
+    out: Path,
+    recipe: StageConfig,
+    seed: int = 0,
+    device: str = "cpu",
+    ckpt_every: int = 100,
+    sizes: demo.DemoSizes = demo.DemoSizes(),  # noqa: B008 - frozen dataclass
+    until: int | None = None,
+) -> None:
+    """Run (or resume) one stage up to `recipe.steps` (or stop after step `until`, to resume later),
+    checkpointing to <out>/<stage>.ckpt."""
     torch.manual_seed(seed)
-    sizes = demo.DemoSizes()
     out.mkdir(parents=True, exist_ok=True)
     runner = {"vae": VAEStage, "mgie": MGIEStage, "ip2p": IP2PStage}[stage]
     runner = runner(sizes, device) if stage == "vae" else runner(sizes, device, out)
@@ -240,7 +250,8 @@ def train(stage: str, out: Path, recipe: StageConfig, seed: int, device: str, ck
     for module in runner.modules.values():
         module.train()
     log = (out / f"{stage}.log").open("a")
-    bar = tqdm(range(start, recipe.steps), initial=start, total=recipe.steps, desc=stage, file=sys.stdout)
+    stop = min(recipe.steps, until or recipe.steps)
+    bar = tqdm(range(start, stop), initial=start, total=recipe.steps, desc=stage, file=sys.stdout)
     began = time.perf_counter()
     for step in bar:
         gen = torch.Generator(device).manual_seed(seed * 1_000_003 + step)
@@ -255,7 +266,7 @@ def train(stage: str, out: Path, recipe: StageConfig, seed: int, device: str, ck
         if (step + 1) % 25 == 0:
             log.write(f"{step + 1} {time.perf_counter() - began:.0f}s {values}\n")
             log.flush()
-        if (step + 1) % ckpt_every == 0 or step + 1 == recipe.steps:
+        if (step + 1) % ckpt_every == 0 or step + 1 in (stop, recipe.steps):
             extra = runner.extra(seed) if stage == "vae" and step + 1 == recipe.steps else {}
             if stage == "vae" and not extra and path.exists():
                 extra = {"scaling_factor": torch.load(path, weights_only=True).get("scaling_factor", 1.0)}
@@ -263,8 +274,7 @@ def train(stage: str, out: Path, recipe: StageConfig, seed: int, device: str, ck
     log.close()
 
 
-def export(out: Path, to: Path) -> None:
-    sizes = demo.DemoSizes()
+def export(out: Path, to: Path, sizes: demo.DemoSizes = demo.DemoSizes()) -> None:  # noqa: B008
     vae = load_vae(out, sizes, "cpu")
     mllm, head, unet = demo.build_mllm(sizes), demo.build_head(sizes), demo.build_unet(sizes)
     load_checkpoint(out / "mgie.ckpt", {"mllm": mllm, "head": head, "unet": unet})
@@ -287,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--ckpt-every", type=int, default=100)
+    parser.add_argument("--until", type=int, help="stop after this step (rerun later to resume)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -295,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     base = RECIPES[args.stage]
     recipe = StageConfig(args.steps or base.steps, args.batch or base.batch, args.lr or base.lr, base.warmup)
-    train(args.stage, args.out, recipe, args.seed, args.device, args.ckpt_every)
+    train(args.stage, args.out, recipe, args.seed, args.device, args.ckpt_every, until=args.until)
 
 
 if __name__ == "__main__":

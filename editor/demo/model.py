@@ -31,7 +31,13 @@ from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR
 from editor.prompts import IMG_TOKENS
 from editor.tiny._common import write_json
 from editor.tiny.diffusion import ip2p_model_index, ip2p_scheduler_config
-from editor.tiny.tokenizers import CLIP_BOS, CLIP_EOS, build_clip_tokenizer, build_llama_tokenizer, clip_vocab_and_merges
+from editor.tiny.tokenizers import (
+    CLIP_BOS,
+    CLIP_EOS,
+    build_clip_tokenizer,
+    build_llama_tokenizer,
+    clip_vocab_and_merges,
+)
 from editor.tiny.tree import TinySizes, _write_sharded, clip_config, clip_preprocessor_config, llava_config
 
 
@@ -42,10 +48,10 @@ class DemoSizes:
     vision_hidden: int = 128
     vision_layers: int = 4
     llm_hidden: int = 192
-    llm_intermediate: int = 512
+    llm_intermediate: int = 384
     llm_layers: int = 4
     heads: int = 4
-    sp_vocab: int = 512
+    sp_vocab: int = 900  # enough merges that the system prompt and world words are mostly whole pieces
     head_dim: int = 128
     head_layers: int = 2
     queries: int = 77
@@ -93,9 +99,14 @@ def build_mllm(sizes: DemoSizes) -> LlavaV1:
 def build_head(sizes: DemoSizes) -> EditHead:
     return EditHead(
         EditHeadConfig(
-            llm_hidden=sizes.llm_hidden, d_model=sizes.head_dim, num_heads=sizes.heads,
-            encoder_layers=sizes.head_layers, decoder_layers=sizes.head_layers, ffn_dim=2 * sizes.head_dim,
-            num_queries=sizes.queries, out_dim=sizes.cross_dim,
+            llm_hidden=sizes.llm_hidden,
+            d_model=sizes.head_dim,
+            num_heads=sizes.heads,
+            encoder_layers=sizes.head_layers,
+            decoder_layers=sizes.head_layers,
+            ffn_dim=2 * sizes.head_dim,
+            num_queries=sizes.queries,
+            out_dim=sizes.cross_dim,
         )  # fmt: skip
     )
 
@@ -215,7 +226,11 @@ def export_mgie(out: Path, sizes: DemoSizes, mllm: LlavaV1, head: EditHead, unet
     clip.mkdir(parents=True, exist_ok=True)
     write_json(clip / "config.json", clip_config(t) | {"model_type": "clip", "architectures": ["CLIPModel"]})
     write_json(clip / "preprocessor_config.json", clip_preprocessor_config(t))
-    vision = {"vision_model." + k.removeprefix("vision.").removeprefix("vision_model."): v for k, v in state.items() if k.startswith("vision.")}
+    vision = {
+        "vision_model." + k.removeprefix("vision.").removeprefix("vision_model."): v
+        for k, v in state.items()
+        if k.startswith("vision.")
+    }
     save_file(_half(vision), str(clip / "model.safetensors"), metadata={"format": "pt"})
     return out
 

@@ -113,7 +113,10 @@ def _outline(shape: Shape) -> tuple[str, list[tuple[float, float]]]:
         return "polygon", [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
     n = CORNERS[shape.kind]
     start = -math.pi / 2
-    return "polygon", [(cx + r * math.cos(start + 2 * math.pi * i / n), cy + r * math.sin(start + 2 * math.pi * i / n)) for i in range(n)]
+    return "polygon", [
+        (cx + r * math.cos(start + 2 * math.pi * i / n), cy + r * math.sin(start + 2 * math.pi * i / n))
+        for i in range(n)
+    ]
 
 
 def _shape_layer(shapes: tuple[Shape, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +205,7 @@ def plain_references(shapes: tuple[Shape, ...], target: Shape) -> list[str]:
         ("the {size} one", lambda s: s.size == target.size),
         ("the {colour} {kind}", lambda s: (s.colour, s.kind) == (target.colour, target.kind)),
         ("the {size} {kind}", lambda s: (s.size, s.kind) == (target.size, target.kind)),
-        ("the {size} {colour} {kind}", lambda s: (s.size, s.colour, s.kind) == (target.size, target.colour, target.kind)),
+        ("the {size} {colour} {kind}", lambda s: s.describe().split(" at ")[0] == target.describe().split(" at ")[0]),
         ("the {kind} at the {where}", lambda s: s is target),
     ]  # fmt: skip
     words = {"kind": target.kind, "colour": target.colour, "size": target.size, "where": CELL_NAMES[target.cell]}
@@ -327,7 +330,10 @@ def _try_sample(rng: random.Random, split: str) -> Sample | None:
         new = _placed(old, size=size)
         terse = _terse(rng, "bigger" if size == "large" else "smaller", split, ref=ref)
         expressive = f"the {old.describe()} becomes {size}."
-    if split == "combo" and not ({(old.kind, old.colour)} | ({(new.kind, new.colour)} if new else set())) & HELD_OUT_COMBOS:
+    if (
+        split == "combo"
+        and not ({(old.kind, old.colour)} | ({(new.kind, new.colour)} if new else set())) & HELD_OUT_COMBOS
+    ):
         return None
     shapes = list(scene.shapes)
     if new is None:

@@ -36,6 +36,11 @@ def build_pipeline(unet, vae, scheduler) -> StableDiffusionInstructPix2PixPipeli
     return pipe
 
 
+def native_size(pipe: StableDiffusionInstructPix2PixPipeline) -> int:
+    """The image side the UNet was trained at: latent sample_size x the VAE's downsampling (SD-1.5: 64 x 8)."""
+    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+
 def fresh_seed() -> int:
     return secrets.randbelow(2**32)
 

@@ -17,7 +17,7 @@ from editor.core import EditResult, Guidance, StepCallback
 from editor.images import ImageSource, load_image, prepare_image
 from editor.loading import CheckpointError, MissingWeightsError, require
 from editor.params import EditParams
-from editor.pipelines.diffusion import run_ip2p
+from editor.pipelines.diffusion import native_size, run_ip2p
 from editor.prompts import check_text
 
 
@@ -26,6 +26,11 @@ class InstructPix2Pix:
         self.pipe, self.name = pipe, name
         self.device = pipe._execution_device
         self.null_embeds = self._encode("")
+
+    @property
+    def native_size(self) -> int:
+        """The resolution this model was trained at (the UI's default size)."""
+        return native_size(self.pipe)
 
     @torch.inference_mode()
     def _encode(self, text: str) -> torch.Tensor:

@@ -42,7 +42,7 @@ from editor.loading import (
 from editor.models.edit_head import EditHead, EditHeadConfig
 from editor.models.llava import LlavaV1, LlavaV1Config, greedy_decode
 from editor.params import EditParams
-from editor.pipelines.diffusion import build_pipeline, run_ip2p
+from editor.pipelines.diffusion import build_pipeline, native_size, run_ip2p
 from editor.prompts import (
     IM_END,
     IM_PATCH,
@@ -128,6 +128,11 @@ class MGIE:
         with torch.inference_mode():
             zeros = torch.zeros(1, len(IMG_TOKENS), self.img_embeddings.shape[-1], device=self.device)
             self.null_embeds = head(zeros.to(self.img_embeddings.dtype), self.img_embeddings)  # 1 x 77 x C
+
+    @property
+    def native_size(self) -> int:
+        """The resolution this model was trained at (the UI's default size)."""
+        return native_size(self.pipe)
 
     # --- stage 1: the MLLM ------------------------------------------------------------------------------------
 

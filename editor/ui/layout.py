@@ -62,6 +62,7 @@ def build_demo(
     """The app's Blocks for `editors` (name -> loaded editor). `notice` is shown as a banner; `examples_dir=None`
     leaves the examples out; `preview_every` is the time between step previews (None: no previews)."""
     handlers, defaults = Handlers(editors, preview_every), EditParams()
+    sizes = {name: getattr(editor, "native_size", DEFAULT_SIZE) for name, editor in editors.items()}
     gpu = {"concurrency_limit": 1, "concurrency_id": GPU}
 
     with gr.Blocks(title="Instruction-based image editor (MGIE)", analytics_enabled=False, fill_width=True) as demo:
@@ -122,7 +123,10 @@ def build_demo(
                     value=defaults.resolution.mode,
                     label="Resolution",
                 )
-                size = gr.Slider(64, MAX_UI_SIZE, value=DEFAULT_SIZE, step=8, precision=0, label="Size (long side)")
+                size = gr.Slider(
+                    64, MAX_UI_SIZE, value=sizes[model.value], step=8, precision=0, label="Size (long side)",
+                    info="Defaults to the size the selected model was trained at.",
+                )  # fmt: skip
             gr.Markdown(TIPS)
         with gr.Tabs():
             with gr.Tab("History"):
@@ -159,6 +163,7 @@ def build_demo(
 
         history_outputs = [image, output, compare, status, gallery, details, state]
         controls = [steps, text_guidance, image_guidance, seed, randomize_seed, resize, size]
+        model.change(sizes.get, [model], [size], api_visibility="private", queue=False)
         instruction.input(lambda: ("", ""), outputs=[expressive, raw_text], api_visibility="private", queue=False)
         think_button.click(
             handlers.think, [model, image, instruction, state], [expressive, raw_text, state], api_name="think", **gpu
