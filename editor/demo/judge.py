@@ -3,7 +3,8 @@
 changed region D: pixels where the rendered source and target differ by more than 2/255 in any channel, dilated
 by 2 pixels (anti-aliased edges); the whole image for global (tone) edits.
 edit correct: inside D the output is at least twice as close to the target as to the source (mean absolute
-error) and within 0.1 of the target; outside D it stays within 0.04 (about 10/255) of the target on average,
+error) and within 0.1 of the target; outside D it stays within 0.04 (about 10/255) of the target on average and
+at most 1 % of its pixels are off by more than 0.25 in some channel (a missing or recoloured other object fails),
 i.e. nothing else changed beyond tolerance.
 background PSNR/SSIM: output vs target outside D (not defined for tone edits).
 expressive correct: the facts (colour, shape, size, position and change words, in order) of the model's
@@ -24,6 +25,7 @@ from editor.metrics import ssim_map
 
 CHANGE_THRESHOLD = 2 / 255
 INSIDE_RATIO, INSIDE_MAX, OUTSIDE_MAX = 0.5, 0.1, 0.04
+BAD_PIXEL, MAX_BAD_FRACTION = 0.25, 0.01
 FACT_WORDS = frozenset(
     [*world.COLOURS, *world.KINDS, *world.RADIUS, "top", "bottom", "left", "right", "centre", *world.TONES]
     + ["turns", "disappears", "appears", "moves", "becomes"]
@@ -70,7 +72,13 @@ def score(output: Image.Image, sample: world.Sample) -> Score:
     inside_s = np.abs(out - source)[region].mean()
     outside = ~region
     outside_error = float(np.abs(out - target)[outside].mean()) if outside.any() else 0.0
-    correct = inside_t <= INSIDE_RATIO * inside_s and inside_t <= INSIDE_MAX and outside_error <= OUTSIDE_MAX
+    bad = float((np.abs(out - target).max(axis=2) > BAD_PIXEL)[outside].mean()) if outside.any() else 0.0
+    correct = (
+        inside_t <= INSIDE_RATIO * inside_s
+        and inside_t <= INSIDE_MAX
+        and outside_error <= OUTSIDE_MAX
+        and bad <= MAX_BAD_FRACTION
+    )
     psnr = ssim = None
     if not tone and outside.any():
         mse = float(((out - target) ** 2)[outside].mean())

@@ -1,0 +1,89 @@
+"""The demo model's path: train (resumably) -> export to the official layouts -> the real loaders, strictly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from editor.demo import model as demo
+from editor.demo import world
+from editor.params import EditParams, Resolution
+from editor.pipelines.ip2p import load_ip2p
+from editor.pipelines.mgie import MGIEPaths, load_mgie
+from editor.train import RECIPES, StageConfig, export, load_checkpoint, train
+
+SMALL = demo.DemoSizes(
+    vision_hidden=32, vision_layers=2, llm_hidden=32, llm_intermediate=64, llm_layers=2, head_dim=32,
+    head_layers=1, cross_dim=32, unet_channels=(32, 32), vae_channels=(16, 16, 16), text_hidden=32, text_layers=1,
+)  # fmt: skip
+PARAMS = EditParams(steps=3, resolution=Resolution(size=world.SIZE))
+
+
+def _fp16(state):
+    return {k: v.to(torch.float16).float() for k, v in state.items()}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A 2-step VAE and MGIE/IP2P runs of the small sizes, exported."""
+    out = tmp_path_factory.mktemp("run")
+    train("vae", out, StageConfig(2, 2, 1e-3), sizes=SMALL)
+    train("mgie", out, StageConfig(2, 2, 1e-3), sizes=SMALL)
+    train("ip2p", out, StageConfig(2, 2, 1e-3), sizes=SMALL)
+    export(out, out / "export", sizes=SMALL)
+    return out
+
+
+def test_recipes_follow_mgie():
+    assert RECIPES["mgie"].lr == 5e-4 and RECIPES["mgie"].warmup == 0.03
+    assert RECIPES["mgie"].steps == RECIPES["ip2p"].steps and RECIPES["mgie"].batch == RECIPES["ip2p"].batch
+
+
+def test_training_resumes_exactly(tmp_path, run):
+    for folder in (tmp_path / "straight", tmp_path / "resumed"):
+        folder.mkdir()
+        (folder / "vae.ckpt").write_bytes((run / "vae.ckpt").read_bytes())
+    recipe = StageConfig(steps=4, batch=2, lr=1e-3)
+    train("mgie", tmp_path / "straight", recipe, sizes=SMALL)
+    train("mgie", tmp_path / "resumed", recipe, sizes=SMALL, until=2)
+    assert torch.load(tmp_path / "resumed" / "mgie.ckpt", weights_only=True)["step"] == 2
+    train("mgie", tmp_path / "resumed", recipe, sizes=SMALL)
+    a = torch.load(tmp_path / "straight" / "mgie.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "mgie.ckpt", weights_only=True)
+    assert a["step"] == b["step"] == 4
+    for part in a["modules"]:
+        for key, value in a["modules"][part].items():
+            torch.testing.assert_close(b["modules"][part][key], value, rtol=0, atol=0, msg=f"{part}.{key}")
+
+
+def test_export_loads_strictly_into_mgie(run):
+    mllm, head, unet = demo.build_mllm(SMALL), demo.build_head(SMALL), demo.build_unet(SMALL)
+    load_checkpoint(run / "mgie.ckpt", {"mllm": mllm, "head": head, "unet": unet})
+    editor = load_mgie(MGIEPaths.from_weights_dir(run / "export" / "mgie"))
+    for trained, loaded in ((mllm, editor.mllm), (head, editor.head), (unet, editor.pipe.unet)):
+        expected, got = _fp16(trained.state_dict()), loaded.state_dict()
+        assert expected.keys() == got.keys()
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
+    rows = editor.mllm.llm.get_input_embeddings().weight[-8:]
+    torch.testing.assert_close(editor.img_embeddings, rows)  # `emb` = the [IMG] rows, as MGIE trains the head
+    sample = world.dataset("test", 1, seed=5)[0]
+    guidance = editor.think(world.render(sample.source), sample.terse)
+    result = editor.render(world.render(sample.source), guidance, PARAMS)
+    assert editor.native_size == world.SIZE and result.image.size == (world.SIZE, world.SIZE)
+
+
+def test_ip2p_export_is_a_stock_diffusers_pipeline(run):
+    editor = load_ip2p(run / "export" / "ip2p", "hint", name="ip2p-demo")
+    sample = world.dataset("test", 1, seed=6)[0]
+    image = world.render(sample.source)
+    guidance = editor.think(image, sample.terse)
+    assert guidance.expressive == sample.terse and guidance.source == "instruction"
+    ours = editor.render(image, guidance, PARAMS).image
+    stock = editor.pipe(
+        prompt=sample.terse, image=image, num_inference_steps=PARAMS.steps, guidance_scale=PARAMS.text_guidance,
+        image_guidance_scale=PARAMS.image_guidance, generator=torch.Generator().manual_seed(PARAMS.seed),
+    ).images[0]  # fmt: skip
+    assert list(ours.getdata()) == list(stock.getdata())
+    other = editor.guidance_from_text(image, sample.terse, "make it darker")
+    assert other.source == "user" and not torch.equal(other.prompt_embeds, guidance.prompt_embeds)

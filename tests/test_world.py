@@ -1,0 +1,91 @@
+"""The shapes world: seeded, held-out splits really held out, references unique, ground truth rendered."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import numpy as np
+import pytest
+
+from editor.demo import world
+from editor.demo.world import Background, Scene, Shape
+
+BG = Background((60, 60, 60), (90, 80, 70), 0.3, 0.0, 1.0, 0.0)
+
+
+def _template_regex(template: str) -> re.Pattern:
+    return re.compile("^" + re.sub(r"\\\{\w+\\\}", ".+", re.escape(template)) + "$")
+
+
+def _matches(terse: str, held_out: bool) -> bool:
+    templates = [t for train, held in world.TEMPLATES.values() for t in (held if held_out else train)]
+    return any(_template_regex(t).match(terse) for t in templates)
+
+
+def test_samples_and_renders_are_reproducible():
+    a, b = world.dataset("train", 40, seed=3), world.dataset("train", 40, seed=3)
+    assert a == b
+    assert world.dataset("train", 40, seed=4) != a
+    assert np.array_equal(np.asarray(world.render(a[0].source)), np.asarray(world.render(b[0].source)))
+    assert world.render(a[0].source).size == (world.SIZE, world.SIZE)
+
+
+def test_training_never_draws_held_out_combinations_or_paraphrases():
+    for sample in world.dataset("train", 400, seed=0):
+        for scene in (sample.source, sample.target):
+            assert not {(s.kind, s.colour) for s in scene.shapes} & world.HELD_OUT_COMBOS
+        assert _matches(sample.terse, held_out=False), sample.terse
+    for sample in world.dataset("paraphrase", 100, seed=1):
+        assert _matches(sample.terse, held_out=True), sample.terse
+
+
+def test_combo_split_edits_a_held_out_combination():
+    for sample in world.dataset("combo", 100, seed=1):
+        edited = (set(sample.source.shapes) ^ set(sample.target.shapes)) or set(sample.source.shapes)
+        assert {(s.kind, s.colour) for s in edited} & world.HELD_OUT_COMBOS, sample.terse
+
+
+def test_reasoning_references_resolve_to_the_edited_object():
+    circle = Shape("circle", "red", "small", (0, 1))
+    square = Shape("square", "blue", "large", (1, 1))
+    pentagon = Shape("pentagon", "green", "small", (2, 1))
+    shapes = (circle, square, pentagon)
+    assert "the shape with the most corners" in world.reasoning_references(shapes, pentagon)
+    assert "the shape with the fewest corners" in world.reasoning_references(shapes, circle)
+    assert "the shape left of the square" in world.reasoning_references(shapes, circle)
+    assert "the shape right of the square" in world.reasoning_references(shapes, pentagon)
+    # two shapes are left of the pentagon: the relation does not pick one out
+    assert not [r for r in world.reasoning_references(shapes, circle) if "left of the pentagon" in r]
+    assert world.plain_references(shapes, square)[0] == "the square"
+    reasoning = world.dataset("reasoning", 60, seed=1)
+    assert all(s.reasoning and s.op not in ("add", "tone") for s in reasoning)
+
+
+def test_expressive_text_names_the_object_fully():
+    sample = next(s for s in world.dataset("test", 50, seed=2) if s.op == "recolour")
+    (old,) = set(sample.source.shapes) - set(sample.target.shapes)
+    (new,) = set(sample.target.shapes) - set(sample.source.shapes)
+    assert sample.expressive == f"the {old.describe()} turns {new.colour}."
+
+
+@pytest.mark.parametrize("op", ["recolour", "remove", "move", "resize", "add"])
+def test_ground_truth_changes_only_the_edited_object(op):
+    rng = random.Random(5)
+    sample = next(s for s in iter(lambda: world.make_sample(rng, "test"), None) if s.op == op)
+    source, target = world.render_array(sample.source), world.render_array(sample.target)
+    changed = np.abs(source - target).max(axis=2) > 2
+    assert changed.any()
+    touched = set(sample.source.shapes) ^ set(sample.target.shapes)
+    cells = {s.cell for s in touched}
+    ys, xs = np.nonzero(changed)
+    cell = world.SIZE / world.GRID
+    assert {(int(x // cell), int(y // cell)) for x, y in zip(xs, ys, strict=True)} <= cells
+
+
+def test_tone_edits_change_the_whole_picture():
+    scene = Scene(BG, (Shape("square", "white", "large", (1, 1)),))
+    brighter = world.render_array(Scene(BG, scene.shapes, tone="brighter"))
+    assert (brighter >= world.render_array(scene) - 1e-6).all()
+    with pytest.raises(ValueError, match="unknown split"):
+        world.make_sample(random.Random(0), "validation")
