@@ -54,6 +54,22 @@ def weights_help(weights_dir: Path) -> str:
     return "To get the real weights: " + "; ".join(h.replace("<weights>", str(weights_dir)) for h in hints) + "."
 
 
+def load_editors(model: str, weights_dir: Path, device: str | None) -> tuple[dict, str | None]:
+    """`model` if its weights are there; otherwise the offline demo models, with a notice saying so."""
+    try:
+        return {model: load_editor(model, weights_dir, device)}, None
+    except MissingWeightsError as err:
+        if model in DEMO_EDITORS:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+    notice = (
+        f"No {model} weights in `{weights_dir}`: this is the **offline demo model**, MGIE's architecture trained by "
+        "this project on a world of coloured shapes (64 x 64 px; try the shapes examples), beside its "
+        f"InstructPix2Pix-style ablation. {weights_help(weights_dir)}"
+    )
+    return {name: load_editor(name, weights_dir, device) for name in DEMO_EDITORS}, notice
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -70,21 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         if auth is None:
             print(f"warning: no --auth / {AUTH_ENV} given: the public link has no password", file=sys.stderr)
 
-    notice = None
-    editors = {}
     try:
-        if not args.tiny_random:
-            try:
-                editors = {args.model: load_editor(args.model, args.weights_dir, args.device)}
-            except MissingWeightsError as err:
-                print(f"error: {err}", file=sys.stderr)
-                notice = (
-                    f"No {args.model} weights in `{args.weights_dir}`: this is the **offline demo model**, MGIE's "
-                    "architecture trained by this project on a world of coloured shapes (64 x 64 px; try the shapes "
-                    f"examples), beside its InstructPix2Pix-style ablation. {weights_help(args.weights_dir)}"
-                )
-                editors = {name: load_editor(name, args.weights_dir, args.device) for name in DEMO_EDITORS}
-    except CheckpointError as err:
+        editors, notice = ({}, None) if args.tiny_random else load_editors(args.model, args.weights_dir, args.device)
+    except (MissingWeightsError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="tiny-mgie-") as tiny_root:

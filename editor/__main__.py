@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--image-guidance", type=float, default=defaults.image_guidance, help="alpha_V (< 1: no CFG)")
     edit.add_argument("--seed", type=int, default=defaults.seed, help="-1 draws a random seed")
     edit.add_argument("--resize", choices=["keep_aspect", "center_crop"], default="keep_aspect")
-    edit.add_argument("--size", type=int, default=DEFAULT_SIZE, help="long side (keep_aspect) or square side")
+    edit.add_argument(
+        "--size", type=int, default=None, help="long side (keep_aspect) or square side; default: the model's own"
+    )
     edit.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR)
     edit.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     edit.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: float16 on CUDA, else float32")
@@ -39,18 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_edit(args: argparse.Namespace) -> None:
-    params = EditParams(
-        steps=args.steps,
-        text_guidance=args.text_guidance,
-        image_guidance=args.image_guidance,
-        seed=None if args.seed == -1 else args.seed,
-        resolution=Resolution(args.resize, args.size),
-    )
+    def params_for(size: int) -> EditParams:
+        return EditParams(
+            steps=args.steps,
+            text_guidance=args.text_guidance,
+            image_guidance=args.image_guidance,
+            seed=None if args.seed == -1 else args.seed,
+            resolution=Resolution(args.resize, size),
+        )
+
+    params_for(args.size or DEFAULT_SIZE)  # bad values fail before any weights load
     if not args.output.parent.is_dir():
         raise ValueError(f"output folder does not exist: {args.output.parent}")
     if args.output.suffix.lower() not in Image.registered_extensions():
         raise ValueError(f"unknown image format for {args.output}; use .png, .jpg or .webp")
     editor = load_editor(args.model, args.weights_dir, args.device, DTYPES.get(args.dtype))
+    params = params_for(args.size or getattr(editor, "native_size", DEFAULT_SIZE))
     if args.expressive:
         guidance = editor.guidance_from_text(args.input, args.instruction, args.expressive)
     else:

@@ -46,3 +46,13 @@ def test_mcp_server_offers_the_named_endpoints_as_tools():
     assert ENDPOINTS - {"keep"} <= names and "keep_cell" in names
     edit = next(tool for tool in tools if tool["name"] == "edit")
     assert "expressive" in edit["description"] and "instruction" in json.dumps(edit["inputSchema"])
+
+
+def test_without_real_weights_the_app_opens_on_the_demo_models(tmp_path, capsys):
+    editors, notice = app.load_editors("mgie", tmp_path, "cpu")
+    assert list(editors) == ["mgie-demo", "ip2p-demo"]
+    assert "offline demo model" in notice and "hf download" in notice
+    assert "folder not found" in capsys.readouterr().err
+    assert all(editor.native_size == 64 for editor in editors.values())
+    editors, notice = app.load_editors("ip2p-demo", tmp_path, "cpu")
+    assert list(editors) == ["ip2p-demo"] and notice is None

@@ -8,6 +8,7 @@ import struct
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -32,14 +33,17 @@ def handler(demo: gr.Blocks, api_name: str):
 
 def test_examples_are_complete_and_reproducible(tmp_path):
     committed = load_examples()
-    assert len(committed) == 4
+    assert len(committed) == 8
     for entry in committed:
         image = Image.open(entry["image"])
-        assert max(image.size) == 512 and image.mode == "RGB"
+        photo = entry["source"].startswith("skimage.data.")
+        assert max(image.size) == (512 if photo else 64) and image.mode == "RGB"
         assert os.path.getsize(entry["image"]) < 500_000
-        assert entry["instruction"] and entry["source"].startswith("skimage.data.") and entry["licence"]
+        assert entry["instruction"] and (photo or entry["source"].startswith("editor.demo.world")) and entry["licence"]
     write_examples(tmp_path)
-    assert [e["instruction"] for e in load_examples(tmp_path)] == [e["instruction"] for e in committed]
+    assert load_examples(tmp_path) == [{**e, "image": str(tmp_path / Path(e["image"]).name)} for e in committed]
+    for entry in committed:  # the committed files are exactly what the generator writes
+        assert (tmp_path / Path(entry["image"]).name).read_bytes() == Path(entry["image"]).read_bytes()
     (tmp_path / "rocket.png").unlink()
     with pytest.raises(ValueError, match="rocket.png"):
         load_examples(tmp_path)
