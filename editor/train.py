@@ -55,8 +55,8 @@ class StageConfig:
 
 RECIPES = {  # the CPU recipe; a GPU can afford more steps via --steps / --batch
     "vae": StageConfig(steps=2500, batch=16, lr=1e-3),
-    "mgie": StageConfig(steps=3000, batch=32, lr=5e-4),
-    "ip2p": StageConfig(steps=3000, batch=32, lr=5e-4),
+    "mgie": StageConfig(steps=2000, batch=32, lr=5e-4),
+    "ip2p": StageConfig(steps=2000, batch=32, lr=5e-4),
 }
 
 
@@ -274,15 +274,23 @@ def train(
     log.close()
 
 
-def export(out: Path, to: Path, sizes: demo.DemoSizes = demo.DemoSizes()) -> None:  # noqa: B008
+def export(
+    out: Path,
+    to: Path,
+    sizes: demo.DemoSizes = demo.DemoSizes(),  # noqa: B008 - frozen dataclass
+    parts: tuple[str, ...] = ("mgie", "ip2p"),
+) -> None:
+    """Write the trained models in their official layouts: <to>/mgie (MGIE's four folders), <to>/ip2p (diffusers)."""
     vae = load_vae(out, sizes, "cpu")
-    mllm, head, unet = demo.build_mllm(sizes), demo.build_head(sizes), demo.build_unet(sizes)
-    load_checkpoint(out / "mgie.ckpt", {"mllm": mllm, "head": head, "unet": unet})
-    demo.export_mgie(to / "mgie", sizes, mllm, head, unet, vae)
-    text, unet2 = demo.build_text_encoder(sizes), demo.build_unet(sizes)
-    load_checkpoint(out / "ip2p.ckpt", {"text": text, "unet": unet2})
-    demo.export_ip2p(to / "ip2p", unet2, vae, text)
-    print(f"wrote {to / 'mgie'} and {to / 'ip2p'}")
+    if "mgie" in parts:
+        mllm, head, unet = demo.build_mllm(sizes), demo.build_head(sizes), demo.build_unet(sizes)
+        load_checkpoint(out / "mgie.ckpt", {"mllm": mllm, "head": head, "unet": unet})
+        demo.export_mgie(to / "mgie", sizes, mllm, head, unet, vae)
+    if "ip2p" in parts:
+        text, unet = demo.build_text_encoder(sizes), demo.build_unet(sizes)
+        load_checkpoint(out / "ip2p.ckpt", {"text": text, "unet": unet})
+        demo.export_ip2p(to / "ip2p", unet, vae, text)
+    print(f"wrote {', '.join(str(to / part) for part in parts)}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -290,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("stage", choices=(*STAGES, "export"))
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (checkpoints, logs)")
     parser.add_argument("--to", type=Path, default=Path("weights/demo"), help="export: destination folder")
+    parser.add_argument("--parts", nargs="+", choices=("mgie", "ip2p"), default=["mgie", "ip2p"], help="export: which")
     parser.add_argument("--steps", type=int, help="override the recipe's step count")
     parser.add_argument("--batch", type=int, help="override the recipe's batch size")
     parser.add_argument("--lr", type=float, help="override the recipe's learning rate")
@@ -302,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.stage == "export":
-        export(args.out, args.to)
+        export(args.out, args.to, parts=tuple(args.parts))
         return
     base = RECIPES[args.stage]
     recipe = StageConfig(args.steps or base.steps, args.batch or base.batch, args.lr or base.lr, base.warmup)

@@ -15,7 +15,8 @@ import torch
 from diffusers import StableDiffusionInstructPix2PixPipeline
 from PIL import Image
 
-from editor.core import Step, StepCallback
+from editor.core import EditResult, Guidance, Step, StepCallback
+from editor.images import ImageSource, load_image, prepare_image
 from editor.params import EditParams
 from editor.preview import LatentPreview
 
@@ -91,3 +92,18 @@ def run_ip2p(
         callback_on_step_end_tensor_inputs=["latents", "image_latents"],
     ).images[0]
     return image, replace(params, seed=seed), {"render_s": time.perf_counter() - start}
+
+
+def render_edit(
+    pipe: StableDiffusionInstructPix2PixPipeline,
+    image: ImageSource,
+    guidance: Guidance,
+    params: EditParams | None = None,
+    on_step: StepCallback | None = None,
+) -> EditResult:
+    """The diffusion stage every editor shares: size the input by `params.resolution`, run the pipeline with the
+    guidance's embeddings, return the result with the seed used."""
+    params = params or EditParams()
+    source = prepare_image(load_image(image, draft_for=params.resolution), params.resolution)
+    out, used, stats = run_ip2p(pipe, source, guidance.prompt_embeds, guidance.negative_prompt_embeds, params, on_step)
+    return EditResult(image=out, source=source, guidance=guidance, params=used, stats=stats)

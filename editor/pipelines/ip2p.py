@@ -14,10 +14,10 @@ import torch
 from diffusers import StableDiffusionInstructPix2PixPipeline
 
 from editor.core import EditResult, Guidance, StepCallback
-from editor.images import ImageSource, load_image, prepare_image
+from editor.images import ImageSource
 from editor.loading import CheckpointError, MissingWeightsError, require
 from editor.params import EditParams
-from editor.pipelines.diffusion import native_size, run_ip2p
+from editor.pipelines.diffusion import native_size, render_edit
 from editor.prompts import check_text
 
 
@@ -61,12 +61,7 @@ class InstructPix2Pix:
         params: EditParams | None = None,
         on_step: StepCallback | None = None,
     ) -> EditResult:
-        params = params or EditParams()
-        source = prepare_image(load_image(image, draft_for=params.resolution), params.resolution)
-        out, used, stats = run_ip2p(
-            self.pipe, source, guidance.prompt_embeds, guidance.negative_prompt_embeds, params, on_step
-        )
-        return EditResult(image=out, source=source, guidance=guidance, params=used, stats=stats)
+        return render_edit(self.pipe, image, guidance, params, on_step)
 
 
 def load_ip2p(

@@ -22,7 +22,7 @@ import torch
 from transformers import CLIPImageProcessorPil, LlamaTokenizer
 
 from editor.core import EditResult, Guidance, StepCallback
-from editor.images import ImageSource, load_image, prepare_image
+from editor.images import ImageSource, load_image
 from editor.loading import (
     CheckpointError,
     MissingWeightsError,
@@ -42,7 +42,7 @@ from editor.loading import (
 from editor.models.edit_head import EditHead, EditHeadConfig
 from editor.models.llava import LlavaV1, LlavaV1Config, greedy_decode
 from editor.params import EditParams
-from editor.pipelines.diffusion import build_pipeline, native_size, run_ip2p
+from editor.pipelines.diffusion import build_pipeline, native_size, render_edit
 from editor.prompts import (
     IM_END,
     IM_PATCH,
@@ -239,12 +239,7 @@ class MGIE:
         params: EditParams | None = None,
         on_step: StepCallback | None = None,
     ) -> EditResult:
-        params = params or EditParams()
-        source = prepare_image(load_image(image, draft_for=params.resolution), params.resolution)
-        out, used, stats = run_ip2p(
-            self.pipe, source, guidance.prompt_embeds, guidance.negative_prompt_embeds, params, on_step
-        )
-        return EditResult(image=out, source=source, guidance=guidance, params=used, stats=stats)
+        return render_edit(self.pipe, image, guidance, params, on_step)
 
 
 # --- loading the official layout ------------------------------------------------------------------------------
