@@ -1,11 +1,12 @@
 """Evaluate editors. `python -m editor.eval demo` scores the offline demo models on held-out shapes scenes.
 
-    python -m editor.eval demo [--weights weights/demo] [--per-split 125] [--steps 50] [--models mgie-demo ip2p-demo]
+    python -m editor.eval demo [--weights weights] [--per-split 125] [--steps 100] [--models mgie-demo ip2p-demo]
 
 For each held-out split (unseen scenes, unseen shape/colour combinations, unseen paraphrases, reasoning) it draws
 --per-split samples, runs think + render through the same API as the app, and scores each output against the
-generator's rendering of the requested result (editor.demo.judge). Prints a Markdown table per model, split and
-operation and writes every number to <out>/results.jsonl and <out>/summary.json.
+generator's rendering of the requested result (editor.demo.judge). Prints Markdown tables per model, split and
+operation (also written to <out>/report.md); every sample's numbers go to <out>/<model>.jsonl and the means to
+<out>/<model>.summary.json.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ import torch
 from tqdm import tqdm
 
 from editor.demo import judge, world
-from editor.params import DEFAULT_IMAGE_GUIDANCE, DEFAULT_SEED, DEFAULT_TEXT_GUIDANCE, EditParams, Resolution
+from editor.params import (
+    DEFAULT_IMAGE_GUIDANCE,
+    DEFAULT_SEED,
+    DEFAULT_STEPS,
+    DEFAULT_TEXT_GUIDANCE,
+    EditParams,
+    Resolution,
+)
 
 HELD_OUT = ("test", "combo", "paraphrase", "reasoning")
 EVAL_SEED = 1  # training draws from seed 0's stream; evaluation from another
@@ -128,12 +136,15 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--weights", type=Path, default=None, help="weights folder holding demo/ (default: weights/)")
     demo.add_argument("--models", nargs="+", default=["mgie-demo", "ip2p-demo"])
     demo.add_argument("--per-split", type=int, default=125, help=f"samples per split ({', '.join(HELD_OUT)})")
-    demo.add_argument("--steps", type=int, default=50)
+    demo.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="the app's default, as the guidance scales")
     demo.add_argument("--text-guidance", type=float, default=DEFAULT_TEXT_GUIDANCE)
     demo.add_argument("--image-guidance", type=float, default=DEFAULT_IMAGE_GUIDANCE)
     demo.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     demo.add_argument("--out", type=Path, default=Path("runs/eval-demo"))
+    demo.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.weights is None:
         from editor.registry import DEFAULT_WEIGHTS_DIR
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from editor.demo import model as demo
 from editor.demo import world
+from editor.eval import main
 from editor.params import EditParams, Resolution
 from editor.pipelines.ip2p import load_ip2p
 from editor.pipelines.mgie import MGIEPaths, load_mgie
@@ -31,6 +34,7 @@ def run(tmp_path_factory):
     train("mgie", out, StageConfig(2, 2, 1e-3), sizes=SMALL)
     train("ip2p", out, StageConfig(2, 2, 1e-3), sizes=SMALL)
     export(out, out / "export", sizes=SMALL)
+    export(out, out / "weights" / "demo", sizes=SMALL)  # where the registry looks under a weights folder
     return out
 
 
@@ -87,3 +91,15 @@ def test_ip2p_export_is_a_stock_diffusers_pipeline(run):
     assert list(ours.getdata()) == list(stock.getdata())
     other = editor.guidance_from_text(image, sample.terse, "make it darker")
     assert other.source == "user" and not torch.equal(other.prompt_embeds, guidance.prompt_embeds)
+
+
+def test_eval_demo_scores_both_models_per_split_and_operation(run, tmp_path):
+    main(["demo", "--weights", str(run / "weights"), "--per-split", "2", "--steps", "2", "--out", str(tmp_path)])
+    report = (tmp_path / "report.md").read_text()
+    for heading in ("### mgie-demo", "### ip2p-demo", "| all held-out | 8 |", "| reasoning | 2 |", "| combo | 2 |"):
+        assert heading in report
+    rows = [json.loads(line) for line in (tmp_path / "mgie-demo.jsonl").read_text().splitlines()]
+    assert [r["split"] for r in rows] == ["test"] * 2 + ["combo"] * 2 + ["paraphrase"] * 2 + ["reasoning"] * 2
+    assert all(0 <= r["l1"] <= 1 and isinstance(r["correct"], bool) for r in rows)
+    summary = json.loads((tmp_path / "ip2p-demo.summary.json").read_text())
+    assert summary["overall"]["n"] == 8 and set(summary["split"]) == {"test", "combo", "paraphrase", "reasoning"}
