@@ -15,7 +15,7 @@ import torch
 
 from editor.core import Editor
 from editor.pipelines.ip2p import load_ip2p
-from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR, MGIEPaths, load_mgie
+from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR, DecodeConfig, MGIEPaths, load_mgie
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEMO_DIR = DEFAULT_WEIGHTS_DIR / "demo"  # committed to the repository
@@ -43,6 +43,10 @@ def _load_mgie(weights_dir: Path, device, dtype) -> Editor:
 def _load_mgie_demo(weights_dir: Path, device, dtype) -> Editor:
     editor = load_mgie(MGIEPaths.from_weights_dir(demo_folder(weights_dir, "mgie")), device=device, dtype=dtype)
     editor.name = "mgie-demo"
+    # No trigram ban: the world's expressive texts repeat the instruction's words ("... at the top left turns
+    # blue"), which MGIE's ban over prompt + output (mgie.md G8) would forbid; MGIE's own training targets were
+    # written under such a ban, these were not.
+    editor.decode = DecodeConfig(no_repeat_ngram_size=0)
     return editor
 
 

@@ -39,7 +39,6 @@ from editor.demo import model as demo
 from editor.demo import world
 from editor.pipelines.mgie import load_tokenizer
 from editor.prompts import IM_START, IMG_TOKENS, mgie_prompt
-from editor.tiny.diffusion import ip2p_scheduler_config
 from editor.tiny.tree import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 STAGES = ("vae", "mgie", "ip2p")
@@ -55,8 +54,8 @@ class StageConfig:
 
 RECIPES = {  # the CPU recipe; a GPU can afford more steps via --steps / --batch
     "vae": StageConfig(steps=2500, batch=16, lr=1e-3),
-    "mgie": StageConfig(steps=2000, batch=32, lr=5e-4),
-    "ip2p": StageConfig(steps=2000, batch=32, lr=5e-4),
+    "mgie": StageConfig(steps=1200, batch=32, lr=5e-4),
+    "ip2p": StageConfig(steps=1200, batch=32, lr=5e-4),
 }
 
 
@@ -141,7 +140,7 @@ class DiffusionStage:
     def __init__(self, sizes, device, out):
         self.vae = load_vae(out, sizes, device)
         self.unet = demo.build_unet(sizes).to(device)
-        self.noise = DDPMScheduler.from_config(ip2p_scheduler_config())
+        self.noise = DDPMScheduler.from_config(demo.scheduler_config())
         self.device = device
 
     def edit_loss(self, samples, cond, null, gen) -> torch.Tensor:
@@ -158,7 +157,8 @@ class DiffusionStage:
         t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), generator=gen, device=self.device)
         noisy = self.noise.add_noise(tgt, noise, t)
         pred = self.unet(torch.cat([noisy, src * keep_image], dim=1), t, cond).sample
-        return F.mse_loss(pred, noise)
+        v_prediction = self.noise.config.prediction_type == "v_prediction"
+        return F.mse_loss(pred, self.noise.get_velocity(tgt, noise, t) if v_prediction else noise)
 
 
 class MGIEStage(DiffusionStage):

@@ -69,6 +69,7 @@ def test_export_loads_strictly_into_mgie(run):
         assert expected.keys() == got.keys()
         for key in expected:
             torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
+    assert editor.pipe.scheduler.config.prediction_type == demo.scheduler_config()["prediction_type"]
     rows = editor.mllm.llm.get_input_embeddings().weight[-8:]
     torch.testing.assert_close(editor.img_embeddings, rows)  # `emb` = the [IMG] rows, as MGIE trains the head
     sample = world.dataset("test", 1, seed=5)[0]

@@ -80,7 +80,7 @@ def greedy_decode(
     Unlike `generate(output_hidden_states=True)` it keeps only the last-layer state per position, and it stops
     as soon as `should_stop(ids)` holds (checked after each new token) or after `max_new_tokens`.
     """
-    ban = NoRepeatNGramLogitsProcessor(no_repeat_ngram_size)
+    ban = NoRepeatNGramLogitsProcessor(no_repeat_ngram_size) if no_repeat_ngram_size > 0 else (lambda _ids, x: x)
     cache = DynamicCache(config=llm.config)
     out = llm.model(inputs_embeds=inputs_embeds, past_key_values=cache, use_cache=True)
     states = [out.last_hidden_state[0]]  # L x hidden

@@ -1,0 +1,53 @@
+"""The demo weights shipped in weights/demo: small, pickle-free, and the trained models the model card describes."""
+
+from __future__ import annotations
+
+import pytest
+
+from editor.demo import judge, world
+from editor.eval import EVAL_SEED
+from editor.params import EditParams, Resolution
+from editor.registry import DEMO_DIR, load_editor
+
+# Regression floors, set below what `python -m editor.eval demo` measured on these weights (see the model card):
+# greedy decoding and a fixed seed make both checks deterministic on CPU.
+MIN_EXPRESSIVE_CORRECT = 18  # of the first 40 test-split samples (measured: 22)
+MIN_EDITS_CORRECT = 3  # of the first 12 test-split samples, at the app's default settings
+
+
+def test_shipped_files_are_small_safetensors_with_a_model_card():
+    files = [p for p in DEMO_DIR.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 30 * 2**20
+    assert not [p for p in files if p.suffix in (".pt", ".bin", ".pkl", ".ckpt")]
+    assert {"mgie", "ip2p", "README.md"} <= {p.name for p in DEMO_DIR.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def demo_mgie():
+    return load_editor("mgie-demo", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return world.dataset("test", 40, seed=EVAL_SEED)
+
+
+def test_the_demo_mllm_writes_the_expressive_instruction(demo_mgie, samples):
+    texts = [demo_mgie.think(world.render(s.source), s.terse).expressive for s in samples]
+    correct = sum(judge.expressive_correct(text, s) for text, s in zip(texts, samples, strict=True))
+    assert correct >= MIN_EXPRESSIVE_CORRECT, list(zip(texts, [s.expressive for s in samples], strict=True))[:5]
+
+
+def test_the_demo_model_edits(demo_mgie, samples):
+    params = EditParams(resolution=Resolution(size=world.SIZE))
+    correct = 0
+    for sample in samples[:12]:
+        source = world.render(sample.source)
+        result = demo_mgie.render(source, demo_mgie.think(source, sample.terse), params)
+        correct += judge.score(result.image, sample).correct
+    assert correct >= MIN_EDITS_CORRECT
+
+
+def test_the_demo_model_decodes_without_the_trigram_ban(demo_mgie):
+    assert demo_mgie.decode.no_repeat_ngram_size == 0  # its targets repeat the instruction's trigrams
+    assert load_editor("ip2p-demo", device="cpu").native_size == world.SIZE
