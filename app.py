@@ -65,7 +65,8 @@ def load_editors(model: str, weights_dir: Path, device: str | None) -> tuple[dic
     notice = (
         f"No {model} weights in `{weights_dir}`: this is the **offline demo model**, MGIE's architecture trained by "
         "this project on a world of coloured shapes (64 x 64 px; try the shapes examples), beside its "
-        f"InstructPix2Pix-style ablation. {weights_help(weights_dir)}"
+        "InstructPix2Pix-style ablation. It is an early checkpoint: it writes the expressive instruction but gets "
+        f"few edits right yet (weights/demo/README.md). {weights_help(weights_dir)}"
     )
     return {name: load_editor(name, weights_dir, device) for name in DEMO_EDITORS}, notice
 
