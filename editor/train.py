@@ -68,7 +68,7 @@ def batch_samples(seed: int, step: int, size: int) -> list[world.Sample]:
 
 def to_tensor(scenes: list[world.Scene], device) -> torch.Tensor:
     """Rendered scenes as B x 3 x H x W in [-1, 1] (rounded to uint8 first, as the app's PNGs are)."""
-    arrays = np.stack([np.round(world.render_array(s)) for s in scenes]).astype(np.float32)
+    arrays = np.stack([np.asarray(world.render(s)) for s in scenes]).astype(np.float32)
     return (torch.from_numpy(arrays).permute(0, 3, 1, 2) / 127.5 - 1).to(device)
 
 
@@ -105,6 +105,10 @@ def load_vae(out: Path, sizes: demo.DemoSizes, device):
     if not ckpt_path.exists():
         sys.exit(f"{ckpt_path} not found: train the VAE first (python -m editor.train vae --out {out})")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if "scaling_factor" not in ckpt:  # written only by the stage's last step
+        sys.exit(
+            f"{ckpt_path} is an unfinished VAE (step {ckpt['step']}): rerun python -m editor.train vae --out {out}"
+        )
     vae = demo.build_vae(sizes, ckpt["scaling_factor"])
     vae.load_state_dict(ckpt["modules"]["vae"])
     return vae.to(device).eval().requires_grad_(False)
@@ -268,8 +272,6 @@ def train(
             log.flush()
         if (step + 1) % ckpt_every == 0 or step + 1 in (stop, recipe.steps):
             extra = runner.extra(seed) if stage == "vae" and step + 1 == recipe.steps else {}
-            if stage == "vae" and not extra and path.exists():
-                extra = {"scaling_factor": torch.load(path, weights_only=True).get("scaling_factor", 1.0)}
             save_checkpoint(path, runner.modules, optimizer, schedule, step + 1, {"recipe": asdict(recipe), **extra})
     log.close()
 

@@ -104,3 +104,20 @@ def test_eval_demo_scores_both_models_per_split_and_operation(run, tmp_path):
     assert all(0 <= r["l1"] <= 1 and isinstance(r["correct"], bool) for r in rows)
     summary = json.loads((tmp_path / "ip2p-demo.summary.json").read_text())
     assert summary["overall"]["n"] == 8 and set(summary["split"]) == {"test", "combo", "paraphrase", "reasoning"}
+
+
+def test_diffusion_stages_refuse_an_unfinished_vae(tmp_path):
+    train("vae", tmp_path, StageConfig(3, 2, 1e-3), sizes=SMALL, until=1)
+    with pytest.raises(SystemExit, match="unfinished VAE"):
+        train("mgie", tmp_path, StageConfig(2, 2, 1e-3), sizes=SMALL)
+
+
+def test_training_pixels_equal_the_clip_processor(run):
+    from transformers import CLIPImageProcessorPil
+
+    from editor.train import clip_pixels, to_tensor
+
+    scenes = [s.source for s in world.dataset("test", 3, seed=2)]
+    processor = CLIPImageProcessorPil.from_pretrained(run / "export" / "mgie" / "clip-vit-large-patch14")
+    expected = processor(images=[world.render(s) for s in scenes], return_tensors="pt").pixel_values
+    torch.testing.assert_close(clip_pixels(to_tensor(scenes, "cpu")), expected, rtol=0, atol=1e-5)
