@@ -32,6 +32,7 @@ from editor.params import (
     EditParams,
     Resolution,
 )
+from editor.registry import DEFAULT_WEIGHTS_DIR, load_editor
 
 HELD_OUT = ("test", "combo", "paraphrase", "reasoning")
 EVAL_SEED = 1  # training draws from seed 0's stream; evaluation from another
@@ -96,8 +97,6 @@ def markdown(summary: dict, title: str, expressive: bool) -> str:
 
 
 def run_demo(args) -> None:
-    from editor.registry import load_editor
-
     params = EditParams(
         steps=args.steps, text_guidance=args.text_guidance, image_guidance=args.image_guidance,
         seed=DEFAULT_SEED, resolution=Resolution(size=world.SIZE),
@@ -133,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m editor.eval", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="score the offline demo models on held-out shapes scenes")
-    demo.add_argument("--weights", type=Path, default=None, help="weights folder holding demo/ (default: weights/)")
+    demo.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR, help="weights folder holding demo/")
     demo.add_argument("--models", nargs="+", default=["mgie-demo", "ip2p-demo"])
     demo.add_argument("--per-split", type=int, default=125, help=f"samples per split ({', '.join(HELD_OUT)})")
     demo.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="the app's default, as the guidance scales")
@@ -145,10 +144,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.weights is None:
-        from editor.registry import DEFAULT_WEIGHTS_DIR
-
-        args.weights = DEFAULT_WEIGHTS_DIR
     run_demo(args)
 
 

@@ -68,11 +68,12 @@ def score(output: Image.Image, sample: world.Sample) -> Score:
     out = as_float(output)
     tone = sample.op == "tone"
     region = changed_region(source, target, tone)
-    inside_t = np.abs(out - target)[region].mean()
+    error = np.abs(out - target)
+    inside_t = error[region].mean()
     inside_s = np.abs(out - source)[region].mean()
     outside = ~region
-    outside_error = float(np.abs(out - target)[outside].mean()) if outside.any() else 0.0
-    bad = float((np.abs(out - target).max(axis=2) > BAD_PIXEL)[outside].mean()) if outside.any() else 0.0
+    outside_error = float(error[outside].mean()) if outside.any() else 0.0
+    bad = float((error.max(axis=2) > BAD_PIXEL)[outside].mean()) if outside.any() else 0.0
     correct = (
         inside_t <= INSIDE_RATIO * inside_s
         and inside_t <= INSIDE_MAX
@@ -81,12 +82,12 @@ def score(output: Image.Image, sample: world.Sample) -> Score:
     )
     psnr = ssim = None
     if not tone and outside.any():
-        mse = float(((out - target) ** 2)[outside].mean())
+        mse = float((error**2)[outside].mean())
         psnr = 10 * math.log10(1 / mse) if mse > 0 else math.inf
         local = ssim_map(output, target_image).mean(dim=0).numpy()  # valid region: 5-pixel border cropped
         keep = outside[5:-5, 5:-5]
         ssim = float(local[keep].mean()) if keep.any() else None
-    return Score(bool(correct), float(np.abs(out - target).mean()), psnr, ssim, float(inside_t), outside_error)
+    return Score(bool(correct), float(error.mean()), psnr, ssim, float(inside_t), outside_error)
 
 
 def facts(text: str) -> tuple[str, ...]:

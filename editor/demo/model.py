@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, LlamaConfig
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig
 
 from editor.demo import world
+from editor.loading import llama_config_from_llava
 from editor.models.edit_head import EditHead, EditHeadConfig
 from editor.models.llava import LlavaV1, LlavaV1Config
 from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR
@@ -89,14 +90,11 @@ def world_words() -> list[str]:
 
 
 def llava_config_of(sizes: DemoSizes) -> LlavaV1Config:
+    """The config `load_mgie` builds from the exported folders: the same readers, applied to the same dicts."""
     t = sizes.tiny
-    text = LlamaConfig(
-        vocab_size=t.mgie_vocab, hidden_size=t.llm_hidden, intermediate_size=t.llm_intermediate,
-        num_hidden_layers=t.llm_layers, num_attention_heads=t.llm_heads, num_key_value_heads=t.llm_heads,
-        rms_norm_eps=1e-6, max_position_embeddings=2048, tie_word_embeddings=False,
-    )  # fmt: skip
+    text = llama_config_from_llava(llava_config(t), vocab_size=t.mgie_vocab)
     vision = CLIPVisionConfig(**{k: v for k, v in clip_config(t)["vision_config"].items() if k != "projection_dim"})
-    return LlavaV1Config(text=text, vision=vision, vision_select_layer=-2)
+    return LlavaV1Config(text=text, vision=vision, vision_select_layer=llava_config(t)["mm_vision_select_layer"])
 
 
 def build_mllm(sizes: DemoSizes) -> LlavaV1:
