@@ -1,8 +1,10 @@
-"""Web app: `python app.py [--model mgie] [--weights-dir weights] [--share] [--auth user:pass] [--mcp] ...`.
+"""Web app: `python app.py [--model NAME] [--also NAME] [--weights-dir weights] [--share] [--auth user:pass] ...`.
 
-Parse arguments -> load the editor -> build the UI -> launch. Without the real MGIE weights it opens on the offline
-demo models (MGIE's architecture and its IP2P ablation, trained by this project on the shapes world, shipped in
-weights/demo/). --tiny-random serves a tiny random-weight MGIE instead: a pipeline check whose edits are noise.
+Parse arguments -> load the editors -> build the UI -> launch. Without --model it opens on the best model installed
+(MGIE-7B, then MagicBrush, then InstructPix2Pix); with none installed, on the offline demo models (MGIE's
+architecture and its IP2P ablation, trained by this project on the shapes world, shipped in weights/demo/).
+--also loads more models for side-by-side comparison. --tiny-random serves a tiny random-weight MGIE instead: a
+pipeline check whose edits are noise.
 On a Hugging Face Space the same file runs (Gradio reads GRADIO_SERVER_NAME/PORT there; `share` is ignored).
 """
 
@@ -15,21 +17,27 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 from editor.loading import CheckpointError, MissingWeightsError
-from editor.pipelines import mgie
 from editor.pipelines.mgie import MGIEPaths, load_mgie
-from editor.registry import DEFAULT_WEIGHTS_DIR, DEMO_EDITORS, EDITORS, load_editor
+from editor.registry import DEFAULT_WEIGHTS_DIR, DEMO_EDITORS, EDITORS, get_command, installed_editors, load_editor
 from editor.tiny import build_tiny_mgie_tree
 from editor.ui import build_demo
 
 AUTH_ENV = "EDITOR_AUTH"  # "user:pass" or "user1:pass1,user2:pass2"
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Instruction-based image editing web app.")
-    parser.add_argument("--model", choices=sorted(EDITORS), default="mgie")
+    parser.add_argument("--model", choices=list(EDITORS), help="default: the best installed, else the demo")
+    parser.add_argument("--also", action="append", default=[], choices=list(EDITORS), metavar="NAME",
+                        help="load another model too, for side-by-side comparison (repeatable)")  # fmt: skip
     parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR)
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    parser.add_argument("--dtype", choices=list(DTYPES), help="default: float16 on GPU, float32 on CPU")
+    parser.add_argument("--offload", action="store_true", help="low VRAM: weights wait on the CPU between stages")
     parser.add_argument("--server-name", default=None, help="0.0.0.0 serves the local network (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="default 7860, or the next free port")
     parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")
@@ -49,26 +57,38 @@ def parse_auth(values: list[str]) -> list[tuple[str, str]] | None:
     return [tuple(p.strip().split(":", 1)) for p in pairs]
 
 
-def weights_help(weights_dir: Path) -> str:
-    hints = (mgie.GET_LLAVA, mgie.GET_MGIE, mgie.GET_IP2P, mgie.GET_CLIP)
-    return "To get the real weights: " + "; ".join(h.replace("<weights>", str(weights_dir)) for h in hints) + "."
+def load_editors(
+    model: str | None, also: list[str], weights_dir: Path, device: str | None, dtype=None, offload: bool = False
+) -> tuple[dict, str | None]:
+    """`model` (an error naming the download command when it is missing), else the best installed model, else the
+    offline demo models with a notice saying so; then each of `also`."""
+    load = lambda name: load_editor(name, weights_dir, device, dtype, offload)  # noqa: E731
+    notice = None
+    if model is not None:
+        editors = {model: _load_or_explain(load, model)}
+    elif found := installed_editors(weights_dir):
+        editors = {found[0]: load(found[0])}
+    else:
+        notice = (
+            f"No downloaded model in `{weights_dir}`: this is the **offline demo model**, MGIE's architecture trained "
+            "by this project on a world of coloured shapes (64 x 64 px; try the shapes examples), beside its "
+            "InstructPix2Pix-style ablation. It is an early checkpoint: it writes the expressive instruction but gets "
+            "few edits right yet (weights/demo/README.md). To get the real MGIE-7B: "
+            f"`{get_command('mgie-7b')}` (`python -m editor.weights list` shows every model)."
+        )
+        editors = {name: load(name) for name in DEMO_EDITORS}
+    for name in also:
+        if name not in editors:
+            editors[name] = _load_or_explain(load, name)
+    return editors, notice
 
 
-def load_editors(model: str, weights_dir: Path, device: str | None) -> tuple[dict, str | None]:
-    """`model` if its weights are there; otherwise the offline demo models, with a notice saying so."""
+def _load_or_explain(load, name: str):
     try:
-        return {model: load_editor(model, weights_dir, device)}, None
+        return load(name)
     except MissingWeightsError as err:
-        if model in DEMO_EDITORS:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-    notice = (
-        f"No {model} weights in `{weights_dir}`: this is the **offline demo model**, MGIE's architecture trained by "
-        "this project on a world of coloured shapes (64 x 64 px; try the shapes examples), beside its "
-        "InstructPix2Pix-style ablation. It is an early checkpoint: it writes the expressive instruction but gets "
-        f"few edits right yet (weights/demo/README.md). {weights_help(weights_dir)}"
-    )
-    return {name: load_editor(name, weights_dir, device) for name in DEMO_EDITORS}, notice
+        hint = "" if name in DEMO_EDITORS else f"\n  Get it with: {get_command(name)}"
+        raise MissingWeightsError(f"{err}{hint}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,8 +108,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: no --auth / {AUTH_ENV} given: the public link has no password", file=sys.stderr)
 
     try:
-        editors, notice = ({}, None) if args.tiny_random else load_editors(args.model, args.weights_dir, args.device)
-    except (MissingWeightsError, CheckpointError) as err:
+        editors, notice = (
+            ({}, None)
+            if args.tiny_random
+            else load_editors(
+                args.model, args.also, args.weights_dir, args.device, DTYPES.get(args.dtype), args.offload
+            )
+        )
+    except (MissingWeightsError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="tiny-mgie-") as tiny_root:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from editor.loading import CheckpointError, MissingWeightsError
 from editor.params import DEFAULT_SIZE, EditParams, Resolution
-from editor.registry import DEFAULT_WEIGHTS_DIR, EDITORS, load_editor
+from editor.registry import DEFAULT_WEIGHTS_DIR, EDITORS, get_command, installed_editors, load_editor
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("input", type=Path, help="input image (PNG, JPEG, WebP, ...)")
     edit.add_argument("instruction", help='terse edit instruction, e.g. "make the sky blue"')
     edit.add_argument("-o", "--output", type=Path, required=True, help="where to write the edited image")
-    edit.add_argument("--model", choices=sorted(EDITORS), default="mgie")
+    edit.add_argument(
+        "--model", choices=list(EDITORS), default=None, help="default: the best installed model, else mgie-demo"
+    )
     edit.add_argument("--expressive", help="use this expressive instruction instead of the MLLM's")
     edit.add_argument("--steps", type=int, default=defaults.steps)
     edit.add_argument("--text-guidance", type=float, default=defaults.text_guidance, help="alpha_X (<= 1: no CFG)")
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR)
     edit.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     edit.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: float16 on CUDA, else float32")
+    edit.add_argument("--offload", action="store_true", help="low VRAM: weights wait on the CPU between stages")
     return parser
 
 
@@ -55,7 +58,15 @@ def run_edit(args: argparse.Namespace) -> None:
         raise ValueError(f"output folder does not exist: {args.output.parent}")
     if args.output.suffix.lower() not in Image.registered_extensions():
         raise ValueError(f"unknown image format for {args.output}; use .png, .jpg or .webp")
-    editor = load_editor(args.model, args.weights_dir, args.device, DTYPES.get(args.dtype))
+    model = args.model or next(iter(installed_editors(args.weights_dir)), None)
+    if model is None:
+        model = "mgie-demo"
+        print(f"warning: no downloaded model in {args.weights_dir}; using the offline demo model (shapes world "
+              f"only). Get MGIE-7B: {get_command('mgie-7b')}", file=sys.stderr)  # fmt: skip
+    try:
+        editor = load_editor(model, args.weights_dir, args.device, DTYPES.get(args.dtype), args.offload)
+    except MissingWeightsError as err:
+        raise MissingWeightsError(f"{err}\n  Get it with: {get_command(model)}") from None
     params = params_for(args.size or getattr(editor, "native_size", DEFAULT_SIZE))
     if args.expressive:
         guidance = editor.guidance_from_text(args.input, args.instruction, args.expressive)

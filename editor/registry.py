@@ -1,12 +1,14 @@
-"""The editors this app knows, by name (used as argparse `choices`), and how to load each from a weights folder.
+"""The editors this app can run, by name (used as argparse `choices`), and how to load each from a weights folder.
 
-`mgie` is the real MGIE-7B (downloads, see weights/README.md). `mgie-demo` and `ip2p-demo` are the offline demo
+`mgie-7b`, `instruct-pix2pix` and `magicbrush` are the published models (`python -m editor.weights download NAME`
+gets them; editor.weights.catalog says what each is made of). `mgie-demo` and `ip2p-demo` are the offline demo
 models this project trains on the shapes world (editor.demo, editor.train): MGIE's architecture and its
 InstructPix2Pix-style ablation, shipped in the repository under weights/demo/.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +17,13 @@ import torch
 
 from editor.core import Editor
 from editor.pipelines.ip2p import load_ip2p
-from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR, DecodeConfig, MGIEPaths, load_mgie
+from editor.pipelines.mgie import DecodeConfig, MGIEPaths, load_mgie
+from editor.weights import catalog
+from editor.weights.catalog import MODELS, PREFERENCE, component_dir, installed
 
-DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEMO_DIR = DEFAULT_WEIGHTS_DIR / "demo"  # committed to the repository
+REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_WEIGHTS_DIR = Path(os.environ.get("EDITOR_WEIGHTS_DIR") or REPO_WEIGHTS_DIR).expanduser()
+DEMO_DIR = REPO_WEIGHTS_DIR / "demo"  # committed to the repository
 GET_DEMO = "the demo weights ship with the repository under weights/demo/; `python -m editor.train` rebuilds them"
 
 
@@ -26,8 +31,15 @@ GET_DEMO = "the demo weights ship with the repository under weights/demo/; `pyth
 class EditorSpec:
     name: str
     title: str
-    folders: tuple[str, ...]  # what must exist under the weights folder, as the downloads name them
-    load: Callable[[Path, torch.device | str | None, torch.dtype | None], Editor]
+    load: Callable[..., Editor]  # (weights_dir, device, dtype, offload) -> Editor
+    entry: catalog.ModelEntry | None = None  # downloadable models: what they are made of
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    device: torch.device | str | None = None  # default: cuda when available
+    dtype: torch.dtype | None = None  # default: float16 on GPU, float32 on CPU
+    offload: bool = False  # low VRAM: each stage's weights wait on the CPU and move to the GPU while used
 
 
 def demo_folder(weights_dir: Path, part: str) -> Path:
@@ -36,12 +48,24 @@ def demo_folder(weights_dir: Path, part: str) -> Path:
     return local if local.is_dir() else DEMO_DIR / part
 
 
-def _load_mgie(weights_dir: Path, device, dtype) -> Editor:
-    return load_mgie(MGIEPaths.from_weights_dir(weights_dir), device=device, dtype=dtype)
+def get_command(name: str) -> str:
+    return f"python -m editor.weights download {name}"
 
 
-def _load_mgie_demo(weights_dir: Path, device, dtype) -> Editor:
-    editor = load_mgie(MGIEPaths.from_weights_dir(demo_folder(weights_dir, "mgie")), device=device, dtype=dtype)
+def _mgie_paths(weights_dir: Path) -> MGIEPaths:
+    llava, mgie, ip2p, clip = (component_dir(weights_dir, c) for c in MODELS["mgie-7b"].components)
+    return MGIEPaths(llava=llava, mgie=mgie, ip2p=ip2p, clip=clip)
+
+
+def _load_mgie(weights_dir: Path, options: LoadOptions) -> Editor:
+    editor = load_mgie(_mgie_paths(weights_dir), options.device, options.dtype, offload=options.offload)
+    editor.name = "mgie-7b"
+    return editor
+
+
+def _load_mgie_demo(weights_dir: Path, options: LoadOptions) -> Editor:
+    folder = demo_folder(weights_dir, "mgie")
+    editor = load_mgie(MGIEPaths.from_weights_dir(folder), options.device, options.dtype, offload=options.offload)
     editor.name = "mgie-demo"
     # No trigram ban: the world's expressive texts repeat the instruction's words ("... at the top left turns
     # blue"), which MGIE's ban over prompt + output (mgie.md G8) would forbid; MGIE's own training targets were
@@ -50,31 +74,46 @@ def _load_mgie_demo(weights_dir: Path, device, dtype) -> Editor:
     return editor
 
 
-def _load_ip2p_demo(weights_dir: Path, device, dtype) -> Editor:
-    return load_ip2p(demo_folder(weights_dir, "ip2p"), GET_DEMO, name="ip2p-demo", device=device, dtype=dtype)
+def _ip2p_loader(name: str, folder: Callable[[Path], Path], hint: str) -> Callable[[Path, LoadOptions], Editor]:
+    def load(weights_dir: Path, options: LoadOptions) -> Editor:
+        return load_ip2p(folder(Path(weights_dir)), hint, name, options.device, options.dtype, options.offload)
+
+    return load
 
 
 EDITORS: dict[str, EditorSpec] = {
-    "mgie": EditorSpec(
-        name="mgie",
-        title="MGIE-7B (Apple, ICLR 2024)",
-        folders=(LLAVA_DIR, MGIE_DIR, IP2P_DIR, CLIP_DIR),
-        load=_load_mgie,
-    ),
-    "mgie-demo": EditorSpec(
-        name="mgie-demo",
-        title="Offline demo: MGIE architecture trained on the shapes world",
-        folders=("demo/mgie",),
-        load=_load_mgie_demo,
-    ),
-    "ip2p-demo": EditorSpec(
-        name="ip2p-demo",
-        title="Offline demo ablation: InstructPix2Pix-style, terse instruction only",
-        folders=("demo/ip2p",),
-        load=_load_ip2p_demo,
-    ),
+    spec.name: spec
+    for spec in (
+        EditorSpec("mgie-7b", "MGIE-7B (Apple, ICLR 2024)", _load_mgie, MODELS["mgie-7b"]),
+        EditorSpec(
+            "magicbrush",
+            "MagicBrush (InstructPix2Pix fine-tuned on MagicBrush)",
+            _ip2p_loader("magicbrush", lambda w: component_dir(w, catalog.MAGICBRUSH), get_command("magicbrush")),
+            MODELS["magicbrush"],
+        ),
+        EditorSpec(
+            "instruct-pix2pix",
+            "InstructPix2Pix (Brooks et al., CVPR 2023)",
+            _ip2p_loader(
+                "instruct-pix2pix", lambda w: component_dir(w, catalog.IP2P_FULL), get_command("instruct-pix2pix")
+            ),
+            MODELS["instruct-pix2pix"],
+        ),
+        EditorSpec("mgie-demo", "Offline demo: MGIE architecture trained on the shapes world", _load_mgie_demo),
+        EditorSpec(
+            "ip2p-demo",
+            "Offline demo ablation: InstructPix2Pix-style, terse instruction only",
+            _ip2p_loader("ip2p-demo", lambda w: demo_folder(w, "ip2p"), GET_DEMO),
+        ),
+    )
 }
 DEMO_EDITORS = ("mgie-demo", "ip2p-demo")
+
+
+def installed_editors(weights_dir: Path) -> list[str]:
+    """Runnable downloaded models whose files are all present, best first (catalog.PREFERENCE)."""
+    runnable = {spec.entry.name: name for name, spec in EDITORS.items() if spec.entry is not None}
+    return [runnable[n] for n in PREFERENCE if n in runnable and installed(MODELS[n], Path(weights_dir))]
 
 
 def load_editor(
@@ -82,7 +121,8 @@ def load_editor(
     weights_dir: str | Path = DEFAULT_WEIGHTS_DIR,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    offload: bool = False,
 ) -> Editor:
     if name not in EDITORS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(EDITORS)}")
-    return EDITORS[name].load(Path(weights_dir), device, dtype)
+    return EDITORS[name].load(Path(weights_dir), LoadOptions(device, dtype, offload))

@@ -49,10 +49,20 @@ def test_mcp_server_offers_the_named_endpoints_as_tools():
 
 
 def test_without_real_weights_the_app_opens_on_the_demo_models(tmp_path, capsys):
-    editors, notice = app.load_editors("mgie", tmp_path, "cpu")
+    editors, notice = app.load_editors(None, [], tmp_path, "cpu")
     assert list(editors) == ["mgie-demo", "ip2p-demo"]
-    assert "offline demo model" in notice and "hf download" in notice
-    assert "folder not found" in capsys.readouterr().err
+    assert "offline demo model" in notice and "python -m editor.weights download mgie-7b" in notice
     assert all(editor.native_size == 64 for editor in editors.values())
-    editors, notice = app.load_editors("ip2p-demo", tmp_path, "cpu")
+    editors, notice = app.load_editors("ip2p-demo", [], tmp_path, "cpu")
     assert list(editors) == ["ip2p-demo"] and notice is None
+
+
+def test_a_forced_model_that_is_missing_names_its_download_command(tmp_path, capsys):
+    assert app.main(["--model", "magicbrush", "--weights-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "magicbrush" in err and "python -m editor.weights download magicbrush" in err
+
+
+def test_the_best_installed_model_is_chosen_and_others_load_beside_it(tiny_tree):
+    editors, notice = app.load_editors(None, ["ip2p-demo"], tiny_tree, "cpu")
+    assert list(editors) == ["mgie-7b", "ip2p-demo"] and notice is None

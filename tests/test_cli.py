@@ -24,12 +24,21 @@ def test_user_expressive_text_is_used(tiny_tree, tmp_path, capsys):
     assert "expressive instruction: The black square turns red." in capsys.readouterr().out
 
 
-def test_missing_weights_give_the_download_hint(tmp_path, capsys):
+def test_missing_weights_give_the_download_command(tmp_path, capsys):
     src = tmp_path / "in.png"
     Image.new("RGB", (8, 8)).save(src)
-    assert main(["edit", str(src), "x", "-o", str(tmp_path / "o.png"), "--weights-dir", str(tmp_path / "none")]) == 2
+    out = str(tmp_path / "o.png")
+    assert main(["edit", str(src), "x", "-o", out, "--weights-dir", str(tmp_path / "none"), "--model", "mgie-7b"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: folder not found") and "How to get it" in err
+    assert err.startswith("error: folder not found") and "python -m editor.weights download mgie-7b" in err
+
+
+def test_without_any_model_the_cli_uses_the_demo_and_says_so(tmp_path, capsys):
+    src = tmp_path / "in.png"
+    Image.new("RGB", (8, 8)).save(src)
+    out = tmp_path / "o.png"
+    assert main(["edit", str(src), "red", "-o", str(out), "--weights-dir", str(tmp_path), "--steps", "1"]) == 0
+    assert "offline demo model" in capsys.readouterr().err and Image.open(out).size == (64, 64)
 
 
 def test_bad_inputs_fail_before_loading_anything(tmp_path, capsys):

@@ -22,9 +22,10 @@ from editor.history import image_key
 from editor.images import prepare_image
 from editor.params import DEFAULT_SEED, Resolution
 from editor.ui import Session, build_demo, resolve_guidance
+from editor.ui.handlers import Handlers
 from tests.fakes import FakeEditor
 
-ENDPOINTS = {"think", "edit", "undo", "revert", "reset", "export", "restore", "explore", "keep"}
+ENDPOINTS = {"think", "edit", "undo", "revert", "reset", "export", "restore", "explore", "keep", "compare"}
 
 
 def handler(demo: gr.Blocks, api_name: str):
@@ -229,3 +230,16 @@ def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(connect, tmp_p
         with pytest.raises(AppError, match=message):
             client.predict(**kwargs, api_name=api)
     assert _edit(client, "make it red", handle_file(CAT))["status"] == "Turn 1 of 1 · branch #0"
+
+
+def test_compare_runs_two_models_on_one_input_and_seed_without_touching_history():
+    a, b = FakeEditor(), FakeEditor(name="other")
+    handlers = Handlers({"fake": a, "other": b}, preview_every=None)
+    image = Image.new("RGB", (64, 48), (200, 40, 10))
+    out = handlers.compare("fake", "other", image, "make it blue", 3, 7.5, 1.5, 0, True, "keep_aspect", 64, None)
+    image_a, caption_a, image_b, caption_b, seed = out
+    assert caption_a == "**fake**: imagine: make it blue" and caption_b.startswith("**other**")
+    assert a.calls == b.calls == ["think", "render"]
+    assert image_a.size == image_b.size == (64, 48) and isinstance(seed, int)  # a random seed, drawn once, shown
+    with pytest.raises(gr.Error, match="no input image"):
+        handlers.compare("fake", "other", None, "x", 3, 7.5, 1.5, 0, False, "keep_aspect", 64, None)

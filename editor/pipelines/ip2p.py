@@ -65,10 +65,18 @@ class InstructPix2Pix:
 
 
 def load_ip2p(
-    folder: Path, hint: str, name: str = "ip2p", device: str | torch.device | None = None, dtype=None
+    folder: Path,
+    hint: str,
+    name: str = "ip2p",
+    device: str | torch.device | None = None,
+    dtype=None,
+    offload: bool = False,
 ) -> InstructPix2Pix:
-    """A diffusers InstructPix2Pix folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)."""
+    """A diffusers InstructPix2Pix folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    `offload`: diffusers' model CPU offload (each model moves to the GPU while it runs)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if offload and device.type == "cpu":
+        raise ValueError("--offload moves weights between the CPU and a GPU; without a GPU, leave it out")
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     require(folder / "model_index.json", "InstructPix2Pix pipeline folder", hint)
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
@@ -81,4 +89,8 @@ def load_ip2p(
     except (OSError, ValueError, KeyError) as err:
         raise CheckpointError(f"could not load {folder} as an InstructPix2Pix pipeline ({err}). {hint}") from None
     pipe.set_progress_bar_config(disable=True)
-    return InstructPix2Pix(pipe.to(device), name)
+    if offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    return InstructPix2Pix(pipe, name)

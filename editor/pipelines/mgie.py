@@ -15,6 +15,8 @@ keeps the reference's window clamp inactive; the text shown is cut at [IMG0] any
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,10 +131,40 @@ class MGIE:
             zeros = torch.zeros(1, len(IMG_TOKENS), self.img_embeddings.shape[-1], device=self.device)
             self.null_embeds = head(zeros.to(self.img_embeddings.dtype), self.img_embeddings)  # 1 x 77 x C
 
+        self.offload_device: torch.device | None = None
+
     @property
     def native_size(self) -> int:
         """The resolution this model was trained at (the UI's default size)."""
         return native_size(self.pipe)
+
+    def enable_offload(self, device: torch.device | str) -> None:
+        """Low-VRAM mode: the MLLM and edit head wait on the CPU and move to `device` only while thinking; the UNet
+        and VAE move per call through diffusers' model CPU offload (accelerate hooks). Peak GPU memory is then
+        max(LLM stage, diffusion stage) instead of their sum."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            raise ValueError("--offload moves weights between the CPU and a GPU; without a GPU, leave it out")
+        self.offload_device = device
+        self.pipe.enable_model_cpu_offload(device=device)
+
+    @contextmanager
+    def _on_device(self) -> Iterator[None]:
+        if self.offload_device is None:
+            yield
+            return
+        home = self.device
+        for module in (self.mllm, self.head):
+            module.to(self.offload_device)
+        self.img_embeddings, self.device = self.img_embeddings.to(self.offload_device), self.offload_device
+        try:
+            yield
+        finally:
+            for module in (self.mllm, self.head):
+                module.to(home)
+            self.img_embeddings, self.device = self.img_embeddings.to(home), home
+            if self.offload_device.type == "cuda":
+                torch.cuda.empty_cache()
 
     # --- stage 1: the MLLM ------------------------------------------------------------------------------------
 
@@ -170,6 +202,10 @@ class MGIE:
 
     @torch.inference_mode()
     def think(self, image: ImageSource, instruction: str) -> Guidance:
+        with self._on_device():
+            return self._think(image, instruction)
+
+    def _think(self, image: ImageSource, instruction: str) -> Guidance:
         instruction = check_text(instruction, reserved=RESERVED_TOKENS)
         t0 = _clock(self.device)
         # 1. prompt with the image spliced in
@@ -213,6 +249,10 @@ class MGIE:
         """Condition from a user-written expressive instruction: teacher-force "<text> [IMG0] ... [IMG7]" after the
         same prompt (the training format, apple/ml-mgie mgie_train.py:531) and read the states that predict
         [IMG0..7]. Not in any published demo: the edit then follows the user's text instead of the model's."""
+        with self._on_device():
+            return self._guidance_from_text(image, instruction, expressive_text)
+
+    def _guidance_from_text(self, image: ImageSource, instruction: str, expressive_text: str) -> Guidance:
         instruction = check_text(instruction, reserved=RESERVED_TOKENS)
         expressive = check_text(expressive_text, name="expressive instruction", reserved=RESERVED_TOKENS)
         t0 = _clock(self.device)
@@ -270,10 +310,17 @@ def _check_vocab(tokenizer, rows: int) -> None:
         )
 
 
-def load_mgie(paths: MGIEPaths, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> MGIE:
-    """Load MGIE from the folders exactly as downloaded. Sizes come from configs and tensor shapes."""
+def load_mgie(
+    paths: MGIEPaths,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    offload: bool = False,
+) -> MGIE:
+    """Load MGIE from the folders exactly as downloaded. Sizes come from configs and tensor shapes. `offload`:
+    weights stay on the CPU and each stage moves to `device` while it runs (MGIE.enable_offload)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    run_on, device = device, torch.device("cpu") if offload else device
     for folder, hint in (
         (paths.llava, GET_LLAVA),
         (paths.mgie, GET_MGIE),
@@ -349,4 +396,7 @@ def load_mgie(paths: MGIEPaths, device: str | torch.device | None = None, dtype:
     processor = CLIPImageProcessorPil.from_pretrained(
         require(paths.clip / "preprocessor_config.json", "CLIP preprocessor config", GET_CLIP).parent
     )
-    return MGIE(mllm.to(device).eval(), head.to(device).eval(), emb.to(dtype), tokenizer, processor, pipe)
+    editor = MGIE(mllm.to(device).eval(), head.to(device).eval(), emb.to(dtype), tokenizer, processor, pipe)
+    if offload:
+        editor.enable_offload(run_on)
+    return editor

@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import gradio as gr
@@ -29,6 +29,7 @@ from editor.history import History, image_key
 from editor.images import load_image
 from editor.loading import CheckpointError, MissingWeightsError
 from editor.params import DEFAULT_IMAGE_GUIDANCE, DEFAULT_TEXT_GUIDANCE, EditParams, Resolution
+from editor.pipelines.diffusion import fresh_seed
 from editor.streaming import PREVIEW_EVERY_S, Progress, stream_render
 from editor.ui import views
 
@@ -232,6 +233,24 @@ class Handlers:
                     continue
                 self._commit(state, parent, image, item)
                 yield guidance.expressive, guidance.raw_text, views.result_text(item), item.seed, *history_view(state)
+
+    def compare(
+        self, model_a, model_b, image, instruction, steps, text_guidance, image_guidance, seed, randomize_seed,
+        resize, size, state: AppState | None,
+    ):  # fmt: skip
+        """Two models on the same input, instruction, settings and seed, side by side; each thinks for itself.
+        Nothing enters the history. Returns (image A, caption A, image B, caption B, seed)."""
+        with user_errors():
+            state = fresh(state)
+            params = make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resize, size)
+            params = params if params.seed is not None else replace(params, seed=fresh_seed())
+            shown = []
+            for model in (model_a, model_b):
+                model, source = self._inputs(model, image, state)
+                guidance = self._think(model, source, instruction, "", None).guidance
+                *_, result = self._render(model, source, guidance, params)
+                shown += [result.image, f"**{model}**: {guidance.expressive}"]
+            return *shown, params.seed
 
     @staticmethod
     def _commit(state: AppState, parent: int | None, image: Image.Image, result: EditResult) -> None:

@@ -158,6 +158,23 @@ def build_demo(
                 with gr.Row():
                     cell = gr.Number(value=0, precision=0, minimum=0, label="Cell #")
                     keep_button = gr.Button("Keep this cell as a turn")
+            with gr.Tab("Compare models", visible=len(editors) > 1):
+                gr.Markdown(
+                    "Two models on the same input, instruction, settings and seed; each writes its own expressive "
+                    "instruction. Nothing is added to the history. Load more models with `python app.py --also NAME`."
+                )
+                with gr.Row():
+                    names = list(editors)
+                    model_a = gr.Dropdown(names, value=names[0], label="Model A")
+                    model_b = gr.Dropdown(names, value=names[-1], label="Model B")
+                    compare_button = gr.Button("Compare", variant="primary")
+                with gr.Row():
+                    with gr.Column():
+                        image_a = gr.Image(type="pil", format="png", label="A", interactive=False, height=360)
+                        caption_a = gr.Markdown()
+                    with gr.Column():
+                        image_b = gr.Image(type="pil", format="png", label="B", interactive=False, height=360)
+                        caption_b = gr.Markdown()
         if examples_dir is not None:
             gr.Examples([[e["image"], e["instruction"]] for e in load_examples(examples_dir)], [image, instruction])
 
@@ -198,6 +215,13 @@ def build_demo(
             [state],
             [text_guidance, image_guidance, seed, randomize_seed, output, compare, used, cell],
             api_visibility="private",
+        )
+        compare_button.click(
+            handlers.compare,
+            [model_a, model_b, image, instruction, *controls, state],
+            [image_a, caption_a, image_b, caption_b, seed],
+            api_name="compare",
+            **gpu,
         )
         keep_button.click(handlers.keep_cell, [cell, state], [used, seed, *history_outputs], api_name="keep")
     return demo

@@ -1,0 +1,379 @@
+"""editor.weights: the catalog, downloads (no network: a closed port, offline mode, a local HTTP server, and the
+Hub's own exception types), LLaVA delta application, pickle -> safetensors conversion and verification."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import http.server
+import io
+import json
+import shutil
+import tarfile
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx2
+import pytest
+import torch
+from huggingface_hub import constants
+from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+from editor.loading import read_state_dict
+from editor.registry import installed_editors, load_editor
+from editor.weights import catalog, convert, download
+from editor.weights.__main__ import main
+from editor.weights.catalog import MODELS, ArchiveSource, HubSource, component_dir, installed, missing_files
+from editor.weights.delta import apply_llava_delta
+from editor.weights.download import DownloadError, download_model, fetch_archive, fetch_hub
+from editor.weights.verify import check_files, check_loads
+
+
+@pytest.fixture
+def tree(tiny_tree, tmp_path) -> Path:
+    """A private copy of the tiny official-layout tree (the tests below rewrite files)."""
+    return Path(shutil.copytree(tiny_tree, tmp_path / "weights"))
+
+
+def _think(weights: Path) -> torch.Tensor:
+    editor = load_editor("mgie-7b", weights, "cpu")
+    return editor.think(Image_rgb(), "make it red").prompt_embeds
+
+
+def Image_rgb():  # noqa: N802 - a tiny fixed input
+    from PIL import Image
+
+    return Image.new("RGB", (32, 32), (120, 30, 200))
+
+
+# ---- catalog and choice -------------------------------------------------------------------------------------------
+
+
+def test_catalog_names_components_and_licences():
+    assert {"mgie-7b", "smartedit-7b", "smartedit-13b", "instruct-pix2pix", "magicbrush"} <= set(MODELS)
+    mgie = MODELS["mgie-7b"]
+    assert [c.folder for c in mgie.components] == [
+        "LLaVA-7B-v1",
+        "mgie_7b",
+        "instruct-pix2pix",
+        "clip-vit-large-patch14",
+    ]
+    assert "CC-BY-NC" in mgie.licence and "LLaMA" in mgie.licence
+    assert isinstance(catalog.MGIE_7B.sources[0], ArchiveSource)  # Apple's tarball first, the Hub copy second
+    assert catalog.LLAVA_7B.env == "EDITOR_LLAVA_7B_V1_DIR" and catalog.MGIE_7B.env == "EDITOR_MGIE_7B_DIR"
+
+
+def test_presence_is_judged_per_model(tree, tmp_path):
+    assert installed(MODELS["mgie-7b"], tree) and installed(MODELS["instruct-pix2pix"], tree)
+    assert installed_editors(tree) == ["mgie-7b", "instruct-pix2pix"]  # best first
+    (tree / "mgie_7b" / "unet.pt").unlink()
+    assert missing_files(tree / "mgie_7b", catalog.MGIE_7B) == ["unet.pt|unet.safetensors"]
+    assert installed_editors(tree) == ["instruct-pix2pix"]
+    assert not installed(MODELS["mgie-7b"], tmp_path / "empty")
+
+
+def test_environment_variables_move_single_components(tree, tmp_path, monkeypatch):
+    moved = tmp_path / "elsewhere" / "clip"
+    shutil.move(tree / "clip-vit-large-patch14", moved)
+    assert not installed(MODELS["mgie-7b"], tree)
+    monkeypatch.setenv("EDITOR_CLIP_VIT_LARGE_PATCH14_DIR", str(moved))
+    assert component_dir(tree, catalog.CLIP_L14) == moved and installed(MODELS["mgie-7b"], tree)
+    assert load_editor("mgie-7b", tree, "cpu").name == "mgie-7b"
+
+
+def test_list_shows_what_is_missing(tree, capsys):
+    (tree / "mgie_7b" / "mllm.pt").unlink()
+    assert main(["list", "--weights-dir", str(tree)]) == 0
+    out = capsys.readouterr().out
+    assert "mgie-7b" in out and "missing mllm.pt or mllm.safetensors" in out and "EDITOR_MGIE_7B_DIR" in out
+    assert "instruct-pix2pix   installed" in out
+
+
+# ---- downloads: failures -----------------------------------------------------------------------------------------
+
+
+def test_unreachable_hub_fails_fast_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the suite runs offline; here, try for real
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    start = time.perf_counter()
+    with pytest.raises(DownloadError, match="cannot reach the Hub") as err:
+        fetch_hub(HubSource("openai/clip-vit-large-patch14"), tmp_path / "clip")
+    assert time.perf_counter() - start < 10 and "copy it to" in str(err.value)
+
+
+def test_offline_mode_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DownloadError, match="HF_HUB_OFFLINE is set"):
+        fetch_hub(HubSource("timbrooks/instruct-pix2pix"), tmp_path / "ip2p")
+
+
+def _response(status: int) -> httpx2.Response:
+    return httpx2.Response(status, request=httpx2.Request("GET", "https://huggingface.co/api/models/x/y"))
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (GatedRepoError("gated", response=_response(403)), "is gated: open https://huggingface.co/org/repo"),
+        (RepositoryNotFoundError("404", response=_response(404)), "was not found on the Hub"),
+        (OSError(errno.ENOSPC, "No space left on device"), "disk full"),
+        (KeyboardInterrupt(), "rerun the same command to resume"),
+    ],
+)
+def test_hub_failures_become_specific_messages(tmp_path, monkeypatch, error, expected):
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(download.HfApi, "model_info", fail)
+    with pytest.raises(DownloadError, match=expected):
+        fetch_hub(HubSource("org/repo"), tmp_path / "x")
+
+
+def _fake_hub(monkeypatch, files: dict[str, bytes], calls: list | None = None):
+    siblings = [
+        SimpleNamespace(rfilename=n, size=len(b), lfs=SimpleNamespace(sha256=hashlib.sha256(b).hexdigest()))
+        for n, b in files.items()
+    ]
+    monkeypatch.setattr(
+        download.HfApi, "model_info", lambda self, *a, **k: SimpleNamespace(sha="c0ffee", siblings=siblings)
+    )
+
+    def snapshot(repo_id, revision, allow_patterns, local_dir, **kwargs):
+        (calls if calls is not None else []).append((repo_id, revision, Path(local_dir)))
+        for name, body in files.items():
+            if any(Path(name).match(p) or name.startswith(p.rstrip("*")) for p in allow_patterns):
+                (Path(local_dir) / name).parent.mkdir(parents=True, exist_ok=True)
+                (Path(local_dir) / name).write_bytes(body)
+        return str(local_dir)
+
+    monkeypatch.setattr(download, "snapshot_download", snapshot)
+
+
+def test_too_little_disk_space_is_caught_before_downloading(tmp_path, monkeypatch):
+    _fake_hub(monkeypatch, {"big.bin": b"x" * 1000})
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda p: SimpleNamespace(free=10, total=10, used=0))
+    with pytest.raises(DownloadError, match="not enough disk space"):
+        fetch_hub(HubSource("org/repo"), tmp_path / "x")
+    assert not (tmp_path / "x" / "big.bin").exists()
+
+
+def test_a_repo_subfolder_lands_in_its_target_and_is_recorded(tmp_path, monkeypatch):
+    files = {"mgie_7b/mllm.pt": b"m" * 7, "mgie_7b/unet.pt": b"u" * 9, "LLaVA-7B-v1/config.json": b"{}"}
+    calls: list = []
+    _fake_hub(monkeypatch, files, calls)
+    target = tmp_path / "moved-by-env"  # not named like the repo subfolder: staged, then moved
+    fetch_hub(HubSource("tsujuifu/ml-mgie", ("mgie_7b/*",), "abc", in_repo="mgie_7b"), target)
+    assert sorted(p.name for p in target.iterdir()) == [".download.json", "mllm.pt", "unet.pt"]
+    record = json.loads((target / ".download.json").read_text())
+    assert record["revision"] == "c0ffee" and record["files"]["unet.pt"]["size"] == 9
+    assert record["files"]["mllm.pt"]["sha256"] == hashlib.sha256(b"m" * 7).hexdigest()
+    assert calls[0][:2] == ("tsujuifu/ml-mgie", "c0ffee")  # the revision resolved once, then pinned
+    assert not any(p.name.startswith(".moved") for p in tmp_path.iterdir())
+
+
+def test_licence_must_be_accepted_before_anything_is_fetched(tmp_path, monkeypatch):
+    _fake_hub(monkeypatch, {"model_index.json": b"{}"})
+    said: list[str] = []
+    with pytest.raises(DownloadError, match="licence terms were not accepted"):
+        download_model(MODELS["magicbrush"], tmp_path, confirm=lambda q: False, say=said.append)
+    assert "creativeml-openrail-m" in said[0] and not (tmp_path / "magicbrush").exists()
+
+
+# ---- downloads: a plain-URL archive, served locally -----------------------------------------------------------------
+
+
+class _RangeHandler(http.server.BaseHTTPRequestHandler):
+    body = b""
+    ranges: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def _head(self, start: int):
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(self.body) - start))
+        self.end_headers()
+
+    def do_HEAD(self):  # noqa: N802
+        if self.path != "/mgie_7b.tar.gz":
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+
+    def do_GET(self):  # noqa: N802
+        start = int(self.headers.get("Range", "bytes=0-").split("=")[1].split("-")[0])
+        type(self).ranges.append(start)
+        self._head(start)
+        self.wfile.write(self.body[start:])
+
+
+@pytest.fixture
+def archive_server(tmp_path):
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:gz") as tar:
+        for name, body in (("mgie_7b/mllm.pt", b"M" * 5000), ("mgie_7b/unet.pt", b"U" * 7000)):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    _RangeHandler.body, _RangeHandler.ranges = data.getvalue(), []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", _RangeHandler
+    server.shutdown()
+
+
+def test_archive_download_resumes_and_unpacks(archive_server, tmp_path):
+    url, handler = archive_server
+    part = tmp_path / ".downloads" / "mgie_7b.tar.gz.part"
+    part.parent.mkdir()
+    part.write_bytes(handler.body[:100])  # an earlier, interrupted attempt
+    fetch_archive(ArchiveSource(f"{url}/mgie_7b.tar.gz", "mgie_7b"), tmp_path / "mgie_7b", tmp_path)
+    assert handler.ranges == [100]  # only the rest was asked for
+    assert (tmp_path / "mgie_7b" / "unet.pt").read_bytes() == b"U" * 7000 and not part.exists()
+    record = json.loads((tmp_path / "mgie_7b" / ".download.json").read_text())
+    assert record["files"]["<archive mgie_7b.tar.gz>"]["sha256"] == hashlib.sha256(handler.body).hexdigest()
+
+
+def test_archive_404_is_reported(archive_server, tmp_path):
+    url, _ = archive_server
+    with pytest.raises(DownloadError, match="answered 404"):
+        fetch_archive(ArchiveSource(f"{url}/gone.tar.gz", "mgie_7b"), tmp_path / "mgie_7b", tmp_path)
+    with pytest.raises(DownloadError, match="cannot reach the server"):
+        fetch_archive(ArchiveSource("http://127.0.0.1:9/x.tar.gz", "mgie_7b"), tmp_path / "mgie_7b", tmp_path)
+
+
+# ---- LLaVA delta -------------------------------------------------------------------------------------------------
+
+
+def test_llava_delta_on_llama_rebuilds_the_merged_folder(tree, tmp_path):
+    merged_dir = tree / "LLaVA-7B-v1"
+    merged = {
+        k: v.float()
+        for _, sd in [(None, read_state_dict(f, "")) for f in convert.weight_files(merged_dir, "")]
+        for k, v in sd.items()
+        if not k.endswith("inv_freq")
+    }
+    gen = torch.Generator().manual_seed(0)
+    base, delta = {}, {}
+    for key, value in merged.items():
+        if key.startswith("model.mm_projector."):
+            delta[key] = value
+            continue
+        rows = value.shape[0] - 3 if key in ("model.embed_tokens.weight", "lm_head.weight") else value.shape[0]
+        base[key] = torch.randn(rows, *value.shape[1:], generator=gen)
+        delta[key] = value.clone()
+        delta[key][:rows] -= base[key]
+    (tmp_path / "llama").mkdir()
+    (tmp_path / "delta").mkdir()
+    convert.save_sharded(
+        {k: convert.TensorRef(tuple(v.shape), 0, lambda v=v: v) for k, v in base.items()}, tmp_path / "llama"
+    )
+    torch.save(delta, tmp_path / "delta" / "pytorch_model.bin")
+    for name in (
+        "config.json",
+        "tokenizer.model",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+    ):
+        shutil.copy(merged_dir / name, tmp_path / "delta" / name)
+    before = _think(tree)
+    out = apply_llava_delta(tmp_path / "llama", tmp_path / "delta", merged_dir)
+    rebuilt = convert.open_tensors(convert.weight_files(out, ""), "")
+    assert rebuilt.keys() == merged.keys()
+    for key, value in merged.items():
+        torch.testing.assert_close(rebuilt[key].load(), value, rtol=0, atol=1e-5)
+    torch.testing.assert_close(_think(tree), before, rtol=1e-4, atol=1e-4)
+
+
+def test_a_delta_on_the_wrong_base_is_refused(tmp_path):
+    for name, rows in (("base", 5), ("delta", 9)):
+        (tmp_path / name).mkdir()
+        torch.save({"model.layers.0.mlp.up_proj.weight": torch.zeros(rows, 4)}, tmp_path / name / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="does not fit base shape"):
+        apply_llava_delta(tmp_path / "base", tmp_path / "delta", tmp_path / "out")
+
+
+# ---- conversion ---------------------------------------------------------------------------------------------------
+
+
+def test_convert_writes_safetensors_that_load_identically(tree, monkeypatch, capsys):
+    before = _think(tree)
+    monkeypatch.setattr(convert, "SHARD_BYTES", 60_000)  # force the LLaVA shards to re-shard
+    assert main(["convert", "mgie-7b", "--weights-dir", str(tree), "--remove-originals"]) == 0
+    assert "checked equal" in capsys.readouterr().out
+    assert not list(tree.rglob("*.bin")) and not list(tree.rglob("*.pt"))
+    assert (tree / "LLaVA-7B-v1" / "model.safetensors.index.json").exists()
+    assert (tree / "mgie_7b" / "mllm.safetensors").exists()
+    assert torch.equal(_think(tree), before)
+    assert main(["convert", "mgie-7b", "--weights-dir", str(tree)]) == 0
+    assert "nothing to convert" in capsys.readouterr().out
+
+
+def test_convert_drops_oversized_view_storages(tmp_path):
+    big = torch.randn(1000, 100)
+    torch.save({"w": big[:2]}, tmp_path / "adapter_model.bin")  # a view: the pickle stores all 100k floats
+    convert.convert_folder(tmp_path, "")
+    assert (tmp_path / "adapter_model.safetensors").stat().st_size < 2000
+    assert torch.equal(convert.open_tensors([tmp_path / "adapter_model.safetensors"], "")["w"].load(), big[:2])
+
+
+def test_magicbrush_pickles_load_and_convert(tree, tmp_path):
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
+        tree / "instruct-pix2pix", safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipe.save_pretrained(tree / "magicbrush", safe_serialization=False)  # the Hub copy is .bin pickles
+    assert list((tree / "magicbrush").rglob("*.bin")) and installed(MODELS["magicbrush"], tree)
+
+    def edit():
+        editor = load_editor("magicbrush", tree, "cpu")
+        from editor.params import EditParams, Resolution
+
+        guidance = editor.think(Image_rgb(), "make it blue")
+        assert guidance.expressive == "make it blue"  # no MLLM: the instruction is the condition
+        return editor.render(Image_rgb(), guidance, EditParams(steps=2, resolution=Resolution(size=64))).image
+
+    before = edit()
+    convert.convert_folder(tree / "magicbrush", "", remove_originals=True)
+    assert not list((tree / "magicbrush").rglob("*.bin"))
+    assert list(before.getdata()) == list(edit().getdata())
+
+
+# ---- verification -------------------------------------------------------------------------------------------------
+
+
+def test_verify_passes_a_good_tree_and_loads_it(tree, capsys):
+    assert main(["verify", "mgie-7b", "--weights-dir", str(tree)]) == 0
+    assert "mgie-7b: ok" in capsys.readouterr().out
+    assert check_loads(MODELS["smartedit-7b"], tree, load_editor)[0].what.endswith("loading is not checked")
+
+
+def test_verify_catches_truncation_hash_and_load_errors(tree, capsys):
+    folder = tree / "mgie_7b"
+    body = (folder / "unet.pt").read_bytes()
+    record = {
+        n: {"size": (folder / n).stat().st_size, "sha256": hashlib.sha256((folder / n).read_bytes()).hexdigest()}
+        for n in ("mllm.pt", "unet.pt")
+    }
+    (folder / ".download.json").write_text(json.dumps({"files": record}))
+    (folder / "unet.pt").write_bytes(body[:-10])
+    problems = check_files(MODELS["mgie-7b"], tree)
+    assert any("unet.pt" in p.where and "the Hub says" in p.what for p in problems)
+    assert any("published size about 588,000,000" in p.what and not p.fatal for p in problems)  # tiny != real
+    flipped = bytearray(body)
+    flipped[-100] ^= 1
+    (folder / "unet.pt").write_bytes(bytes(flipped))
+    assert not [p for p in check_files(MODELS["mgie-7b"], tree) if p.fatal]  # same size: only the hash can tell
+    assert [p.what for p in check_files(MODELS["mgie-7b"], tree, hashes=True) if p.fatal] == [
+        "SHA-256 differs from the Hub's; delete it and download again"
+    ]
+    (folder / "unet.pt").write_bytes(b"not a checkpoint")
+    (folder / ".download.json").unlink()
+    assert main(["verify", "mgie-7b", "--weights-dir", str(tree)]) == 1
+    assert "does not load" in capsys.readouterr().out
