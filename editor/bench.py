@@ -3,6 +3,7 @@
     python -m editor.bench                          # CPU, tiny official-layout tree (loaded through load_mgie)
     python -m editor.bench --size full --device cuda --dtype float16   # full-size random weights (7B LLaMA,
                                                                       # CLIP-L/14, SD-1.5 UNet/VAE): same compute
+    python -m editor.bench --size full --device cuda --offload        # low-VRAM mode: peak memory per stage
 Prints medians over --repeats runs. The render comparison alternates ours and the stock pipeline call so that
 drift (thermal, caches) hits both equally, and checks that both give the identical image.
 """
@@ -10,6 +11,7 @@ drift (thermal, caches) hits both equally, and checks that both give the identic
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
@@ -201,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="render steps (default: 20 tiny, 50 full)")
     parser.add_argument("--tokens", type=int, default=64, help="decoded tokens for the tokens/s figure")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--offload", action="store_true", help="weights on the CPU, each stage moved in (low VRAM)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
@@ -209,24 +212,35 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = build_tiny_mgie_tree(Path(tmp))
         start = time.perf_counter()
+        home = torch.device("cpu") if args.offload else device
         if full:
-            m = full_size_mgie(device, dtype, MGIEPaths.from_weights_dir(root).llava)
+            m = full_size_mgie(home, dtype, MGIEPaths.from_weights_dir(root).llava)
         else:
-            m = load_mgie(MGIEPaths.from_weights_dir(root), device=device, dtype=dtype)
+            m = load_mgie(MGIEPaths.from_weights_dir(root), device=home, dtype=dtype)
+        if args.offload:
+            m.enable_offload(device)
         load_s = time.perf_counter() - start
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    mode = "offload" if args.offload else "resident"
     print(
-        f"# MGIE bench: {args.size} weights, {device} {dtype}, {size}x{size}, {steps} steps, torch {torch.__version__}"
+        f"# MGIE bench: {args.size} weights ({mode}), {device} {dtype}, {size}x{size}, {steps} steps, "
+        f"torch {torch.__version__}"
     )
     print(f"build/load_s                 {load_s:10.3f}")
-    for name, value in {
-        **stage_times(m, size, args.tokens, args.repeats),
-        **render_vs_diffusers(m, size, steps, args.repeats),
-    }.items():
-        print(f"{name:28s} {value:10.3f}")
-    if device.type == "cuda":
-        print(f"{'peak_gpu_memory_gb':28s} {torch.cuda.max_memory_allocated(device) / 2**30:10.3f}")
+    peaks = {}
+    for stage, run in (
+        ("think", lambda: stage_times(m, size, args.tokens, args.repeats)),
+        ("render", lambda: render_vs_diffusers(m, size, steps, args.repeats)),
+    ):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        with m._on_device() if stage == "think" else contextlib.nullcontext():
+            results = run()
+        for name, value in results.items():
+            print(f"{name:28s} {value:10.3f}")
+        if device.type == "cuda":
+            peaks[stage] = torch.cuda.max_memory_allocated(device) / 2**30
+    for stage, peak in peaks.items():
+        print(f"{'peak_gpu_memory_' + stage + '_gb':28s} {peak:10.3f}")
 
 
 if __name__ == "__main__":
