@@ -8,7 +8,6 @@ InstructPix2Pix-style ablation, shipped in the repository under weights/demo/.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,8 @@ from editor.core import Editor
 from editor.pipelines.ip2p import load_ip2p
 from editor.pipelines.mgie import DecodeConfig, MGIEPaths, load_mgie
 from editor.weights import catalog
-from editor.weights.catalog import MODELS, PREFERENCE, component_dir, installed
+from editor.weights.catalog import DEFAULT_WEIGHTS_DIR, MODELS, PREFERENCE, REPO_WEIGHTS_DIR, component_dir, installed
 
-REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_WEIGHTS_DIR = Path(os.environ.get("EDITOR_WEIGHTS_DIR") or REPO_WEIGHTS_DIR).expanduser()
 DEMO_DIR = REPO_WEIGHTS_DIR / "demo"  # committed to the repository
 GET_DEMO = "the demo weights ship with the repository under weights/demo/; `python -m editor.train` rebuilds them"
 

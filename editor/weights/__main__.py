@@ -19,16 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from editor.weights.catalog import MODELS, PREFERENCE, component_dir, installed, missing_files
-from editor.weights.convert import convert_folder
+from editor.weights.catalog import DEFAULT_WEIGHTS_DIR, MODELS, PREFERENCE, component_dir, installed, missing_files
 from editor.weights.download import DownloadError, download_model
-from editor.weights.verify import check_files, check_loads
-
-
-def _weights_dir_default() -> Path:
-    from editor.registry import DEFAULT_WEIGHTS_DIR
-
-    return DEFAULT_WEIGHTS_DIR
 
 
 def cmd_list(weights_dir: Path) -> int:
@@ -66,6 +58,7 @@ def cmd_download(args) -> int:
 
 def cmd_verify(args) -> int:
     from editor.registry import load_editor
+    from editor.weights.verify import check_files, check_loads
 
     unknown = [n for n in args.names if n not in MODELS]
     if unknown:
@@ -89,6 +82,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_convert(args) -> int:
+    from editor.weights.convert import convert_folder
     entry = MODELS[args.name]
     converted = 0
     for folder in dict.fromkeys(component_dir(args.weights_dir, c) for c in entry.components):
@@ -129,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.weights_dir = args.weights_dir or _weights_dir_default()
+    args.weights_dir = args.weights_dir or DEFAULT_WEIGHTS_DIR
     try:
         if args.command == "list":
             return cmd_list(args.weights_dir)

@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-GB, MB = 1_000_000_000, 1_000_000
+REPO_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+DEFAULT_WEIGHTS_DIR = Path(os.environ.get("EDITOR_WEIGHTS_DIR") or REPO_WEIGHTS_DIR).expanduser()
 SIZE_TOLERANCE = 0.02  # the sizes below are rounded as the Hub pages print them
 MANIFEST = ".download.json"  # per folder: source, revision, and each file's size and SHA-256 as the Hub states them
 

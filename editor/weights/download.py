@@ -40,7 +40,6 @@ from editor.weights.catalog import (
     component_dir,
     missing_files,
 )
-from editor.weights.delta import apply_llava_delta
 
 TIMEOUT_S = 15.0
 HEADROOM = 1.05  # keep 5 % spare when checking free space
@@ -255,6 +254,8 @@ def fetch_component(component: Component, weights_dir: Path, llama_base: Path | 
     if not missing_files(target, component):
         return target
     if llama_base is not None and component.delta is not None:
+        from editor.weights.delta import apply_llava_delta  # torch and the loaders only when merging
+
         delta = component.delta
         delta_dir = Path(weights_dir) / ".deltas" / delta.repo_id.replace("/", "--")
         fetch_hub(HubSource(delta.repo_id, revision=delta.revision), delta_dir)
