@@ -43,6 +43,7 @@ class Guidance:
     negative_prompt_embeds: torch.Tensor  # 1 x 77 x C, the null condition
     source: Literal["generated", "user", "instruction"] = "generated"
     stats: dict[str, float] = field(default_factory=dict)  # timings (s) and token counts
+    image_features: torch.Tensor | None = None  # an image-side condition (SmartEdit's BIM map), None for the rest
 
 
 @dataclass

@@ -83,6 +83,7 @@ def cmd_verify(args) -> int:
 
 def cmd_convert(args) -> int:
     from editor.weights.convert import convert_folder
+
     entry = MODELS[args.name]
     converted = 0
     for folder in dict.fromkeys(component_dir(args.weights_dir, c) for c in entry.components):
