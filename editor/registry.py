@@ -17,6 +17,7 @@ import torch
 from editor.core import Editor
 from editor.pipelines.ip2p import load_ip2p
 from editor.pipelines.mgie import DecodeConfig, MGIEPaths, load_mgie
+from editor.pipelines.smartedit import SmartEditPaths, load_smartedit
 from editor.weights import catalog
 from editor.weights.catalog import DEFAULT_WEIGHTS_DIR, MODELS, PREFERENCE, REPO_WEIGHTS_DIR, component_dir, installed
 
@@ -71,6 +72,14 @@ def _load_mgie_demo(weights_dir: Path, options: LoadOptions) -> Editor:
     return editor
 
 
+def _smartedit_loader(name: str) -> Callable[[Path, LoadOptions], Editor]:
+    def load(weights_dir: Path, options: LoadOptions) -> Editor:
+        folders = [component_dir(weights_dir, c) for c in MODELS[name].components]
+        return load_smartedit(SmartEditPaths(*folders), options.device, options.dtype, name, options.offload)
+
+    return load
+
+
 def _ip2p_loader(name: str, folder: Callable[[Path], Path], hint: str) -> Callable[[Path, LoadOptions], Editor]:
     def load(weights_dir: Path, options: LoadOptions) -> Editor:
         return load_ip2p(folder(Path(weights_dir)), hint, name, options.device, options.dtype, options.offload)
@@ -82,6 +91,18 @@ EDITORS: dict[str, EditorSpec] = {
     spec.name: spec
     for spec in (
         EditorSpec("mgie-7b", "MGIE-7B (Apple, ICLR 2024)", _load_mgie, MODELS["mgie-7b"]),
+        EditorSpec(
+            "smartedit-13b",
+            "SmartEdit-13B (TencentARC, CVPR 2024)",
+            _smartedit_loader("smartedit-13b"),
+            MODELS["smartedit-13b"],
+        ),
+        EditorSpec(
+            "smartedit-7b",
+            "SmartEdit-7B (TencentARC, CVPR 2024)",
+            _smartedit_loader("smartedit-7b"),
+            MODELS["smartedit-7b"],
+        ),
         EditorSpec(
             "magicbrush",
             "MagicBrush (InstructPix2Pix fine-tuned on MagicBrush)",

@@ -123,7 +123,7 @@ class RandomFourierPositionalEncoding(nn.Module):
 
 class BidirectionalInteractionModule(nn.Module):
     """`forward(v_clip [B, S*S, E], c_q [B, Q, query_dim], latent_size) -> (r_txt [B, Q, query_dim],
-    r_img [B, unet_channels, latent_size, latent_size])`."""
+    r_img [B, unet_channels, h, w])`; `latent_size` is a side or (h, w)."""
 
     def __init__(self, config: BIMConfig) -> None:
         super().__init__()
@@ -137,16 +137,21 @@ class BidirectionalInteractionModule(nn.Module):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
 
-    def forward(self, v_clip: torch.Tensor, c_q: torch.Tensor, latent_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, v_clip: torch.Tensor, c_q: torch.Tensor, latent_size: int | tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        r_txt, image_map = self.interact(v_clip, c_q)
+        return r_txt, self.image_residual(image_map, latent_size)
+
+    def interact(self, v_clip: torch.Tensor, c_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two-way transformer: (r_txt [B, Q, query_dim], the image side as a map [B, E, S, S]). The map is
+        resized to the latent grid only at render time (`image_residual`), when the resolution is known."""
         batch, tokens, width = v_clip.shape  # tokens = row-major patches of a square grid (256 = 16 x 16)
         side = math.isqrt(tokens)
         if side * side != tokens:
             raise ValueError(f"`v_clip` must hold a square grid of patch tokens, got {tokens} tokens")
         if width != self.config.embed_dim:
             raise ValueError(f"`v_clip` must have width {self.config.embed_dim} (embed_dim), got {width}")
-        if latent_size < 1:
-            raise ValueError(f"`latent_size` must be positive, got {latent_size}")
-
         # 1. Text tokens and their PE; image tokens as a channel-first map and the grid's PE.
         f0 = self.modulate_head(c_q)  # B x Q x E
         image = v_clip.transpose(1, 2).reshape(batch, width, side, side)  # B x E x S x S
@@ -158,12 +163,17 @@ class BidirectionalInteractionModule(nn.Module):
             image_positional_embeddings=pe,
             attention_similarity=None,
         )  # B x 1 x Q x E, B x 1 x S*S x E
-        # 3. Heads: text residual, and the image map resized to the latent grid for the UNet.
         r_txt = self.dimension_reduction_head_qformer_out(text[:, 0])  # B x Q x query_dim
-        image_map = image_tokens[:, 0].transpose(1, 2).reshape(batch, width, side, side)
-        image_map = F.interpolate(image_map, size=(latent_size, latent_size), mode="bilinear", align_corners=False)
-        r_img = self.dimension_reduction_head_zeroconv(image_map)  # B x unet_channels x latent x latent
-        return r_txt, r_img
+        return r_txt, image_tokens[:, 0].transpose(1, 2).reshape(batch, width, side, side)
+
+    def image_residual(self, image_map: torch.Tensor, latent_size: int | tuple[int, int]) -> torch.Tensor:
+        """The image map resized (bilinear, align_corners False) to the latent grid, then the 1x1 zero conv:
+        [B, unet_channels, h, w], added after the UNet's conv_in."""
+        size = (latent_size, latent_size) if isinstance(latent_size, int) else tuple(latent_size)
+        if min(size) < 1:
+            raise ValueError(f"`latent_size` must be positive, got {latent_size}")
+        image_map = F.interpolate(image_map, size=size, mode="bilinear", align_corners=False)
+        return self.dimension_reduction_head_zeroconv(image_map)
 
 
 def text_condition(c_q: torch.Tensor, r_txt: torch.Tensor) -> torch.Tensor:

@@ -35,11 +35,14 @@ class LlavaV1(nn.Module):
         self.vision = CLIPVisionModel(config.vision)
         self.projector = nn.Linear(config.vision.hidden_size, config.text.hidden_size)  # `model.mm_projector`
 
-    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """B x 3 x S x S -> B x N x hidden: penultimate CLIP layer, CLS dropped, projected."""
+    def patch_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """B x 3 x S x S -> B x N x vision_hidden: the selected (penultimate) CLIP layer, CLS dropped."""
         out = self.vision(pixel_values=pixel_values, output_hidden_states=True)
-        patches = out.hidden_states[self.config.vision_select_layer][:, 1:]  # B x N x vision_hidden
-        return self.projector(patches)
+        return out.hidden_states[self.config.vision_select_layer][:, 1:]
+
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """B x 3 x S x S -> B x N x hidden: `patch_features`, projected into the LLM's space."""
+        return self.projector(self.patch_features(pixel_values))
 
     def embed_with_image(self, input_ids: torch.Tensor, image_features: torch.Tensor, im_start_id: int) -> torch.Tensor:
         """Token embeddings with the N positions after `<im_start>` replaced by image features (length unchanged)."""
@@ -73,12 +76,15 @@ def greedy_decode(
     max_new_tokens: int,
     no_repeat_ngram_size: int,
     should_stop: Callable[[list[int]], bool],
+    pick: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Decoded:
     """Greedy decoding equal to `generate(do_sample=False, no_repeat_ngram_size=n)` called with both the prompt
     ids and the spliced embeddings, so the n-gram ban sees the prompt ids (mgie.md G8).
 
     Unlike `generate(output_hidden_states=True)` it keeps only the last-layer state per position, and it stops
-    as soon as `should_stop(ids)` holds (checked after each new token) or after `max_new_tokens`.
+    as soon as `should_stop(ids)` holds (checked after each new token) or after `max_new_tokens`. `pick` maps the
+    1 x V float logits (after the n-gram ban) to a 1 x 1 next id; None = argmax (e.g. SmartEdit's temperature
+    sampling passes a sampler here).
     """
     ban = NoRepeatNGramLogitsProcessor(no_repeat_ngram_size) if no_repeat_ngram_size > 0 else (lambda _ids, x: x)
     cache = DynamicCache(config=llm.config)
@@ -87,7 +93,8 @@ def greedy_decode(
     ids = input_ids[:1]
     for step in range(max_new_tokens):
         logits = llm.lm_head(out.last_hidden_state[:, -1]).float()  # generate() also upcasts the last logits
-        next_id = ban(ids, logits).argmax(-1, keepdim=True)  # 1 x 1
+        logits = ban(ids, logits)
+        next_id = logits.argmax(-1, keepdim=True) if pick is None else pick(logits)  # 1 x 1
         ids = torch.cat([ids, next_id], dim=1)
         id_list = ids[0].tolist()
         if step == max_new_tokens - 1 or should_stop(id_list):
