@@ -1,7 +1,7 @@
 """Web app: `python app.py [--model NAME] [--also NAME] [--weights-dir weights] [--share] [--auth user:pass] ...`.
 
 Parse arguments -> load the editors -> build the UI -> launch. Without --model it opens on the best model installed
-(MGIE-7B, then MagicBrush, then InstructPix2Pix); with none installed, on the offline demo models (MGIE's
+(MGIE-7B, SmartEdit-13B, SmartEdit-7B, MagicBrush, InstructPix2Pix); with none installed, on the offline demo models (MGIE's
 architecture and its IP2P ablation, trained by this project on the shapes world, shipped in weights/demo/).
 --also loads more models for side-by-side comparison. --tiny-random serves a tiny random-weight MGIE instead: a
 pipeline check whose edits are noise.
