@@ -1,8 +1,8 @@
 """Web app: `python app.py [--model NAME] [--also NAME] [--weights-dir weights] [--share] [--auth user:pass] ...`.
 
 Parse arguments -> load the editors -> build the UI -> launch. Without --model it opens on the best model installed
-(MGIE-7B, SmartEdit-13B, SmartEdit-7B, MagicBrush, InstructPix2Pix); with none installed, on the offline demo models (MGIE's
-architecture and its IP2P ablation, trained by this project on the shapes world, shipped in weights/demo/).
+(MGIE-7B, SmartEdit-13B, SmartEdit-7B, MagicBrush, InstructPix2Pix); with none installed, on the offline demo
+models (MGIE's architecture and its IP2P ablation, trained by this project on the shapes world, in weights/demo/).
 --also loads more models for side-by-side comparison. --tiny-random serves a tiny random-weight MGIE instead: a
 pipeline check whose edits are noise.
 On a Hugging Face Space the same file runs (Gradio reads GRADIO_SERVER_NAME/PORT there; `share` is ignored).
