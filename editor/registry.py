@@ -1,9 +1,9 @@
 """The editors this app can run, by name (used as argparse `choices`), and how to load each from a weights folder.
 
 `mgie-7b`, `smartedit-7b`, `smartedit-13b`, `instruct-pix2pix` and `magicbrush` are the published models
-(`python -m editor.weights download NAME` gets them; editor.weights.catalog says what each is made of). `mgie-demo` and `ip2p-demo` are the offline demo
-models this project trains on the shapes world (editor.demo, editor.train): MGIE's architecture and its
-InstructPix2Pix-style ablation, shipped in the repository under weights/demo/.
+(`python -m editor.weights download NAME` gets them; editor.weights.catalog says what each is made of).
+`mgie-demo` and `ip2p-demo` are the offline demo models this project trains on the shapes world (editor.demo,
+editor.train): MGIE's architecture and its InstructPix2Pix-style ablation, shipped under weights/demo/.
 """
 
 from __future__ import annotations
