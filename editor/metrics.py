@@ -54,9 +54,13 @@ def ssim(a: Image.Image, b: Image.Image) -> float:
 
 def ssim_map(a: Image.Image, b: Image.Image) -> torch.Tensor:
     """Per-channel SSIM over the valid region (11 x 11 Gaussian window): 3 x (H - 10) x (W - 10)."""
-    x, y = _pair(a, b)
+    return ssim_map_tensors(*_pair(a, b))
+
+
+def ssim_map_tensors(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """`ssim_map` on float 3 x H x W tensors in [0, 1] (e.g. mask-weighted images that must not be rounded)."""
     if min(x.shape[1:]) < 11:
-        raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {a.size}")
+        raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {tuple(x.shape[1:])} (H, W)")
     window = _gaussian_window()
     x, y = x[:, None], y[:, None]  # channels as a batch: 3 x 1 x H x W
 

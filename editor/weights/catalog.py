@@ -163,12 +163,13 @@ IP2P_TEXT = Component(  # SmartEdit encodes the empty prompt with IP2P's text en
     sources=(HubSource(IP2P_ID, (*IP2P_SHELL_FILES, "text_encoder/*", "tokenizer/*"), IP2P_REVISION),),
     needs=(*IP2P_SHELL.needs, "text_encoder/*", "tokenizer/*"),
 )
+# the tokenizer (a few MB) too: the evaluation's CLIP-T and Reason-Edit's foreground score encode text
+CLIP_FILES = ("config.json", "preprocessor_config.json", "model.safetensors", "tokenizer*.json", "vocab.json",
+              "merges.txt", "special_tokens_map.json")  # fmt: skip
 CLIP_L14 = Component(
     folder="clip-vit-large-patch14",
     title="OpenAI CLIP ViT-L/14 (the vision tower and its preprocessing)",
-    sources=(
-        HubSource("openai/clip-vit-large-patch14", ("config.json", "preprocessor_config.json", "model.safetensors")),
-    ),
+    sources=(HubSource("openai/clip-vit-large-patch14", CLIP_FILES),),
     needs=("config.json", "preprocessor_config.json", "model.safetensors|pytorch_model.bin"),
     sizes={"model.safetensors": 1_710_000_000},
 )
