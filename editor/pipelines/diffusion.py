@@ -37,6 +37,22 @@ def build_pipeline(unet, vae, scheduler) -> StableDiffusionInstructPix2PixPipeli
     return pipe
 
 
+def offload_target(device: torch.device | str) -> torch.device:
+    """The device `--offload` moves weights to; the CPU is refused with the fix."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        raise ValueError("--offload moves weights between the CPU and a GPU; without a GPU, leave it out")
+    return device
+
+
+def offload_pipeline(pipe: StableDiffusionInstructPix2PixPipeline, device: torch.device | str) -> torch.device:
+    """Low-VRAM mode for the diffusion stage: diffusers' model CPU offload (accelerate hooks move each model to
+    `device` while it runs)."""
+    device = offload_target(device)
+    pipe.enable_model_cpu_offload(device=device)
+    return device
+
+
 def native_size(pipe: StableDiffusionInstructPix2PixPipeline) -> int:
     """The image side the UNet was trained at: latent sample_size x the VAE's downsampling (SD-1.5: 64 x 8)."""
     return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)

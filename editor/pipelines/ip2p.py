@@ -17,7 +17,7 @@ from editor.core import EditResult, Guidance, StepCallback
 from editor.images import ImageSource
 from editor.loading import CheckpointError, MissingWeightsError, require
 from editor.params import EditParams
-from editor.pipelines.diffusion import native_size, render_edit
+from editor.pipelines.diffusion import native_size, offload_pipeline, offload_target, render_edit
 from editor.prompts import check_text
 
 
@@ -75,8 +75,8 @@ def load_ip2p(
     """A diffusers InstructPix2Pix folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
     `offload`: diffusers' model CPU offload (each model moves to the GPU while it runs)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if offload and device.type == "cpu":
-        raise ValueError("--offload moves weights between the CPU and a GPU; without a GPU, leave it out")
+    if offload:
+        offload_target(device)  # refuses the CPU before anything loads
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     require(folder / "model_index.json", "InstructPix2Pix pipeline folder", hint)
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
@@ -90,7 +90,7 @@ def load_ip2p(
         raise CheckpointError(f"could not load {folder} as an InstructPix2Pix pipeline ({err}). {hint}") from None
     pipe.set_progress_bar_config(disable=True)
     if offload:
-        pipe.enable_model_cpu_offload(device=device)
+        offload_pipeline(pipe, device)
     else:
         pipe.to(device)
     return InstructPix2Pix(pipe, name)

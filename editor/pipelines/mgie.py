@@ -44,7 +44,7 @@ from editor.loading import (
 from editor.models.edit_head import EditHead, EditHeadConfig
 from editor.models.llava import LlavaV1, LlavaV1Config, greedy_decode
 from editor.params import EditParams
-from editor.pipelines.diffusion import build_pipeline, native_size, render_edit
+from editor.pipelines.diffusion import build_pipeline, native_size, offload_pipeline, offload_target, render_edit
 from editor.prompts import (
     IM_END,
     IM_PATCH,
@@ -142,11 +142,7 @@ class MGIE:
         """Low-VRAM mode: the MLLM and edit head wait on the CPU and move to `device` only while thinking; the UNet
         and VAE move per call through diffusers' model CPU offload (accelerate hooks). Peak GPU memory is then
         max(LLM stage, diffusion stage) instead of their sum."""
-        device = torch.device(device)
-        if device.type == "cpu":
-            raise ValueError("--offload moves weights between the CPU and a GPU; without a GPU, leave it out")
-        self.offload_device = device
-        self.pipe.enable_model_cpu_offload(device=device)
+        self.offload_device = offload_pipeline(self.pipe, device)
 
     @contextmanager
     def _on_device(self) -> Iterator[None]:
@@ -320,7 +316,7 @@ def load_mgie(
     weights stay on the CPU and each stage moves to `device` while it runs (MGIE.enable_offload)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-    run_on, device = device, torch.device("cpu") if offload else device
+    run_on, device = (offload_target(device), torch.device("cpu")) if offload else (device, device)
     for folder, hint in (
         (paths.llava, GET_LLAVA),
         (paths.mgie, GET_MGIE),

@@ -49,7 +49,7 @@ from editor.models.qformer import SDQFormer, SDQFormerConfig
 from editor.models.qformer import released_to_module as qformer_keys
 from editor.models.unet_residual import residual_after_conv_in
 from editor.params import EditParams
-from editor.pipelines.diffusion import build_pipeline, render_edit
+from editor.pipelines.diffusion import build_pipeline, offload_pipeline, offload_target, render_edit
 from editor.prompts import check_text
 from editor.smartedit_llm import (
     ADDED_TOKENS,
@@ -113,11 +113,7 @@ class SmartEdit:
     def enable_offload(self, device: torch.device | str) -> None:
         """The LLM, QFormer and BIM move to `device` only while thinking; the UNet and VAE through diffusers' model
         CPU offload. Peak GPU memory: the larger stage instead of the sum (as the reference's del-and-reload)."""
-        device = torch.device(device)
-        if device.type == "cpu":
-            raise ValueError("--offload moves weights between the CPU and a GPU; without a GPU, leave it out")
-        self.offload_device = device
-        self.pipe.enable_model_cpu_offload(device=device)
+        self.offload_device = offload_pipeline(self.pipe, device)
 
     @contextmanager
     def _staged(self) -> Iterator[None]:
@@ -235,7 +231,7 @@ def load_smartedit(
     """Load SmartEdit from the folders as downloaded; every size from configs and tensor shapes (7B, 13B, tiny)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-    run_on, device = device, torch.device("cpu") if offload else device
+    run_on, device = (offload_target(device), torch.device("cpu")) if offload else (device, device)
     hint = get_command(name)
     for folder in (paths.smartedit, paths.llava, paths.vicuna, paths.clip, paths.ip2p):
         if not folder.is_dir():
