@@ -17,16 +17,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 from editor.loading import CheckpointError, MissingWeightsError
 from editor.pipelines.mgie import MGIEPaths, load_mgie
-from editor.registry import DEFAULT_WEIGHTS_DIR, DEMO_EDITORS, EDITORS, get_command, installed_editors, load_editor
+from editor.registry import DEFAULT_WEIGHTS_DIR, DEMO_EDITORS, DTYPES, EDITORS, installed_editors, load_editor
 from editor.tiny import build_tiny_mgie_tree
 from editor.ui import build_demo
+from editor.weights.catalog import download_command
 
 AUTH_ENV = "EDITOR_AUTH"  # "user:pass" or "user1:pass1,user2:pass2"
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +63,7 @@ def load_editors(
     load = lambda name: load_editor(name, weights_dir, device, dtype, offload)  # noqa: E731
     notice = None
     if model is not None:
-        editors = {model: _load_or_explain(load, model)}
+        editors = {model: load(model)}
     elif found := installed_editors(weights_dir):
         editors = {found[0]: load(found[0])}
     else:
@@ -74,21 +72,13 @@ def load_editors(
             "by this project on a world of coloured shapes (64 x 64 px; try the shapes examples), beside its "
             "InstructPix2Pix-style ablation. It is an early checkpoint: it writes the expressive instruction but gets "
             "few edits right yet (weights/demo/README.md). To get the real MGIE-7B: "
-            f"`{get_command('mgie-7b')}` (`python -m editor.weights list` shows every model)."
+            f"`{download_command('mgie-7b')}` (`python -m editor.weights list` shows every model)."
         )
         editors = {name: load(name) for name in DEMO_EDITORS}
     for name in also:
         if name not in editors:
-            editors[name] = _load_or_explain(load, name)
+            editors[name] = load(name)
     return editors, notice
-
-
-def _load_or_explain(load, name: str):
-    try:
-        return load(name)
-    except MissingWeightsError as err:
-        hint = "" if name in DEMO_EDITORS else f"\n  Get it with: {get_command(name)}"
-        raise MissingWeightsError(f"{err}{hint}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

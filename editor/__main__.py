@@ -6,14 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from editor.loading import CheckpointError, MissingWeightsError
 from editor.params import DEFAULT_SIZE, EditParams, Resolution
-from editor.registry import DEFAULT_WEIGHTS_DIR, EDITORS, get_command, installed_editors, load_editor
-
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+from editor.registry import DEFAULT_WEIGHTS_DIR, DTYPES, EDITORS, installed_editors, load_editor
+from editor.weights.catalog import download_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,11 +60,8 @@ def run_edit(args: argparse.Namespace) -> None:
     if model is None:
         model = "mgie-demo"
         print(f"warning: no downloaded model in {args.weights_dir}; using the offline demo model (shapes world "
-              f"only). Get MGIE-7B: {get_command('mgie-7b')}", file=sys.stderr)  # fmt: skip
-    try:
-        editor = load_editor(model, args.weights_dir, args.device, DTYPES.get(args.dtype), args.offload)
-    except MissingWeightsError as err:
-        raise MissingWeightsError(f"{err}\n  Get it with: {get_command(model)}") from None
+              f"only). Get MGIE-7B: {download_command('mgie-7b')}", file=sys.stderr)  # fmt: skip
+    editor = load_editor(model, args.weights_dir, args.device, DTYPES.get(args.dtype), args.offload)
     params = params_for(args.size or getattr(editor, "native_size", DEFAULT_SIZE))
     if args.expressive:
         guidance = editor.guidance_from_text(args.input, args.instruction, args.expressive)

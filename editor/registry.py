@@ -15,11 +15,20 @@ from pathlib import Path
 import torch
 
 from editor.core import Editor
+from editor.loading import MissingWeightsError
 from editor.pipelines.ip2p import load_ip2p
 from editor.pipelines.mgie import DecodeConfig, MGIEPaths, load_mgie
 from editor.pipelines.smartedit import SmartEditPaths, load_smartedit
 from editor.weights import catalog
-from editor.weights.catalog import DEFAULT_WEIGHTS_DIR, MODELS, PREFERENCE, REPO_WEIGHTS_DIR, component_dir, installed
+from editor.weights.catalog import (
+    DEFAULT_WEIGHTS_DIR,
+    MODELS,
+    PREFERENCE,
+    REPO_WEIGHTS_DIR,
+    component_dir,
+    download_command,
+    installed,
+)
 
 DEMO_DIR = REPO_WEIGHTS_DIR / "demo"  # committed to the repository
 GET_DEMO = "the demo weights ship with the repository under weights/demo/; `python -m editor.train` rebuilds them"
@@ -33,6 +42,9 @@ class EditorSpec:
     entry: catalog.ModelEntry | None = None  # downloadable models: what they are made of
 
 
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}  # --dtype choices
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     device: torch.device | str | None = None  # default: cuda when available
@@ -44,10 +56,6 @@ def demo_folder(weights_dir: Path, part: str) -> Path:
     """`<weights_dir>/demo/<part>` when present (e.g. a retrained copy), else the one in the repository."""
     local = Path(weights_dir) / "demo" / part
     return local if local.is_dir() else DEMO_DIR / part
-
-
-def get_command(name: str) -> str:
-    return f"python -m editor.weights download {name}"
 
 
 def _mgie_paths(weights_dir: Path) -> MGIEPaths:
@@ -106,14 +114,14 @@ EDITORS: dict[str, EditorSpec] = {
         EditorSpec(
             "magicbrush",
             "MagicBrush (InstructPix2Pix fine-tuned on MagicBrush)",
-            _ip2p_loader("magicbrush", lambda w: component_dir(w, catalog.MAGICBRUSH), get_command("magicbrush")),
+            _ip2p_loader("magicbrush", lambda w: component_dir(w, catalog.MAGICBRUSH), download_command("magicbrush")),
             MODELS["magicbrush"],
         ),
         EditorSpec(
             "instruct-pix2pix",
             "InstructPix2Pix (Brooks et al., CVPR 2023)",
             _ip2p_loader(
-                "instruct-pix2pix", lambda w: component_dir(w, catalog.IP2P_FULL), get_command("instruct-pix2pix")
+                "instruct-pix2pix", lambda w: component_dir(w, catalog.IP2P_FULL), download_command("instruct-pix2pix")
             ),
             MODELS["instruct-pix2pix"],
         ),
@@ -141,6 +149,14 @@ def load_editor(
     dtype: torch.dtype | None = None,
     offload: bool = False,
 ) -> Editor:
+    """Load editor `name`. Missing files of a downloadable model name the command that gets it."""
     if name not in EDITORS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(EDITORS)}")
-    return EDITORS[name].load(Path(weights_dir), LoadOptions(device, dtype, offload))
+    spec = EDITORS[name]
+    try:
+        return spec.load(Path(weights_dir), LoadOptions(device, dtype, offload))
+    except MissingWeightsError as err:
+        command = download_command(spec.entry.name) if spec.entry is not None else None
+        if command is None or command in str(err):
+            raise
+        raise MissingWeightsError(f"{err}\n  Get it with: {command}") from None

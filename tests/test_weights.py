@@ -378,3 +378,24 @@ def test_verify_catches_truncation_hash_and_load_errors(tree, capsys):
     (folder / ".download.json").unlink()
     assert main(["verify", "mgie-7b", "--weights-dir", str(tree)]) == 1
     assert "does not load" in capsys.readouterr().out
+
+
+def test_a_full_disk_stops_instead_of_trying_the_next_source(tmp_path, monkeypatch):
+    tried: list[str] = []
+
+    def hub(source, target):
+        tried.append(source.repo_id)
+        raise download.StopDownload("disk full")
+
+    monkeypatch.setattr(download, "fetch_hub", hub)
+    two = catalog.Component("x", "two sources", (HubSource("first/repo"), HubSource("second/repo")), ("a.bin",))
+    with pytest.raises(download.StopDownload):
+        download.fetch_component(two, tmp_path)
+    assert tried == ["first/repo"]
+
+    def missing(source, target):
+        raise DownloadError("not found")
+
+    monkeypatch.setattr(download, "fetch_hub", missing)  # an ordinary failure: the next source is tried
+    with pytest.raises(DownloadError, match="first/repo.*\n.*second/repo"):
+        download.fetch_component(two, tmp_path)

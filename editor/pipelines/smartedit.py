@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -38,7 +38,6 @@ from editor.loading import (
     load_ip2p_shell,
     read_clip_vision_state,
     read_json,
-    read_llava_v1_state,
     read_state_dict,
     require,
 )
@@ -64,16 +63,14 @@ from editor.smartedit_llm import (
     merge_lora,
     splice_image,
 )
+from editor.weights.catalog import download_command
+from editor.weights.convert import open_tensors, weight_files
 
 NATIVE_SIZE = 256  # the reference's default `--resize_resolution` (384 is its other setting)
 QFORMER_HEAD_WIDTH, BIM_HEAD_WIDTH = (
     64,
     128,
 )  # BERT-base: 768 / 12 heads; BIM: 1024 / 8 (head counts are not in tensors)
-
-
-def get_command(name: str) -> str:
-    return f"`python -m editor.weights download {name}`"
 
 
 @dataclass(frozen=True)
@@ -232,7 +229,7 @@ def load_smartedit(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     run_on, device = (offload_target(device), torch.device("cpu")) if offload else (device, device)
-    hint = get_command(name)
+    hint = f"`{download_command(name)}`"
     for folder in (paths.smartedit, paths.llava, paths.vicuna, paths.clip, paths.ip2p):
         if not folder.is_dir():
             raise MissingWeightsError(f"folder not found: {folder}\n  How to get it: {hint}")
@@ -243,8 +240,11 @@ def load_smartedit(
     merged = merge_lora(read_state_dict(llm_file, hint), adapter_config=read_json(adapter_config, hint)
                         if adapter_config.exists() else None)  # fmt: skip
     qformer_file = read_state_dict(_one(paths.smartedit, "embeddings_qformer/*", hint), hint)
-    llava = {k.removeprefix("llm."): v for k, v in read_llava_v1_state(paths.llava, hint).items() if "embed" in k
-             or "lm_head" in k}  # fmt: skip
+    llava_files = weight_files(paths.llava, hint)
+    if not llava_files:
+        raise MissingWeightsError(f"no LLaVA weights in {paths.llava}\n  How to get it: {hint}")
+    llava_refs = open_tensors(llava_files, hint)  # lazy: only the two vocabulary matrices are read
+    llava = {k: llava_refs[k].load() for k in ("model.embed_tokens.weight", "lm_head.weight") if k in llava_refs}
     llm_state = assemble_llm_state(merged, llava, qformer_file, base_vocab_size=sp.get_piece_size())
     rows = llm_state["lm_head.weight"].shape[0]
     config = LlavaV1Config(
@@ -260,14 +260,14 @@ def load_smartedit(
     assign_state(mllm, state, dtype)
     # 2. SD-QFormer and BIM
     q_config = SDQFormerConfig.from_state_dict(qformer_file, heads=1)
-    q_config = SDQFormerConfig.from_state_dict(qformer_file, heads=max(1, q_config.hidden // QFORMER_HEAD_WIDTH))
+    q_config = replace(q_config, heads=max(1, q_config.hidden // QFORMER_HEAD_WIDTH))
     qformer = build_empty(SDQFormer, q_config)
     q_state = qformer_keys(qformer_file)
     check_keys(expected_shapes(qformer), q_state, "embeddings_qformer (sd_qformer.*, sd_query_tokens)", hint)
     assign_state(qformer, q_state, dtype)
     bim_file = read_state_dict(_one(paths.smartedit, "modulate-*/adapter_model.*", hint), hint)
     b_config = BIMConfig.from_state_dict(bim_file, heads=1)
-    b_config = BIMConfig.from_state_dict(bim_file, heads=max(1, b_config.embed_dim // BIM_HEAD_WIDTH))
+    b_config = replace(b_config, heads=max(1, b_config.embed_dim // BIM_HEAD_WIDTH))
     bim = build_empty(BidirectionalInteractionModule, b_config)
     check_keys(expected_shapes(bim), bim_keys(bim_file), "modulate (BIM)", hint)
     assign_state(bim, bim_keys(bim_file), dtype)

@@ -57,7 +57,11 @@ def cmd_download(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    from diffusers.utils import logging as diffusers_logging
+
     from editor.registry import load_editor
+
+    diffusers_logging.set_verbosity_error()  # the load check (fp16 on the CPU) is warned as if it would run
     from editor.weights.verify import check_files, check_loads
 
     unknown = [n for n in args.names if n not in MODELS]

@@ -84,6 +84,11 @@ class ModelEntry:
     memory: str = ""
 
 
+def download_command(name: str) -> str:
+    """The one command that gets model `name`, as error messages and notices print it."""
+    return f"python -m editor.weights download {name}"
+
+
 def component_dir(weights_dir: Path, component: Component) -> Path:
     """`$EDITOR_<FOLDER>_DIR` when set, else `<weights_dir>/<folder>`."""
     override = os.environ.get(component.env)
@@ -203,8 +208,9 @@ MAGICBRUSH = Component(
 )
 
 
-def _smartedit(size: str, llava: Component) -> tuple[Component, ...]:
-    return (
+def _smartedit(size: str, llava: Component, memory: str) -> ModelEntry:
+    """SmartEdit-7B and -13B differ only in these: the size, the LLaVA they build on, and their memory."""
+    components = (
         Component(
             folder=f"SmartEdit-{size}",
             title=f"SmartEdit-{size} trained weights (LoRA LLM, QFormer, BIM, UNet)",
@@ -226,6 +232,8 @@ def _smartedit(size: str, llava: Component) -> tuple[Component, ...]:
         CLIP_L14,
         IP2P_TEXT,
     )
+    name = f"smartedit-{size.lower()}"
+    return ModelEntry(name, f"SmartEdit-{size} (TencentARC, CVPR 2024)", components, SMARTEDIT_LICENCE, name, memory)
 
 
 SMARTEDIT_LICENCE = (
@@ -247,21 +255,11 @@ MODELS: dict[str, ModelEntry] = {
             editor="mgie-7b",
             memory="about 16 GB in fp16 (LLaMA-7B 13.5 GB + UNet 1.7 GB + CLIP 0.6 GB); --offload for smaller GPUs",
         ),
-        ModelEntry(
-            name="smartedit-7b",
-            title="SmartEdit-7B (TencentARC, CVPR 2024)",
-            components=_smartedit("7B", LLAVA_7B),
-            licence=SMARTEDIT_LICENCE,
-            editor="smartedit-7b",
-            memory="15.1 GiB of fp16 weights (computed; LLM stage 13.3), fits 24 GB; the reference wants 40 GB",
+        _smartedit(
+            "7B", LLAVA_7B, "15.1 GiB of fp16 weights (computed; LLM stage 13.3), fits 24 GB; the reference wants 40 GB"
         ),
-        ModelEntry(
-            name="smartedit-13b",
-            title="SmartEdit-13B (TencentARC, CVPR 2024)",
-            components=_smartedit("13B", LLAVA_13B),
-            licence=SMARTEDIT_LICENCE,
-            editor="smartedit-13b",
-            memory="26.8 GiB of fp16 weights (computed; LLM stage 25.0): above 24 GB even with --offload",
+        _smartedit(
+            "13B", LLAVA_13B, "26.8 GiB of fp16 weights (computed; LLM stage 25.0): above 24 GB even with --offload"
         ),
         ModelEntry(
             name="instruct-pix2pix",

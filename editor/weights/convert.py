@@ -14,6 +14,7 @@ All of them prefer the safetensors file when both exist.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ from editor.weights.catalog import MANIFEST
 
 SHARD_BYTES = 2_000_000_000
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}  # safetensors' dtype names  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -49,34 +53,13 @@ def open_tensors(files: Iterable[Path], hint: str) -> dict[str, TensorRef]:
         if path.suffix == ".safetensors":
             handle = safe_open(path, framework="pt")
             for key in handle.keys():
-                shape = tuple(handle.get_slice(key).get_shape())
-                size = torch.empty(0, dtype=_dtype(handle.get_slice(key).get_dtype())).element_size()
-                refs[key] = TensorRef(shape, size * _numel(shape), lambda h=handle, k=key: h.get_tensor(k))
+                view = handle.get_slice(key)
+                shape = tuple(view.get_shape())
+                nbytes = _DTYPES[view.get_dtype()].itemsize * math.prod(shape)
+                refs[key] = TensorRef(shape, nbytes, lambda h=handle, k=key: h.get_tensor(k))
         else:
             refs.update({k: _ref(v) for k, v in read_state_dict(path, hint).items()})
     return refs
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
-def _dtype(name: str) -> torch.dtype:
-    return {
-        "F16": torch.float16,
-        "BF16": torch.bfloat16,
-        "F32": torch.float32,
-        "F64": torch.float64,
-        "I64": torch.int64,
-        "I32": torch.int32,
-        "I16": torch.int16,
-        "I8": torch.int8,
-        "U8": torch.uint8,
-        "BOOL": torch.bool,
-    }[name]
 
 
 def weight_files(folder: Path, hint: str) -> list[Path]:

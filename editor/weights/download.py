@@ -49,6 +49,10 @@ class DownloadError(RuntimeError):
     """A download failed; the message names the cause and the fix."""
 
 
+class StopDownload(DownloadError):
+    """A failure another source cannot fix (interrupted, disk full): stop instead of trying the next source."""
+
+
 def _is_network_error(err: BaseException) -> bool:
     names = {c.__name__ for c in type(err).__mro__}
     url_error = isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError)
@@ -66,7 +70,7 @@ def explained(what: str, target: Path, hub: bool = True) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        raise DownloadError(
+        raise StopDownload(
             f"interrupted while downloading {what}; rerun the same command to resume (finished files are kept and "
             "partial ones continue where they stopped)"
         ) from None
@@ -91,7 +95,7 @@ def explained(what: str, target: Path, hub: bool = True) -> Iterator[None]:
         raise DownloadError(f"{what}: the server answered HTTP {status}; try again later, {copy_hint}") from None
     except OSError as err:
         if err.errno == errno.ENOSPC:
-            raise DownloadError(
+            raise StopDownload(
                 f"disk full while writing {target}: free some space or pass --weights-dir on a larger disk, then "
                 "rerun to resume"
             ) from None
@@ -118,7 +122,7 @@ def check_space(where: Path, needed: int) -> None:
     where.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(where).free
     if needed * HEADROOM > free:
-        raise DownloadError(
+        raise StopDownload(
             f"not enough disk space in {where}: the download needs {needed / 1e9:.2f} GB, {free / 1e9:.2f} GB are "
             "free. Free some space or pass --weights-dir on a larger disk"
         )
@@ -274,9 +278,9 @@ def fetch_component(component: Component, weights_dir: Path, llama_base: Path | 
                 fetch_hub(source, target)
             else:
                 fetch_archive(source, target, weights_dir)
+        except StopDownload:
+            raise
         except DownloadError as err:
-            if "interrupted" in str(err) or "disk" in str(err):
-                raise
             errors.append(f"{source.describe()}: {err}")
             continue
         still = missing_files(target, component)

@@ -81,9 +81,6 @@ def check_loads(entry: ModelEntry, weights_dir: Path, load: Callable) -> list[Pr
         return [
             Problem(entry.name, "files checked; this app cannot run this model yet, so loading is not checked", False)
         ]
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.set_verbosity_error()  # it warns that fp16 pipelines cannot *run* on the CPU: we only load
     try:
         editor = load(entry.editor, weights_dir, "cpu", torch.float16)
     except (OSError, ValueError, RuntimeError, KeyError) as err:
