@@ -1,12 +1,20 @@
-"""Evaluate editors. `python -m editor.eval demo` scores the offline demo models on held-out shapes scenes.
+"""Evaluate editors on the papers' benchmarks, or the demo models on held-out shapes scenes.
 
+    python -m editor.eval --model NAME [NAME ...] --data PATH|demo[:N] [--dataset KIND] [--turns]
+                          [--sweep-image-guidance 1.0:2.2:0.2] [--limit N] [--out runs/eval]
+    accelerate launch --multi_gpu --num_processes 8 -m editor.eval --model ... --data ...   (sharded, merged)
     python -m editor.eval demo [--weights weights] [--per-split 125] [--steps 100] [--models mgie-demo ip2p-demo]
 
-For each held-out split (unseen scenes, unseen shape/colour combinations, unseen paraphrases, reasoning) it draws
---per-split samples, runs think + render through the same API as the app, and scores each output against the
-generator's rendering of the requested result (editor.demo.judge). Prints Markdown tables per model, split and
-operation (also written to <out>/report.md); every sample's numbers go to <out>/<model>.jsonl and the means to
-<out>/<model>.summary.json.
+The first form scores any installed model on a dataset folder (MagicBrush test, Reason-Edit, EVR / GIER / MA5k /
+any pairs in `edits.jsonl`: layouts in editor.eval_data) or the built-in demo world, with the metrics of
+editor.eval_metrics and editor.lpips; it caches every sample (an interrupted run resumes), keeps every output image
+and writes report.md, CSV and plots (editor.eval_run, editor.eval_report) under <out>/<dataset>/.
+
+`demo` is the training-time check of the demo models: for each held-out split (unseen scenes, unseen shape/colour
+combinations, unseen paraphrases, reasoning) it draws --per-split samples, runs think + render through the same API
+as the app, and scores each output against the generator's rendering of the requested result (editor.demo.judge).
+It prints Markdown tables per model, split and operation (also written to <out>/report.md); every sample's numbers
+go to <out>/<model>.jsonl and the means to <out>/<model>.summary.json.
 """
 
 from __future__ import annotations
@@ -24,15 +32,20 @@ import torch
 from tqdm import tqdm
 
 from editor.demo import judge, world
+from editor.eval_data import KINDS, EvalDataset, load_dataset
+from editor.eval_metrics import ClipScorer, DinoScorer
+from editor.eval_report import write_report
+from editor.eval_run import RunConfig, Scorers, prepare_folder, read_records, run
 from editor.params import (
     DEFAULT_IMAGE_GUIDANCE,
     DEFAULT_SEED,
+    DEFAULT_SIZE,
     DEFAULT_STEPS,
     DEFAULT_TEXT_GUIDANCE,
     EditParams,
     Resolution,
 )
-from editor.registry import DEFAULT_WEIGHTS_DIR, load_editor
+from editor.registry import DEFAULT_WEIGHTS_DIR, DTYPES, EDITORS, load_editor
 
 HELD_OUT = ("test", "combo", "paraphrase", "reasoning")
 EVAL_SEED = 1  # training draws from seed 0's stream; evaluation from another
@@ -128,7 +141,116 @@ def run_demo(args) -> None:
     print(text)
 
 
+def parse_sweep(spec: str) -> list[float]:
+    """ "1.0:2.2:0.2" -> [1.0, 1.2, ..., 2.2] (both ends included)."""
+    try:
+        start, stop, step = (float(part) for part in spec.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:STOP:STEP, e.g. 1.0:2.2:0.2, got {spec!r}") from None
+    if step <= 0 or stop < start:
+        raise argparse.ArgumentTypeError(f"need STEP > 0 and STOP >= START, got {spec!r}")
+    count = math.floor((stop - start) / step + 1e-9) + 1
+    return [round(start + i * step, 6) for i in range(count)]
+
+
+def load_scorers(args, dataset: EvalDataset, device: str) -> Scorers:
+    """The feature backbones from --clip / --dino / --lpips, else from the weights folder; a folder named on the
+    command line must exist, a default one that is absent only leaves its scores out (listed in the report)."""
+    from editor.lpips import LpipsScorer
+
+    scorers = Scorers()
+    get = "`python -m editor.weights download eval-metrics`"
+    net = "squeeze" if dataset.name == "reason-edit" else "alex"  # Reason-Edit's net_type; lpips' default
+    wanted = {
+        "clip": (args.clip, args.weights / dataset.clip, lambda f: ClipScorer(f, device=device)),
+        "dino": (args.dino, args.weights / "dino-vits16", lambda f: DinoScorer(f, device=device)),
+        "lpips": (args.lpips, args.weights / "lpips", lambda f: LpipsScorer(f, net=net, device=device)),
+    }
+    for name, (given, default, build) in wanted.items():
+        folder = given or default
+        if given is None and not default.is_dir():
+            scorers.missing[name] = f"no {default}; get it with {get} or pass --{name} DIR"
+            continue
+        setattr(scorers, name, build(folder))
+    return scorers
+
+
+def evaluate_models(args) -> str | None:
+    """The harness: every model × αV on this process's share of the dataset, then (main process) the report."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=args.device == "cpu")
+    device = args.device or str(state.device)
+    dataset = load_dataset(args.data, args.dataset, args.limit)
+    size = world.SIZE if dataset.name == "demo" else args.size
+    guidances = args.sweep_image_guidance or [args.image_guidance]
+    configs = [
+        RunConfig(model, dataset.name, EditParams(
+            steps=args.steps, text_guidance=args.text_guidance, image_guidance=guidance, seed=args.seed,
+            resolution=Resolution(size=size)), args.turns)
+        for model in args.model
+        for guidance in guidances
+    ]  # fmt: skip
+    if state.is_main_process:
+        for config in configs:
+            prepare_folder(config, args.out)
+    state.wait_for_everyone()
+    scorers = load_scorers(args, dataset, device)
+    share = dataset.samples[state.process_index :: state.num_processes]
+    for model in args.model:
+        editor = None  # loaded only if some sample of this process is not cached yet
+        for config in (c for c in configs if c.model == model):
+            pending = [s for s in share if not (config.folder(args.out) / "samples" / f"{s.id}.json").is_file()]
+            if pending and editor is None:
+                editor = load_editor(model, args.weights, device=device, dtype=DTYPES.get(args.dtype))
+            run(editor, dataset, config, args.out, scorers, state.process_index, state.num_processes, args.progress)
+        del editor
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    runs = [(config, read_records(dataset, config.folder(args.out))) for config in configs]
+    return write_report(args.out / dataset.name / "report", dataset, runs, scorers.missing)
+
+
+def harness_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m editor.eval", description="score editors on a benchmark (python -m editor.eval demo: the "
+        "demo models' check)", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--model", nargs="+", required=True, choices=list(EDITORS), metavar="NAME",
+                        help=f"one or more of {', '.join(EDITORS)}")  # fmt: skip
+    parser.add_argument("--data", required=True, help="dataset folder, or demo[:N] (N sessions per held-out split)")
+    parser.add_argument("--dataset", choices=KINDS, help="the folder's benchmark (default: detected)")
+    parser.add_argument("--turns", action="store_true", help="multi-turn: each turn edits the previous output")
+    parser.add_argument("--sweep-image-guidance", type=parse_sweep, metavar="START:STOP:STEP",
+                        help="one run per αV value, e.g. 1.0:2.2:0.2 (the trade-off plot)")  # fmt: skip
+    parser.add_argument("--image-guidance", type=float, default=DEFAULT_IMAGE_GUIDANCE, help="αV without a sweep")
+    parser.add_argument("--text-guidance", type=float, default=DEFAULT_TEXT_GUIDANCE, help="αX")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the same seed for every sample")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="longer side edited at (demo: the world's)")
+    parser.add_argument("--limit", type=int, help="only the first N samples (sorted by id)")
+    parser.add_argument("--out", type=Path, default=Path("runs/eval"))
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR)
+    for name in ("clip", "dino", "lpips"):
+        parser.add_argument(f"--{name}", type=Path, metavar="DIR", help=f"{name} folder (default: under --weights)")
+    parser.add_argument("--device", help="default: this process's accelerate device (cuda:N, else cpu)")
+    parser.add_argument("--dtype", choices=list(DTYPES), help="default: float16 on GPU, float32 on CPU")
+    parser.add_argument("--threads", type=int, help="torch CPU threads per process")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] != "demo":
+        args = harness_parser().parse_args(argv)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        report = evaluate_models(args)
+        if report is not None:
+            print(report)
+        return
     parser = argparse.ArgumentParser(prog="python -m editor.eval", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="score the offline demo models on held-out shapes scenes")

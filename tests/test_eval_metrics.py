@@ -27,6 +27,7 @@ from editor.eval_metrics import (
     region_l1,
     region_psnr,
 )
+from editor.tiny.backbones import build_tiny_clip, build_tiny_dino
 
 
 def _noise(width: int, height: int, seed: int) -> Image.Image:
@@ -140,20 +141,7 @@ def test_pixel_errors():
 
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
-
-    from editor.tiny.diffusion import clip_text_config
-    from editor.tiny.tokenizers import build_clip_tokenizer
-
-    folder = tmp_path_factory.mktemp("clip")
-    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
-    vision |= {"image_size": 32, "patch_size": 8}
-    torch.manual_seed(0)
-    config = CLIPConfig(text_config=clip_text_config(32), vision_config=vision, projection_dim=16)
-    CLIPModel(config).save_pretrained(folder)
-    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    build_clip_tokenizer(folder)
-    return folder
+    return build_tiny_clip(tmp_path_factory.mktemp("clip"))
 
 
 @pytest.fixture(scope="module")
@@ -229,15 +217,7 @@ def test_clip_errors(clip, clip_folder, tmp_path):
 
 @pytest.fixture(scope="module")
 def dino_folder(tmp_path_factory):
-    from transformers import ViTConfig, ViTModel
-
-    folder = tmp_path_factory.mktemp("dino")
-    torch.manual_seed(0)
-    config = ViTConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8
-    )
-    ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
-    return folder
+    return build_tiny_dino(tmp_path_factory.mktemp("dino"))
 
 
 def test_dino_matches_a_manual_computation(dino_folder):

@@ -25,7 +25,16 @@ from editor.loading import read_state_dict
 from editor.registry import installed_editors, load_editor
 from editor.weights import catalog, convert, download
 from editor.weights.__main__ import main
-from editor.weights.catalog import MODELS, ArchiveSource, HubSource, component_dir, installed, missing_files
+from editor.weights.catalog import (
+    MODELS,
+    ArchiveSource,
+    FileSet,
+    FileSource,
+    HubSource,
+    component_dir,
+    installed,
+    missing_files,
+)
 from editor.weights.delta import apply_llava_delta
 from editor.weights.download import DownloadError, download_model, fetch_archive, fetch_hub
 from editor.weights.verify import check_files, check_loads
@@ -185,30 +194,37 @@ def test_licence_must_be_accepted_before_anything_is_fetched(tmp_path, monkeypat
 
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves `files` (path -> bytes) with HTTP Range support; 404 for anything else."""
+
     body = b""
+    files: dict[str, bytes] = {}
     ranges: list = []
 
     def log_message(self, *args):
         pass
 
-    def _head(self, start: int):
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(self.body) - start))
-        self.end_headers()
+    def _found(self) -> bytes | None:
+        if self.path not in self.files:
+            self.send_error(404)
+            return None
+        return self.files[self.path]
 
     def do_HEAD(self):  # noqa: N802
-        if self.path != "/mgie_7b.tar.gz":
-            self.send_error(404)
+        if (body := self._found()) is None:
             return
         self.send_response(200)
-        self.send_header("Content-Length", str(len(self.body)))
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
 
     def do_GET(self):  # noqa: N802
+        if (body := self._found()) is None:
+            return
         start = int(self.headers.get("Range", "bytes=0-").split("=")[1].split("-")[0])
         type(self).ranges.append(start)
-        self._head(start)
-        self.wfile.write(self.body[start:])
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        self.wfile.write(body[start:])
 
 
 @pytest.fixture
@@ -220,6 +236,22 @@ def archive_server(tmp_path):
             info.size = len(body)
             tar.addfile(info, io.BytesIO(body))
     _RangeHandler.body, _RangeHandler.ranges = data.getvalue(), []
+    _RangeHandler.files = {"/mgie_7b.tar.gz": _RangeHandler.body}
+    yield from _serve()
+
+
+@pytest.fixture
+def file_server():
+    """Two plain files, as download.pytorch.org and GitHub serve the LPIPS ones: a backbone named after the first
+    8 hex digits of its SHA-256, and a lin file in a v0.1/ folder."""
+    backbone, lin = bytes(range(256)) * 40, b"lin weights"
+    prefix = hashlib.sha256(backbone).hexdigest()[:8]
+    _RangeHandler.body, _RangeHandler.ranges = b"", []
+    _RangeHandler.files = {f"/models/net-{prefix}.pth": backbone, "/weights/v0.1/net.pth": lin}
+    yield from _serve()
+
+
+def _serve():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}", _RangeHandler
@@ -244,6 +276,109 @@ def test_archive_404_is_reported(archive_server, tmp_path):
         fetch_archive(ArchiveSource(f"{url}/gone.tar.gz", "mgie_7b"), tmp_path / "mgie_7b", tmp_path)
     with pytest.raises(DownloadError, match="cannot reach the server"):
         fetch_archive(ArchiveSource("http://127.0.0.1:9/x.tar.gz", "mgie_7b"), tmp_path / "mgie_7b", tmp_path)
+
+
+# ---- downloads: single files at plain URLs (the LPIPS backbones and lin heads) ---------------------------------------
+
+
+def _file_set(url: str, handler) -> FileSet:
+    (backbone, body), (lin, _) = handler.files.items()
+    name = backbone.rsplit("/", 1)[1]
+    prefix = name.removeprefix("net-").removesuffix(".pth")
+    return FileSet((FileSource(f"{url}{backbone}", name, prefix, len(body)), FileSource(f"{url}{lin}", "v0.1/net.pth")))
+
+
+def test_files_download_resume_and_are_recorded(file_server, tmp_path):
+    url, handler = file_server
+    files = _file_set(url, handler)
+    target = tmp_path / "lpips"
+    backbone = handler.files[files.files[0].url.removeprefix(url)]
+    target.mkdir()
+    (target / f"{files.files[0].filename}.part").write_bytes(backbone[:1000])  # an earlier, interrupted attempt
+    component = catalog.Component("lpips", "two files", (files,), ("net-*.pth", "v0.1/net.pth"))
+    assert download.fetch_component(component, tmp_path) == target
+    assert handler.ranges == [1000, 0]  # the backbone's rest, then the whole lin file
+    assert (target / files.files[0].filename).read_bytes() == backbone
+    assert (target / "v0.1" / "net.pth").read_bytes() == b"lin weights"
+    assert not list(target.rglob("*.part"))
+    record = json.loads((target / ".download.json").read_text())
+    assert record["source"] == f"2 file(s) from {url.removeprefix('http://')}"
+    assert record["files"][files.files[0].filename] == {
+        "size": len(backbone),
+        "sha256": hashlib.sha256(backbone).hexdigest(),
+        "url": files.files[0].url,
+    }
+    assert record["files"]["v0.1/net.pth"]["sha256"] == hashlib.sha256(b"lin weights").hexdigest()
+    assert not check_files(catalog.ModelEntry("x", "", (component,), "", None), tmp_path, hashes=True)
+    handler.ranges.clear()
+    (target / "v0.1" / "net.pth").rename(target / "v0.1" / "net.safetensors")  # as `convert` leaves it
+    download.fetch_files(files, target)  # everything present: nothing is asked for
+    assert handler.ranges == []
+
+
+def test_a_file_whose_sha256_differs_from_its_name_is_refused(file_server, tmp_path):
+    url, handler = file_server
+    good = _file_set(url, handler).files[0]
+    bad = FileSource(good.url, "net-00000000.pth", "00000000")
+    with pytest.raises(DownloadError, match="SHA-256 starts with .{8}, not 00000000 as its name says") as err:
+        download.fetch_file(bad, tmp_path / "lpips")
+    assert "rerun to download it again" in str(err.value)
+    assert not (tmp_path / "lpips" / "net-00000000.pth").exists()  # neither as if complete
+    assert not (tmp_path / "lpips" / "net-00000000.pth.part").exists()  # nor as a part to resume from
+    assert not (tmp_path / "lpips" / ".download.json").exists()
+
+
+def test_file_failures_are_reported(file_server, tmp_path):
+    url, _ = file_server
+    with pytest.raises(DownloadError, match="answered 404"):
+        download.fetch_file(FileSource(f"{url}/models/gone.pth", "gone.pth"), tmp_path)
+    with pytest.raises(DownloadError, match="cannot reach the server"):
+        download.fetch_file(FileSource("http://127.0.0.1:9/x.pth", "x.pth"), tmp_path)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing half-written
+
+
+# ---- the evaluation backbones ----------------------------------------------------------------------------------------
+
+
+def test_eval_metrics_entry_is_listed_and_is_not_an_editor(tmp_path, capsys):
+    entry = MODELS["eval-metrics"]
+    assert [c.folder for c in entry.components] == [
+        "clip-vit-base-patch32",
+        "clip-vit-large-patch14",
+        "dino-vits16",
+        "lpips",
+    ]
+    assert entry.kind == "metrics" and entry.editor is None and "eval-metrics" not in catalog.PREFERENCE
+    for licence in ("MIT", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause"):
+        assert licence in entry.licence
+    for file in catalog.LPIPS_FILES:  # torchvision's names end in their SHA-256 prefix, which the download checks
+        assert file.sha256_prefix is None or file.filename.endswith(f"-{file.sha256_prefix}.pth")
+    assert main(["list", "--weights-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "eval-metrics       not installed  Evaluation backbones" in out and "not an editor" in out
+    assert "missing alexnet-owt-7be5be79.pth or alexnet-owt-7be5be79.safetensors" in out
+    assert "EDITOR_DINO_VITS16_DIR" in out
+
+
+def test_verify_eval_metrics_loads_each_backbone(tree, capsys):
+    from transformers import ViTConfig, ViTModel
+
+    from tests.test_lpips import write_tiny_lpips
+
+    shutil.copytree(tree / "clip-vit-large-patch14", tree / "clip-vit-base-patch32")
+    config = ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=32)
+    ViTModel(config, add_pooling_layer=False).save_pretrained(tree / "dino-vits16")
+    write_tiny_lpips(tree / "lpips")
+    assert installed(MODELS["eval-metrics"], tree) and installed_editors(tree) == ["mgie-7b", "instruct-pix2pix"]
+    assert main(["verify", "eval-metrics", "--weights-dir", str(tree)]) == 0
+    assert "eval-metrics: ok" in capsys.readouterr().out
+    lin = torch.load(tree / "lpips" / "v0.1" / "squeeze.pth", weights_only=True)
+    lin["lin6.model.1.weight"] = torch.ones(1, 3, 1, 1)
+    torch.save(lin, tree / "lpips" / "v0.1" / "squeeze.pth")
+    assert main(["verify", "--weights-dir", str(tree)]) == 1  # every installed entry, eval-metrics among them
+    out = capsys.readouterr().out
+    assert "mgie-7b: ok" in out and "eval-metrics: FAILED" in out
+    assert "lpips: does not load:" in out and "lin6.model.1.weight" in out
 
 
 # ---- LLaVA delta -------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 
@@ -89,3 +90,60 @@ def test_tone_edits_change_the_whole_picture():
     assert (brighter >= world.render_array(scene) - 1e-6).all()
     with pytest.raises(ValueError, match="unknown split"):
         world.make_sample(random.Random(0), "validation")
+
+
+def test_existing_samples_are_unchanged():
+    """Pinned before `edit_scene` existed: make_sample / dataset draw exactly what they drew before."""
+    digest = hashlib.sha256()
+    for seed in (0, 1):
+        for split in world.SPLITS:
+            for sample in world.dataset(split, 40, seed):
+                digest.update(repr(sample).encode())
+    assert digest.hexdigest() == "49bd57ccc2a956f7911447a3613bc1ace598be5189d58103e1520cc9415ad933"
+    assert [s.terse for s in world.dataset("reasoning", 3, 1)] == [
+        "make the shape left of the red one red",
+        "remove the shape above the purple one",
+        "put the shape with the most corners at the top",
+    ]
+    first = world.dataset("test", 1, 1)[0]
+    assert (first.op, first.terse) == ("add", "put a large cyan pentagon at the top")
+    assert first.source.shapes[0] == Shape("circle", "purple", "small", (0, 0), (2, 3))
+    assert first.target.shapes[-1] == Shape("pentagon", "cyan", "large", (1, 0), (0, 0))
+    rng = random.Random(7)
+    for split in world.SPLITS:
+        world.make_sample(rng, split)
+    assert rng.random() == 0.17000365997189548  # the same number of draws
+
+
+@pytest.mark.parametrize("split", world.SPLITS)
+def test_edit_scene_continues_the_given_scene_with_the_split_rules(split):
+    for index, first in enumerate(world.dataset(split, 30, seed=1)):
+        sample = world.edit_scene(random.Random(index), first.target, split)
+        assert sample.source == first.target and sample.split == split
+        assert sample.target != sample.source
+        assert np.abs(world.render_array(sample.source) - world.render_array(sample.target)).max() > 2
+        if split == "paraphrase":
+            assert _matches(sample.terse, held_out=True), sample.terse
+        if split == "combo":
+            edited = (set(sample.source.shapes) ^ set(sample.target.shapes)) or set(sample.source.shapes)
+            assert {(s.kind, s.colour) for s in edited} & world.HELD_OUT_COMBOS, sample.terse
+        if split != "combo":
+            assert not {(s.kind, s.colour) for s in sample.target.shapes} & world.HELD_OUT_COMBOS
+        if split == "reasoning" and sample.op == "add":  # only when nothing can be referred to relationally
+            shapes = sample.source.shapes
+            assert not any(world.reasoning_references(shapes, s) for s in shapes)
+        elif split == "reasoning":
+            assert sample.reasoning and sample.op != "tone"
+
+
+def test_edit_scene_redraws_impossible_edits():
+    full = Scene(BG, tuple(Shape("square", "red", "small", cell) for cell in sorted(world.CELL_NAMES)), "darker")
+    for seed in range(20):  # no free cell for add / move, already toned: recolour, remove or resize
+        assert world.edit_scene(random.Random(seed), full, "test").op in ("recolour", "remove", "resize")
+    empty = Scene(BG, (), "warmer")
+    assert {world.edit_scene(random.Random(seed), empty, "test").op for seed in range(20)} == {"add"}
+    single = Scene(BG, (Shape("circle", "red", "small", (1, 1)),))
+    sample = world.edit_scene(random.Random(0), single, "reasoning")
+    assert sample.op == "add" and not sample.reasoning and len(sample.target.shapes) == 2
+    with pytest.raises(ValueError, match="unknown split"):
+        world.edit_scene(random.Random(0), single, "validation")

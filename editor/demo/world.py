@@ -11,6 +11,9 @@ Scenes are 64 x 64 RGB: a 3 x 3 grid of cells, at most one shape per cell, 1-4 s
 Splits (`SPLITS`): `train`; `test` (unseen scenes); `combo` (the edited object has a shape/colour pair never drawn
 in training); `paraphrase` (instruction templates never used in training); `reasoning` (unseen scenes, relational
 references only).
+
+Multi-turn sessions: `edit_scene` draws a further edit of a given scene (e.g. the previous edit's target) with a
+split's rules, so that `make_sample`'s first edit can be continued; `make_sample` and `dataset` are unaffected.
 """
 
 from __future__ import annotations
@@ -284,18 +287,38 @@ def make_sample(rng: random.Random, split: str) -> Sample:
             return sample
 
 
-def _try_sample(rng: random.Random, split: str) -> Sample | None:
-    op = rng.choices(OPS, OP_WEIGHTS)[0]
-    if (split == "reasoning" and op in ("add", "tone")) or (split == "combo" and op == "tone"):
-        return None
-    count = rng.randint(1, 3) if op == "add" else rng.randint(2 if split == "reasoning" else 1, 4)
-    scene = random_scene(rng, split, count)
+def edit_scene(rng: random.Random, scene: Scene, split: str) -> Sample:
+    """A further edit of `scene` (e.g. the previous turn's target) drawn with `split`'s rules; edits the scene does
+    not allow (add or move without a free cell, a second tone, no unique reference) are redrawn. A `reasoning` scene
+    where no shape can be referred to relationally (e.g. one shape left) gets an `add` instead, which that split
+    otherwise never draws, so that a session can go on."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    stuck = split == "reasoning" and not any(reasoning_references(scene.shapes, s) for s in scene.shapes)
+    for _ in range(1000):
+        sample = _try_sample(rng, split, scene, "add" if stuck else None)
+        if sample is not None:
+            return sample
+    raise ValueError(f"no {split} edit of this scene found in 1000 draws: {scene}")
+
+
+def _try_sample(rng: random.Random, split: str, scene: Scene | None = None, op: str | None = None) -> Sample | None:
+    """One draw: a fresh scene unless `scene` is given, a random op unless `op` is forced; None if it fails."""
+    if op is None:
+        op = rng.choices(OPS, OP_WEIGHTS)[0]
+        if (split == "reasoning" and op in ("add", "tone")) or (split == "combo" and op == "tone"):
+            return None
+    if scene is None:
+        count = rng.randint(1, 3) if op == "add" else rng.randint(2 if split == "reasoning" else 1, 4)
+        scene = random_scene(rng, split, count)
+    free = sorted(set(CELL_NAMES) - {s.cell for s in scene.shapes})
+    if (op == "tone" and scene.tone) or (op in ("add", "move") and not free) or (op != "add" and not scene.shapes):
+        return None  # never for a fresh scene: it has 1-4 shapes and no tone
     if op == "tone":
         tone = rng.choice(list(TONES))
         terse = _terse(rng, tone, split)
         return Sample(scene, replace(scene, tone=tone), op, terse, f"the whole picture gets {tone}.", split, False)
     if op == "add":
-        free = sorted(set(CELL_NAMES) - {s.cell for s in scene.shapes})
         new = random_shape(rng, rng.choice(free), split)
         what = f"{new.size} {new.colour} {new.kind}"
         where = CELL_NAMES[new.cell]
@@ -321,7 +344,6 @@ def _try_sample(rng: random.Random, split: str) -> Sample | None:
         terse = _terse(rng, "remove", split, ref=ref)
         expressive = f"the {old.describe()} disappears."
     elif op == "move":
-        free = sorted(set(CELL_NAMES) - {s.cell for s in scene.shapes})
         new = _placed(old, cell=rng.choice(free))
         terse = _terse(rng, "move", split, ref=ref, where=CELL_NAMES[new.cell])
         expressive = f"the {old.describe()} moves to the {CELL_NAMES[new.cell]}."

@@ -5,7 +5,8 @@
                               LLaVA delta to your own LLaMA instead of downloading merged weights)
     verify [NAME ...] [--hash] [--no-load]
                               files present, sizes as published and as recorded, SHA-256 (--hash), and a load
-                              through the app's loader (CPU, float16, memory-mapped)
+                              through the app's loader (CPU, float16, memory-mapped); for `eval-metrics`, each
+                              backbone through the scorer editor.eval uses (ClipScorer, DinoScorer, LPIPS' 3 nets)
     convert NAME [--remove-originals]
                               pickles -> safetensors, checked tensor by tensor (originals kept unless asked)
 
@@ -18,17 +19,27 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from editor.weights.catalog import DEFAULT_WEIGHTS_DIR, MODELS, PREFERENCE, component_dir, installed, missing_files
+from editor.weights import catalog
+from editor.weights.catalog import DEFAULT_WEIGHTS_DIR, LISTED, MODELS, component_dir, installed, missing_files
 from editor.weights.download import DownloadError, download_model
+
+if TYPE_CHECKING:
+    from editor.weights.verify import Problem
 
 
 def cmd_list(weights_dir: Path) -> int:
     print(f"weights folder: {weights_dir}\n")
-    for name in PREFERENCE:
+    for name in LISTED:
         entry = MODELS[name]
         state = "installed" if installed(entry, weights_dir) else "not installed"
-        runs = "" if entry.editor else " (download and verify only: the app cannot run it yet)"
+        if entry.editor:
+            runs = ""
+        elif entry.kind == "metrics":
+            runs = " (backbones for python -m editor.eval, not an editor)"
+        else:
+            runs = " (download and verify only: the app cannot run it yet)"
         print(f"{name:18} {state:14} {entry.title}{runs}")
         for component in entry.components:
             folder = component_dir(weights_dir, component)
@@ -56,6 +67,34 @@ def cmd_download(args) -> int:
     return 0
 
 
+def check_backbone_loads(entry: catalog.ModelEntry, weights_dir: Path) -> list[Problem]:
+    """The load check of a `metrics` entry: each component through the scorer editor.eval builds from it (CPU,
+    float16), LPIPS with each of its nets; returns verify's Problems."""
+    import torch
+
+    from editor.eval_metrics import ClipScorer, DinoScorer
+    from editor.lpips import NETS, load_lpips
+    from editor.weights.verify import Problem
+
+    loaders = {
+        catalog.CLIP_B32.folder: ClipScorer,
+        catalog.CLIP_L14.folder: ClipScorer,
+        catalog.DINO_VITS16.folder: DinoScorer,
+        catalog.LPIPS.folder: lambda folder, device, dtype: [load_lpips(folder, n, device, dtype) for n in NETS],
+    }
+    problems = []
+    for component in entry.components:
+        folder = component_dir(weights_dir, component)
+        if component.folder not in loaders:
+            problems.append(Problem(str(folder), "no loader known for this backbone: not load-checked", fatal=False))
+            continue
+        try:
+            loaders[component.folder](folder, "cpu", torch.float16)
+        except (OSError, ValueError, RuntimeError, KeyError) as err:
+            problems.append(Problem(str(folder), f"does not load: {err}"))
+    return problems
+
+
 def cmd_verify(args) -> int:
     from diffusers.utils import logging as diffusers_logging
 
@@ -67,7 +106,7 @@ def cmd_verify(args) -> int:
     unknown = [n for n in args.names if n not in MODELS]
     if unknown:
         raise ValueError(f"unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}")
-    names = args.names or [n for n in PREFERENCE if installed(MODELS[n], args.weights_dir)]
+    names = args.names or [n for n in LISTED if installed(MODELS[n], args.weights_dir)]
     if not names:
         print("no model is installed; see python -m editor.weights list")
         return 1
@@ -76,7 +115,10 @@ def cmd_verify(args) -> int:
         entry = MODELS[name]
         problems = check_files(entry, args.weights_dir, hashes=args.hash)
         if not any(p.fatal for p in problems) and not args.no_load:
-            problems += check_loads(entry, args.weights_dir, load_editor)
+            if entry.kind == "metrics":
+                problems += check_backbone_loads(entry, args.weights_dir)
+            else:
+                problems += check_loads(entry, args.weights_dir, load_editor)
         blocking = [p for p in problems if p.fatal]
         failed |= bool(blocking)
         print(f"{name}: {'FAILED' if blocking else 'ok'}")

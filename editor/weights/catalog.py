@@ -8,6 +8,10 @@ model needs is there (MGIE needs only the configs, VAE and scheduler of `instruc
 Sizes are the ones stated by the papers' repositories and Hub pages (mgie.md §3.1, smartedit.md §3.2), in bytes,
 checked within `SIZE_TOLERANCE`; exact sizes and SHA-256 come from the Hub at download time and are recorded in
 each folder's `.download.json`, which `verify` checks. Revisions are pinned where the commit is known.
+
+Besides the editors, one entry is not a model the app runs: `eval-metrics`, the backbones editor.eval scores with
+(CLIP, DINO, LPIPS; `kind="metrics"`). `list` shows it after the editors, `verify` loads each backbone through its
+scorer (editor.eval_metrics, editor.lpips) instead of an editor, and the registry never offers it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 REPO_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 DEFAULT_WEIGHTS_DIR = Path(os.environ.get("EDITOR_WEIGHTS_DIR") or REPO_WEIGHTS_DIR).expanduser()
@@ -51,6 +56,31 @@ class ArchiveSource:
 
 
 @dataclass(frozen=True)
+class FileSource:
+    """One file at a plain URL, saved as `filename` (relative to the component's folder). torchvision names its
+    files after the first hex digits of their SHA-256: `sha256_prefix` is checked after the download."""
+
+    url: str
+    filename: str
+    sha256_prefix: str | None = None
+    size: int | None = None  # approximate, for the disk-space check before the server answers
+
+    def describe(self) -> str:
+        return self.url
+
+
+@dataclass(frozen=True)
+class FileSet:
+    """A component made of single files from plain URLs, fetched one after the other (each resumable)."""
+
+    files: tuple[FileSource, ...]
+
+    def describe(self) -> str:
+        hosts = dict.fromkeys(f.url.split("/")[2] for f in self.files)
+        return f"{len(self.files)} file(s) from {', '.join(hosts)}"
+
+
+@dataclass(frozen=True)
 class DeltaSource:
     """A weight delta to add to a base model the user already has (LLaVA v1 releases deltas on LLaMA-1)."""
 
@@ -63,7 +93,7 @@ class DeltaSource:
 class Component:
     folder: str
     title: str
-    sources: tuple[HubSource | ArchiveSource, ...]
+    sources: tuple[HubSource | ArchiveSource | FileSet, ...]
     needs: tuple[str, ...]  # glob patterns (relative to the folder) that must each match a file
     sizes: dict[str, int] = field(default_factory=dict)  # file -> bytes, as published
     delta: DeltaSource | None = None
@@ -80,8 +110,9 @@ class ModelEntry:
     title: str
     components: tuple[Component, ...]
     licence: str  # shown, and accepted, before anything is downloaded
-    editor: str | None  # the name in editor.registry; None while this app cannot run the model yet
+    editor: str | None  # the name in editor.registry; None while this app cannot run the model, or for metrics
     memory: str = ""
+    kind: Literal["editor", "metrics"] = "editor"  # metrics: evaluation backbones, loaded by their scorers
 
 
 def download_command(name: str) -> str:
@@ -177,6 +208,43 @@ CLIP_L14 = Component(
     sources=(HubSource("openai/clip-vit-large-patch14", CLIP_FILES),),
     needs=("config.json", "preprocessor_config.json", "model.safetensors|pytorch_model.bin"),
     sizes={"model.safetensors": 1_710_000_000},
+)
+CLIP_B32 = Component(  # MagicBrush's CLIP-I / CLIP-T
+    folder="clip-vit-base-patch32",
+    title="OpenAI CLIP ViT-B/32 (image and text towers, preprocessing, tokenizer)",
+    sources=(HubSource("openai/clip-vit-base-patch32", CLIP_FILES),),
+    needs=CLIP_L14.needs,
+    sizes={"model.safetensors": 605_000_000},
+)
+DINO_VITS16 = Component(
+    folder="dino-vits16",
+    title="DINO ViT-S/16 (Caron et al. 2021), transformers port",
+    # whichever weight format the repository has (both, 87 MB each, when it has both)
+    sources=(
+        HubSource(
+            "facebook/dino-vits16",
+            ("config.json", "preprocessor_config.json", "model.safetensors", "pytorch_model.bin"),
+        ),
+    ),
+    needs=("config.json", "model.safetensors|pytorch_model.bin"),
+)
+TORCHVISION = "https://download.pytorch.org/models"
+LPIPS_LINS = "https://raw.githubusercontent.com/richzhang/PerceptualSimilarity/master/lpips/weights/v0.1"
+LPIPS_FILES = (  # sizes: the backbones' parameters × 4 bytes; the lin files' as in the lpips 0.1.4 wheel
+    FileSource(f"{TORCHVISION}/alexnet-owt-7be5be79.pth", "alexnet-owt-7be5be79.pth", "7be5be79", 244_400_000),
+    FileSource(f"{TORCHVISION}/squeezenet1_1-b8a52dc0.pth", "squeezenet1_1-b8a52dc0.pth", "b8a52dc0", 4_970_000),
+    FileSource(f"{TORCHVISION}/vgg16-397923af.pth", "vgg16-397923af.pth", "397923af", 553_400_000),
+    FileSource(f"{LPIPS_LINS}/alex.pth", "v0.1/alex.pth", size=6_009),
+    FileSource(f"{LPIPS_LINS}/squeeze.pth", "v0.1/squeeze.pth", size=10_811),
+    FileSource(f"{LPIPS_LINS}/vgg.pth", "v0.1/vgg.pth", size=7_289),
+)
+LPIPS = Component(
+    folder="lpips",
+    title="LPIPS v0.1: torchvision's AlexNet, SqueezeNet 1.1 and VGG16 + the lpips package's lin heads",
+    sources=(FileSet(LPIPS_FILES),),
+    # editor.lpips reads a `.safetensors` twin instead when there is one (what `convert` writes)
+    needs=tuple(f"{f.filename}|{f.filename.removesuffix('.pth')}.safetensors" for f in LPIPS_FILES),
+    sizes={f.filename: f.size for f in LPIPS_FILES if f.size},
 )
 MAGICBRUSH = Component(
     folder="magicbrush",
@@ -277,6 +345,20 @@ MODELS: dict[str, ModelEntry] = {
             editor="magicbrush",
             memory="about 3 GB in fp16",
         ),
+        ModelEntry(
+            name="eval-metrics",
+            title="Evaluation backbones: CLIP ViT-B/32 (MagicBrush), CLIP ViT-L/14 (Reason-Edit), DINO ViT-S/16, LPIPS",
+            components=(CLIP_B32, CLIP_L14, DINO_VITS16, LPIPS),
+            licence=(
+                "OpenAI CLIP (ViT-B/32, ViT-L/14): MIT. facebook/dino-vits16: Apache-2.0. LPIPS lin weights "
+                "(richzhang/PerceptualSimilarity): BSD-2-Clause. torchvision's AlexNet, SqueezeNet and VGG16 "
+                "ImageNet weights: BSD-3-Clause (torchvision's licence)."
+            ),
+            editor=None,
+            memory="3.2 GB of files (CLIP-L 1.7, CLIP-B 0.6, VGG16 0.55, AlexNet 0.24, DINO 0.09); float32, CPU or GPU",
+            kind="metrics",
+        ),
     )
 }
 PREFERENCE = ("mgie-7b", "smartedit-13b", "smartedit-7b", "magicbrush", "instruct-pix2pix")  # best first
+LISTED = (*PREFERENCE, *(name for name in MODELS if name not in PREFERENCE))  # `list` / `verify` order

@@ -1,5 +1,6 @@
 """Downloading a model's components into the weights folder: Hub repositories (huggingface_hub, which resumes
-partial files), plain-URL archives (resumed with HTTP ranges), and LLaVA deltas applied to a local LLaMA.
+partial files), plain-URL archives and single files (both resumed with HTTP ranges), and LLaVA deltas applied to a
+local LLaMA.
 
 Every failure becomes a `DownloadError` whose message says what happened and what to do: offline, gated, not
 found, disk full, interrupted. Nothing waits on a dead network: the first request of each source has a timeout and
@@ -35,6 +36,8 @@ from editor.weights.catalog import (
     MANIFEST,
     ArchiveSource,
     Component,
+    FileSet,
+    FileSource,
     HubSource,
     ModelEntry,
     component_dir,
@@ -209,25 +212,60 @@ def _stream(url: str, part: Path, size: int | None) -> None:
         raise DownloadError(f"{url}: got {part.stat().st_size:,} of {size:,} bytes; rerun to resume")
 
 
+def _fetch_url(url: str, part: Path, target: Path, approx_size: int | None, copies: int = 1) -> None:
+    """Complete `part` from `url`: the size from a HEAD request, a part longer than that dropped, free space for
+    the rest (plus `copies - 1` more of the whole, e.g. an archive's unpacked files) checked, then the rest fetched
+    with HTTP Range. Every failure is a DownloadError that says what to do."""
+    part.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with explained(url, target, hub=False), _request(url, "HEAD") as head:
+            size = int(head.headers.get("Content-Length") or 0) or None
+        have = part.stat().st_size if part.exists() else 0
+        if size is not None and have > size:
+            part.unlink()
+            have = 0
+        total = size or approx_size or 0
+        check_space(part.parent, (total - have) + (copies - 1) * total)
+        with explained(url, target, hub=False):
+            _stream(url, part, size)
+    except urllib.error.HTTPError as err:
+        raise DownloadError(f"{url} answered {err.code} ({err.reason}); it may have moved") from None
+
+
+def fetch_file(source: FileSource, target: Path, record_as: str | None = None) -> None:
+    """Download one file into `target/<filename>` with resume (`<filename>.part` beside it, so the final rename
+    never crosses disks), check its SHA-256 prefix when the catalog knows one, and record its size and SHA-256."""
+    path = target / source.filename
+    part = path.with_name(f"{path.name}.part")
+    _fetch_url(source.url, part, target, source.size)
+    digest = sha256_file(part)
+    if source.sha256_prefix and not digest.startswith(source.sha256_prefix):
+        part.unlink()
+        raise DownloadError(
+            f"{source.url}: the downloaded file's SHA-256 starts with {digest[: len(source.sha256_prefix)]}, not "
+            f"{source.sha256_prefix} as its name says (corrupted in transit, or not the official file). It was "
+            f"deleted; rerun to download it again, or download it on another machine and copy it to {path}"
+        )
+    part.replace(path)
+    record = {"size": path.stat().st_size, "sha256": digest, "url": source.url}
+    _write_manifest(target, record_as or source.describe(), None, {source.filename: record})
+
+
+def fetch_files(source: FileSet, target: Path) -> None:
+    """Each file of `source` not in `target` yet: files already there (fetched, placed by hand, or replaced by the
+    `.safetensors` twin that `convert` writes) are kept."""
+    for file in source.files:
+        path = target / file.filename
+        if not path.is_file() and not path.with_suffix(".safetensors").is_file():
+            fetch_file(file, target, source.describe())
+
+
 def fetch_archive(source: ArchiveSource, target: Path, weights_dir: Path) -> None:
     """Download a .tar.gz with resume (HTTP Range), unpack `source.member` into `target`, record the archive's
     size and SHA-256, and delete the archive."""
     name = source.url.rsplit("/", 1)[-1]
     part = Path(weights_dir) / ".downloads" / f"{name}.part"
-    part.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with explained(source.url, target, hub=False), _request(source.url, "HEAD") as head:
-            size = int(head.headers.get("Content-Length") or 0) or None
-    except urllib.error.HTTPError as err:
-        raise DownloadError(f"{source.url} answered {err.code} ({err.reason}); it may have moved") from None
-    have = part.stat().st_size if part.exists() else 0
-    if size is not None and have > size:
-        part.unlink()
-        have = 0
-    total = size or source.size or 0
-    check_space(part.parent, (total - have) + total)  # the archive, then its unpacked files
-    with explained(source.url, target, hub=False):
-        _stream(source.url, part, size)
+    _fetch_url(source.url, part, target, source.size, copies=2)  # the archive, then its unpacked files
     staging = target.with_name(f".{target.name}.unpack")
     shutil.rmtree(staging, ignore_errors=True)
     with explained(source.url, target, hub=False):
@@ -276,6 +314,8 @@ def fetch_component(component: Component, weights_dir: Path, llama_base: Path | 
         try:
             if isinstance(source, HubSource):
                 fetch_hub(source, target)
+            elif isinstance(source, FileSet):
+                fetch_files(source, target)
             else:
                 fetch_archive(source, target, weights_dir)
         except StopDownload:

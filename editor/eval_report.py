@@ -1,0 +1,240 @@
+"""Reports of evaluation runs (editor.eval_run): Markdown tables in the layout of the papers' tables, CSV, PNG plots.
+
+For a dataset and the runs on it (models × settings), `write_report` writes into one folder:
+    report.md     one table per setting group: a row per model and slice (turn, final turn, all turns, category,
+                  pooled categories), the dataset's paper columns (editor.eval_data `EvalDataset.columns`) as means
+    summary.csv   the same means, every metric, one row per (model, setting, slice)
+    samples.csv   every scored turn of every sample: model, setting, sample, category, turn, each metric
+    tradeoff.png  with several αV values: the αV trade-off curve, edit (x) against consistency with the input (y),
+                  one line per model, each point labelled with its αV (the MGIE paper's Figure 3 plots this
+                  trade-off; which metrics its axes use is not verified here, so the axes are named on the plot)
+    drift.png     with multi-turn runs: the mean of each target metric per turn, one line per model and setting
+Slices: "all turns" pools every scored turn; "final turn" takes each session's last turn (MagicBrush's two
+settings); "turn k" each turn index, for multi-turn runs; each category and each pooled group (Reason-Edit's
+"understanding" = categories 1-5 pooled, as its script does). Means skip infinite values (a PSNR of identical
+images) and say so in `n_inf`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from editor.eval_data import EvalDataset
+from editor.eval_run import RunConfig
+
+
+@dataclass(frozen=True)
+class Metric:
+    label: str
+    higher_is_better: bool
+    percent: bool = False
+
+
+METRICS: dict[str, Metric] = {
+    "l1": Metric("L1", False), "l2": Metric("L2", False), "psnr": Metric("PSNR", True), "ssim": Metric("SSIM", True),
+    "lpips": Metric("LPIPS", False), "clip_i": Metric("CLIP-I (CVS)", True), "dino": Metric("DINO", True),
+    "clip_t": Metric("CLIP-T (CTS)", True), "bg_psnr": Metric("bg PSNR", True), "bg_ssim": Metric("bg SSIM", True),
+    "bg_lpips": Metric("bg LPIPS", False), "bg_mse": Metric("bg MSE", False), "fg_clip": Metric("CLIP score", True),
+    "edit_acc": Metric("edit acc %", True, True), "expressive_acc": Metric("expressive acc %", True, True),
+    "in_l1": Metric("input L1", False), "in_ssim": Metric("input SSIM", True),
+    "in_clip_i": Metric("input CLIP-I", True), "in_dino": Metric("input DINO", True),
+}  # fmt: skip
+EDIT_AXIS = ("clip_t", "clip_i", "edit_acc", "fg_clip", "dino")  # first one measured is the trade-off's x
+CONSISTENCY_AXIS = ("in_dino", "in_clip_i", "in_ssim")  # and y
+DRIFT = ("l1", "clip_i", "dino", "clip_t", "edit_acc")
+
+
+def rows_of(config: RunConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat row per scored turn."""
+    return [
+        {"model": config.model, "setting": config.setting, "image_guidance": config.params.image_guidance,
+         "multi_turn": config.turns, "sample": record["id"], "category": record["category"], "turn": turn["turn"],
+         "final": turn["turn"] == len(record["turns"]), "seconds": turn["seconds"], **turn["scores"]}
+        for record in records
+        for turn in record["turns"]
+    ]  # fmt: skip
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> tuple[float | None, int]:
+    values = [row[key] for row in rows if row.get(key) is not None]
+    finite = [v for v in values if math.isfinite(v)]
+    return (sum(finite) / len(finite) if finite else None), len(values) - len(finite)
+
+
+def slices(rows: list[dict[str, Any]], dataset: EvalDataset) -> dict[str, list[dict[str, Any]]]:
+    """Slice name -> its rows (see the module docstring), in table order."""
+    out: dict[str, list] = {"all turns": rows}
+    if any(row["turn"] > 1 for row in rows):
+        out["final turn"] = [row for row in rows if row["final"]]
+        if rows and rows[0]["multi_turn"]:
+            for k in sorted({row["turn"] for row in rows}):
+                out[f"turn {k}"] = [row for row in rows if row["turn"] == k]
+    categories = sorted({row["category"] for row in rows if row["category"]})
+    for name, members in dataset.groups.items():
+        if pooled := [row for row in rows if row["category"] in members]:
+            out[name] = pooled
+    if len(categories) > 1:
+        for category in categories:
+            out[category] = [row for row in rows if row["category"] == category]
+    return out
+
+
+def summarise(rows: list[dict[str, Any]], dataset: EvalDataset) -> list[dict[str, Any]]:
+    """Means of every metric per slice of one run's rows."""
+    keys = [key for key in METRICS if any(key in row for row in rows)]
+    summary = []
+    for name, group in slices(rows, dataset).items():
+        entry: dict[str, Any] = {"slice": name, "n": len(group), "seconds": _mean(group, "seconds")[0]}
+        infinite = 0
+        for key in keys:
+            entry[key], n_inf = _mean(group, key)
+            infinite += n_inf
+        entry["n_inf"] = infinite
+        summary.append(entry)
+    return summary
+
+
+def _cell(value: float | None, metric: Metric) -> str:
+    if value is None:
+        return "–"
+    if metric.percent:
+        return f"{100 * value:.1f}"
+    return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
+
+
+def markdown_table(dataset: EvalDataset, runs: list[tuple[RunConfig, list[dict]]]) -> str:
+    """The paper-layout table: model, setting, slice, n, then the dataset's columns."""
+    columns = list(dataset.columns)
+    head = ["model", "αV", "slice", "n"] + [
+        f"{METRICS[c].label} {'↑' if METRICS[c].higher_is_better else '↓'}" for c in columns
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for config, summary in runs:
+        for entry in summary:
+            cells = [config.model, f"{config.params.image_guidance:g}", entry["slice"], str(entry["n"])]
+            cells += [_cell(entry.get(c), METRICS[c]) for c in columns]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    fields: dict[str, None] = {}
+    for row in rows:
+        fields.update(dict.fromkeys(row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(fields))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _first_measured(keys: tuple[str, ...], summaries: list[dict[str, Any]]) -> str | None:
+    return next((k for k in keys if any(s.get(k) is not None for s in summaries)), None)
+
+
+def plot_tradeoff(path: Path, runs: list[tuple[RunConfig, dict[str, Any]]]) -> tuple[str, str] | None:
+    """The αV trade-off curve from each run's "all turns" summary; None (no file) with fewer than 2 αV values."""
+    if len({config.params.image_guidance for config, _ in runs}) < 2:
+        return None
+    x_key = _first_measured(EDIT_AXIS, [s for _, s in runs])
+    y_key = _first_measured(CONSISTENCY_AXIS, [s for _, s in runs])
+    if x_key is None or y_key is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines: dict[tuple[str, bool, float], list] = defaultdict(list)
+    for config, summary in runs:
+        key = (config.model, config.turns, config.params.text_guidance)
+        lines[key].append((config.params.image_guidance, summary.get(x_key), summary.get(y_key)))
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=150)
+    for (model, turns, text_guidance), points in sorted(lines.items()):
+        points = sorted(p for p in points if p[1] is not None and p[2] is not None)
+        label = f"{model} ({'multi' if turns else 'single'}-turn, αX {text_guidance:g})"
+        ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", label=label)
+        for alpha, x, y in points:
+            ax.annotate(f"{alpha:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel(f"edit: {METRICS[x_key].label} ({'higher' if METRICS[x_key].higher_is_better else 'lower'} = more)")
+    ax.set_ylabel(f"input consistency: {METRICS[y_key].label}")
+    ax.set_title("αV trade-off (points labelled with αV)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return x_key, y_key
+
+
+def plot_drift(path: Path, runs: list[tuple[RunConfig, list[dict[str, Any]]]]) -> list[str]:
+    """Per-turn means of the target metrics for multi-turn runs; returns the metrics plotted (none: no file)."""
+    multi = [(config, summary) for config, summary in runs if config.turns]
+    per_turn = {(c.model, c.setting): [e for e in summary if e["slice"].startswith("turn ")] for c, summary in multi}
+    keys = [k for k in DRIFT if any(e.get(k) is not None for entries in per_turn.values() for e in entries)]
+    if not keys or not any(len(entries) > 1 for entries in per_turn.values()):
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.4), dpi=150, squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for (model, setting), entries in sorted(per_turn.items()):
+            turns = [int(e["slice"].split()[1]) for e in entries if e.get(key) is not None]
+            values = [e[key] for e in entries if e.get(key) is not None]
+            ax.plot(turns, values, marker="o", label=f"{model} {setting.split('_')[2]}")
+        ax.set_xlabel("turn")
+        ax.set_title(f"{METRICS[key].label} {'↑' if METRICS[key].higher_is_better else '↓'}")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("multi-turn drift: each turn against its ground truth")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return keys
+
+
+def write_report(
+    folder: Path, dataset: EvalDataset, runs: list[tuple[RunConfig, list[dict]]], missing: dict[str, str]
+) -> str:
+    """Write report.md, summary.csv, samples.csv and the plots for `runs` (config, records); returns the Markdown."""
+    folder.mkdir(parents=True, exist_ok=True)
+    all_rows, summaries = [], []
+    for config, records in runs:
+        rows = rows_of(config, records)
+        all_rows += rows
+        summaries.append((config, summarise(rows, dataset)))
+    _write_csv(folder / "samples.csv", all_rows)
+    _write_csv(
+        folder / "summary.csv",
+        [{"model": c.model, "setting": c.setting, **entry} for c, summary in summaries for entry in summary],
+    )
+    text = [f"## {dataset.name}: {len(dataset.samples)} samples\n"]
+    groups: dict[tuple, list] = defaultdict(list)
+    for config, summary in summaries:
+        p = config.params
+        groups[("multi-turn" if config.turns else "single-turn", p.text_guidance, p.steps, p.seed)].append(
+            (config, summary)
+        )
+    for (mode, text_guidance, steps, seed), group in groups.items():
+        text.append(f"### {mode}, αX {text_guidance:g}, {steps} steps, seed {seed}\n")
+        text.append(markdown_table(dataset, group) + "\n")
+    overall = [(config, summary[0]) for config, summary in summaries]
+    if axes := plot_tradeoff(folder / "tradeoff.png", overall):
+        text.append(f"![αV trade-off](tradeoff.png)  x: {METRICS[axes[0]].label}, y: {METRICS[axes[1]].label}\n")
+    if drift := plot_drift(folder / "drift.png", summaries):
+        text.append(f"![multi-turn drift](drift.png)  {', '.join(METRICS[k].label for k in drift)} per turn\n")
+    if infinite := sum(entry["n_inf"] for _, summary in summaries for entry in summary[:1]):
+        text.append(f"{infinite} infinite value(s) (identical images) left out of the means.\n")
+    for backbone, why in missing.items():
+        text.append(f"- not computed: the {backbone} scores ({why})")
+    markdown = "\n".join(text).rstrip() + "\n"
+    (folder / "report.md").write_text(markdown)
+    return markdown

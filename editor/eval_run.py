@@ -1,0 +1,248 @@
+"""Run one editor over an evaluation dataset, scoring every turn, with a per-sample cache and accelerate sharding.
+
+A run is (model, dataset, settings); its folder is `<out>/<dataset>/<model>/<setting>/` (`RunConfig.folder`):
+    run.json                 the settings, written once; a later run with other settings in that folder is refused
+    samples/<id>.json        one record per sample: each turn's instruction, expressive text, seconds and scores
+    images/<id>_t<k>.png     every output image, turn k
+A sample whose record exists is skipped, so an interrupted run resumes where it stopped; the record is written
+(atomically) only after all of its turns, so a half-done sample is redone from its first turn.
+
+Turns (`RunConfig.turns`):
+- single-turn (default): every turn starts from the dataset's own input for that turn (MagicBrush's "independent"
+  setting); each turn is one edit.
+- multi-turn (`--turns`): turn 1 starts from the session's input and every later turn from the model's previous
+  output, as the app's multi-turn editing does; each turn is still scored against that turn's ground truth.
+
+Scores of one turn (`score_turn`; the definitions are in editor.eval_metrics and editor.lpips):
+- against the ground-truth output, when the dataset has one: l1, l2 (MagicBrush's, generated resized to the truth),
+  psnr, ssim (after the same resize), clip_i (CVS), dino, lpips;
+- clip_t (CTS): the output against the turn's caption;
+- Reason-Edit (and the demo world), with a mask whose white marks the edit: bg_psnr, bg_ssim, bg_mse, bg_lpips
+  (source and output weighted by 1 − mask/255 at 256 × 256) and fg_clip (CLIP score of the mask's box). MagicBrush's
+  masks are not used: their encoding of the edit region is not verified here;
+- consistency with the turn's input (the image the model was given): in_l1, in_ssim, in_clip_i, in_dino, for the
+  αV trade-off;
+- the demo world's judge: edit_acc (the output matches the rendered goal), and expressive_acc for editors whose MLLM
+  writes an expressive instruction.
+Feature scores need their backbones; a missing backbone leaves its scores out and says so (`Scorers.missing`).
+
+Seeds: every sample is edited with the same seed (`EditParams.seed`), so a sample's output does not depend on how
+samples are split across processes. Sharding: under `accelerate launch` each process takes samples i ≡ rank
+(mod world size) and writes its own records; after a barrier the main process reads them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from tqdm import tqdm
+
+from editor import metrics
+from editor.core import Editor
+from editor.eval_data import EvalDataset, EvalSample, Turn, open_image
+from editor.eval_metrics import (
+    ClipScorer,
+    DinoScorer,
+    background_scores,
+    l1_distance,
+    l2_distance,
+    reason_edit_resize,
+)
+from editor.params import EditParams
+
+MASKED_DATASETS = ("reason-edit", "demo", "pairs", "evr", "gier", "ma5k")  # masks whose white marks the edit
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What identifies a run: the model, the dataset and every setting that changes an output image."""
+
+    model: str
+    dataset: str
+    params: EditParams
+    turns: bool = False
+
+    @property
+    def setting(self) -> str:
+        """Folder name of the settings, e.g. `single_aX7.5_aV1.5_s100_seed13331_r512`."""
+        p = self.params
+        mode = "multi" if self.turns else "single"
+        size = f"{p.resolution.size}" + ("c" if p.resolution.mode == "center_crop" else "")
+        return f"{mode}_aX{p.text_guidance:g}_aV{p.image_guidance:g}_s{p.steps}_seed{p.seed}_r{size}"
+
+    def folder(self, out: Path) -> Path:
+        return Path(out) / self.dataset / self.model / self.setting
+
+    def describe(self) -> dict[str, Any]:
+        p = self.params
+        return {
+            "model": self.model, "dataset": self.dataset, "turns": "multi" if self.turns else "single",
+            "text_guidance": p.text_guidance, "image_guidance": p.image_guidance, "steps": p.steps, "seed": p.seed,
+            "resolution": asdict(p.resolution), "setting": self.setting,
+        }  # fmt: skip
+
+
+@dataclass
+class Scorers:
+    """The feature backbones loaded for a run; None where a folder is missing (`missing` says what and how)."""
+
+    clip: ClipScorer | None = None
+    dino: DinoScorer | None = None
+    lpips: Any = None  # editor.lpips.LpipsScorer
+    missing: dict[str, str] = field(default_factory=dict)  # backbone -> why it is absent and how to get it
+
+
+# ---------------------------------------------------------------------------------------------------- scoring
+
+
+def _resized(image: Image.Image, like: Image.Image) -> Image.Image:
+    return image if image.size == like.size else image.resize(like.size, Image.Resampling.BICUBIC)
+
+
+def _against_target(output: Image.Image, target: Image.Image, scorers: Scorers) -> dict[str, float]:
+    resized = _resized(output, target)
+    scores = {
+        "l1": l1_distance(output, target),
+        "l2": l2_distance(output, target),
+        "psnr": metrics.psnr(resized, target),
+        "ssim": metrics.ssim(resized, target),
+    }
+    if scorers.clip:
+        scores["clip_i"] = scorers.clip.image_similarity(output, target)
+    if scorers.dino:
+        scores["dino"] = scorers.dino.similarity(output, target)
+    if scorers.lpips:
+        scores["lpips"] = scorers.lpips.distance(resized, target)
+    return scores
+
+
+def _against_input(output: Image.Image, given: Image.Image, scorers: Scorers) -> dict[str, float]:
+    resized = _resized(output, given)
+    scores = {"in_l1": metrics.l1(resized, given), "in_ssim": metrics.ssim(resized, given)}
+    if scorers.clip:
+        scores["in_clip_i"] = scorers.clip.image_similarity(output, given)
+    if scorers.dino:
+        scores["in_dino"] = scorers.dino.similarity(output, given)
+    return scores
+
+
+def _reason_edit(output: Image.Image, given: Image.Image, turn: Turn, scorers: Scorers) -> dict[str, float]:
+    """Reason-Edit's background and foreground scores, at its 256 × 256."""
+    source, edit, mask = reason_edit_resize(given, output, open_image(turn.mask).convert("L"))
+    background = background_scores(source, edit, mask)
+    scores = {"bg_psnr": background.psnr, "bg_ssim": background.ssim, "bg_mse": background.mse}
+    if scorers.lpips:
+        scores["bg_lpips"] = scorers.lpips.background_distance(source, edit, mask)
+    if scorers.clip and turn.caption and mask.getbbox():
+        scores["fg_clip"] = scorers.clip.foreground_score(edit, mask, turn.caption)
+    return scores
+
+
+def score_turn(
+    output: Image.Image, given: Image.Image, turn: Turn, dataset: str, scorers: Scorers, expressive: str | None
+) -> dict[str, float]:
+    """Every score this turn supports (see the module docstring); `given` is the image the model edited,
+    `expressive` the MLLM's expressive instruction (None for editors without one)."""
+    scores = _against_input(output, given, scorers)
+    if turn.target is not None:
+        scores |= _against_target(output, open_image(turn.target), scorers)
+    if turn.caption and scorers.clip:
+        scores["clip_t"] = scorers.clip.text_similarity(output, turn.caption)
+    if turn.mask is not None and dataset in MASKED_DATASETS:
+        scores |= _reason_edit(output, given, turn, scorers)
+    if dataset == "demo" and turn.reference is not None:
+        from editor.demo import judge
+
+        scores["edit_acc"] = float(judge.score(_resized(output, given), turn.reference).correct)
+        if expressive is not None:
+            scores["expressive_acc"] = float(judge.expressive_correct(expressive, turn.reference))
+    return scores
+
+
+# ------------------------------------------------------------------------------------------------------ a run
+
+
+def edit_sample(
+    editor: Editor, sample: EvalSample, config: RunConfig, images: Path, scorers: Scorers
+) -> dict[str, Any]:
+    """All turns of one sample; returns its record and writes its output images."""
+    turns, previous = [], None
+    for k, turn in enumerate(sample.turns, start=1):
+        given = previous if (config.turns and previous is not None) else open_image(turn.source)
+        start = time.perf_counter()
+        guidance = editor.think(given, turn.instruction)
+        output = editor.render(given, guidance, config.params).image.convert("RGB")
+        seconds = time.perf_counter() - start
+        output.save(images / f"{sample.id}_t{k}.png")
+        expressive = guidance.expressive if guidance.source == "generated" else None
+        scores = score_turn(output, given, turn, config.dataset, scorers, expressive)
+        turns.append(
+            {"turn": k, "instruction": turn.instruction, "expressive": guidance.expressive, "seconds": seconds,
+             "scores": scores}
+        )  # fmt: skip
+        previous = output
+    return {"id": sample.id, "category": sample.category, "turns": turns}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    partial = path.with_suffix(path.suffix + f".{os.getpid()}.part")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def prepare_folder(config: RunConfig, out: Path) -> Path:
+    """The run's folder with run.json; refuses a folder whose run.json records other settings."""
+    folder = config.folder(out)
+    (folder / "samples").mkdir(parents=True, exist_ok=True)
+    (folder / "images").mkdir(exist_ok=True)
+    described = config.describe()
+    run_file = folder / RUN_FILE
+    if run_file.is_file():
+        recorded = json.loads(run_file.read_text())
+        if recorded != described:
+            raise ValueError(
+                f"{run_file} records other settings ({recorded}) than this run ({described}); "
+                "use another --out or remove that folder"
+            )
+    else:
+        _write_atomic(run_file, json.dumps(described, indent=2))
+    return folder
+
+
+def run(
+    editor: Editor,
+    dataset: EvalDataset,
+    config: RunConfig,
+    out: Path,
+    scorers: Scorers,
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = True,
+) -> int:
+    """Edit and score this process's share of the samples (i ≡ rank mod world) that have no record yet.
+    Returns how many samples were edited (0 when everything was cached)."""
+    folder = config.folder(out)
+    todo = [s for s in dataset.samples[rank::world] if not (folder / "samples" / f"{s.id}.json").is_file()]
+    label = f"{config.model} {config.setting}" + (f" [{rank + 1}/{world}]" if world > 1 else "")
+    for sample in tqdm(todo, desc=label, disable=not progress, dynamic_ncols=True):
+        record = edit_sample(editor, sample, config, folder / "images", scorers)
+        _write_atomic(folder / "samples" / f"{sample.id}.json", json.dumps(record))
+    return len(todo)
+
+
+def read_records(dataset: EvalDataset, folder: Path) -> list[dict[str, Any]]:
+    """The records of every sample of `dataset` in a run folder, in dataset order; a missing one raises."""
+    missing = [s.id for s in dataset.samples if not (folder / "samples" / f"{s.id}.json").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} has no record for {len(missing)} sample(s) (e.g. {', '.join(missing[:3])}): the run is "
+            "unfinished; run the same command again to complete it"
+        )
+    return [json.loads((folder / "samples" / f"{s.id}.json").read_text()) for s in dataset.samples]
