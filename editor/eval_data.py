@@ -15,8 +15,8 @@ magicbrush: MagicBrush's test split (OSU-NLP-Group/MagicBrush release, its `test
     local_descriptions.json   {session id: {"<id>-output1.png": "caption", ...}}  (optional)
     global_descriptions.json  the same shape, also describing the input  (optional)
   One sample per session (id = session id, category ""); turn k: source = its "input", target = its "output",
-  mask = its "mask" (kept as a path: the release's masks are RGBA/grey, the runner reads them as "L" and counts grey
-  >= 128 as inside for region metrics), caption = the local description of the output (what the paper's CLIP-T uses,
+  mask = its "mask" (kept as a path; the runner does not score with it, as how the release's masks encode the
+  edited region is not verified here), caption = the local description of the output (what the paper's CLIP-T uses,
   OSU-NLP-Group/MagicBrush#17), else its global description, else None.
 
 reason-edit: SmartEdit's Reason-Edit benchmark: category folders 1-Left-Right, 2-Relative-Size, 3-Mirror, 4-Color,

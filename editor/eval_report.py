@@ -11,8 +11,8 @@ For a dataset and the runs on it (models × settings), `write_report` writes int
     drift.png     with multi-turn runs: the mean of each target metric per turn, one line per model and setting
 Slices: "all turns" pools every scored turn; "final turn" takes each session's last turn (MagicBrush's two
 settings); "turn k" each turn index, for multi-turn runs; each category and each pooled group (Reason-Edit's
-"understanding" = categories 1-5 pooled, as its script does). Means skip infinite values (a PSNR of identical
-images) and say so in `n_inf`.
+"understanding" = categories 1-5 pooled, as its script does; a group that holds every row is not repeated).
+Means skip infinite values (a PSNR of identical images) and say so in `n_inf`.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def slices(rows: list[dict[str, Any]], dataset: EvalDataset) -> dict[str, list[d
                 out[f"turn {k}"] = [row for row in rows if row["turn"] == k]
     categories = sorted({row["category"] for row in rows if row["category"]})
     for name, members in dataset.groups.items():
-        if pooled := [row for row in rows if row["category"] in members]:
+        pooled = [row for row in rows if row["category"] in members]
+        if 0 < len(pooled) < len(rows):  # a group holding every row is "all turns" again
             out[name] = pooled
     if len(categories) > 1:
         for category in categories:

@@ -153,15 +153,24 @@ def test_shards_partition_the_samples(tmp_path, demo):
 
 def test_feature_scores_with_tiny_backbones(tmp_path, demo):
     from editor.eval_metrics import ClipScorer, DinoScorer
+    from editor.lpips import LpipsScorer
+    from tests.test_lpips import write_tiny_lpips
 
+    write_tiny_lpips(tmp_path / "lpips")
     scorers = Scorers(
-        clip=ClipScorer(build_tiny_clip(tmp_path / "clip")), dino=DinoScorer(build_tiny_dino(tmp_path / "dino"))
+        clip=ClipScorer(build_tiny_clip(tmp_path / "clip")),
+        dino=DinoScorer(build_tiny_dino(tmp_path / "dino")),
+        lpips=LpipsScorer(tmp_path / "lpips"),
     )
     small = EvalDataset(demo.name, None, demo.samples[:2], demo.columns, demo.clip, demo.groups)
-    _, records = _records(tmp_path, ScriptedEditor(oracle(small)), small, scorers=scorers)
+    _, records = _records(tmp_path / "oracle", ScriptedEditor(oracle(small)), small, scorers=scorers)
     scores = records[0]["turns"][0]["scores"]
-    assert scores["clip_i"] == pytest.approx(1.0) and scores["dino"] == pytest.approx(1.0)
+    assert scores["clip_i"] == pytest.approx(1.0) and scores["dino"] == pytest.approx(1.0) and scores["lpips"] == 0
     assert -1 <= scores["clip_t"] <= 1 and scores["in_clip_i"] < 1 and 0 <= scores["fg_clip"] <= 100
+    assert scores["bg_lpips"] >= 0
+    _, records = _records(tmp_path / "identity", ScriptedEditor(lambda image, _: image), small, scorers=scorers)
+    scores = records[0]["turns"][0]["scores"]
+    assert scores["lpips"] > 0 and scores["in_clip_i"] == pytest.approx(1.0) and scores["in_dino"] == pytest.approx(1)
 
 
 def test_report_tables_csv_and_plots(tmp_path, demo):
@@ -176,7 +185,8 @@ def test_report_tables_csv_and_plots(tmp_path, demo):
     missing = {"lpips": "no weights/lpips"}
     markdown = write_report(tmp_path / "report", demo, runs, missing)
     assert "| scripted | 1.5 | all turns | 24 |" in markdown and "| scripted | 2 | turn 3 | 8 |" in markdown
-    assert "| scripted | 1 | final turn | 8 |" in markdown and "| scripted | 1 | held-out | 24 |" in markdown
+    assert "| scripted | 1 | final turn | 8 |" in markdown and "| scripted | 1 | reasoning | 6 |" in markdown
+    assert "held-out" not in markdown  # the group of all four splits would repeat "all turns"
     assert "not computed: the lpips scores (no weights/lpips)" in markdown
     with (tmp_path / "report/samples.csv").open() as f:
         rows = list(csv.DictReader(f))
