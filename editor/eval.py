@@ -8,7 +8,8 @@
 The first form scores any installed model on a dataset folder (MagicBrush test, Reason-Edit, EVR / GIER / MA5k /
 any pairs in `edits.jsonl`: layouts in editor.eval_data) or the built-in demo world, with the metrics of
 editor.eval_metrics and editor.lpips; it caches every sample (an interrupted run resumes), keeps every output image
-and writes report.md, CSV and plots (editor.eval_run, editor.eval_report) under <out>/<dataset>/.
+and writes report.md, CSV and plots (editor.eval_run, editor.eval_report) to <out>/<dataset>/report/, covering
+every finished run on that dataset's samples under <out> (earlier commands' too, so one report compares them).
 
 `demo` is the training-time check of the demo models: for each held-out split (unseen scenes, unseen shape/colour
 combinations, unseen paraphrases, reasoning) it draws --per-split samples, runs think + render through the same API
@@ -35,7 +36,7 @@ from editor.demo import judge, world
 from editor.eval_data import KINDS, EvalDataset, load_dataset
 from editor.eval_metrics import ClipScorer, DinoScorer
 from editor.eval_report import write_report
-from editor.eval_run import RunConfig, Scorers, prepare_folder, read_records, run
+from editor.eval_run import RunConfig, Scorers, finished_runs, prepare_folder, read_records, run
 from editor.params import (
     DEFAULT_IMAGE_GUIDANCE,
     DEFAULT_SEED,
@@ -208,8 +209,9 @@ def evaluate_models(args) -> str | None:
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    runs = [(config, read_records(dataset, config.folder(args.out))) for config in configs]
-    return write_report(args.out / dataset.name / "report", dataset, runs, scorers.missing)
+    for config in configs:  # this command's runs must all be complete
+        read_records(dataset, config.folder(args.out))
+    return write_report(args.out / dataset.name / "report", dataset, finished_runs(dataset, args.out), scorers.missing)
 
 
 def harness_parser() -> argparse.ArgumentParser:

@@ -54,7 +54,7 @@ from editor.eval_metrics import (
     l2_distance,
     reason_edit_resize,
 )
-from editor.params import EditParams
+from editor.params import EditParams, Resolution
 
 MASKED_DATASETS = ("reason-edit", "demo", "pairs", "evr", "gier", "ma5k")  # masks whose white marks the edit
 RUN_FILE = "run.json"
@@ -79,6 +79,16 @@ class RunConfig:
 
     def folder(self, out: Path) -> Path:
         return Path(out) / self.dataset / self.model / self.setting
+
+    @classmethod
+    def from_description(cls, described: dict[str, Any]) -> RunConfig:
+        """The inverse of `describe` (a run.json)."""
+        params = EditParams(
+            steps=described["steps"], text_guidance=described["text_guidance"],
+            image_guidance=described["image_guidance"], seed=described["seed"],
+            resolution=Resolution(**described["resolution"]),
+        )  # fmt: skip
+        return cls(described["model"], described["dataset"], params, described["turns"] == "multi")
 
     def describe(self) -> dict[str, Any]:
         p = self.params
@@ -246,3 +256,16 @@ def read_records(dataset: EvalDataset, folder: Path) -> list[dict[str, Any]]:
             "unfinished; run the same command again to complete it"
         )
     return [json.loads((folder / "samples" / f"{s.id}.json").read_text()) for s in dataset.samples]
+
+
+def finished_runs(dataset: EvalDataset, out: Path) -> list[tuple[RunConfig, list[dict[str, Any]]]]:
+    """Every run under `<out>/<dataset>/` that holds a record for each sample of `dataset` (runs of other commands
+    included, so one report compares them all), sorted by model, turns and guidance."""
+    runs = []
+    for run_file in sorted((Path(out) / dataset.name).glob(f"*/*/{RUN_FILE}")):
+        config = RunConfig.from_description(json.loads(run_file.read_text()))
+        folder = run_file.parent
+        if all((folder / "samples" / f"{s.id}.json").is_file() for s in dataset.samples):
+            runs.append((config, read_records(dataset, folder)))
+    return sorted(runs, key=lambda run: (run[0].model, run[0].turns, run[0].params.text_guidance,
+                                         run[0].params.image_guidance))  # fmt: skip

@@ -222,6 +222,11 @@ def test_cli_on_the_demo_model_resumes(tmp_path, capsys):
     stamps = [p.stat().st_mtime_ns for p in images]
     eval_cli.main(args)  # everything cached: nothing is edited again, the same report
     assert capsys.readouterr().out == report and [p.stat().st_mtime_ns for p in images] == stamps
+    # another command on the same samples: its report compares it with the finished runs above
+    eval_cli.main([*args[:8], "--image-guidance", "2.0", "--no-progress", "--weights", str(tmp_path / "none")])
+    combined = capsys.readouterr().out
+    assert "### single-turn" in combined and "| mgie-demo | 2 | all turns | 12 |" in combined
+    assert "### multi-turn" in combined and "| mgie-demo | 1.5 | turn 2 | 4 |" in combined
 
 
 def test_accelerate_launch_shards_over_two_cpu_processes(tmp_path):
