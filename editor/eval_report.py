@@ -12,7 +12,8 @@ For a dataset and the runs on it (models × settings), `write_report` writes int
 Slices: "all turns" pools every scored turn; "final turn" takes each session's last turn (MagicBrush's two
 settings); "turn k" each turn index, for multi-turn runs; each category and each pooled group (Reason-Edit's
 "understanding" = categories 1-5 pooled, as its script does; a group that holds every row is not repeated).
-Means skip infinite values (a PSNR of identical images) and say so in `n_inf`.
+Means skip infinite values (a PSNR of identical images) and say so in `n_inf`; a slice with only infinite values
+shows inf.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def rows_of(config: RunConfig, records: list[dict[str, Any]]) -> list[dict[str, 
 def _mean(rows: list[dict[str, Any]], key: str) -> tuple[float | None, int]:
     values = [row[key] for row in rows if row.get(key) is not None]
     finite = [v for v in values if math.isfinite(v)]
+    if not finite and values:  # every value infinite (identical images throughout): the mean is that infinity
+        return values[0], len(values)
     return (sum(finite) / len(finite) if finite else None), len(values) - len(finite)
 
 
@@ -105,7 +108,7 @@ def _cell(value: float | None, metric: Metric) -> str:
         return "–"
     if metric.percent:
         return f"{100 * value:.1f}"
-    return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
+    return f"{value:.4f}" if abs(value) <= 1 else f"{value:.2f}"
 
 
 def markdown_table(dataset: EvalDataset, runs: list[tuple[RunConfig, list[dict]]]) -> str:

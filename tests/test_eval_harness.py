@@ -22,6 +22,7 @@ from editor import metrics
 from editor.core import EditResult, Guidance
 from editor.demo import world
 from editor.eval_data import EvalDataset, load_dataset, open_image
+from editor.eval_metrics import ClipScorer
 from editor.eval_report import write_report
 from editor.eval_run import RunConfig, Scorers, prepare_folder, read_records, run
 from editor.params import EditParams, Resolution
@@ -152,7 +153,7 @@ def test_shards_partition_the_samples(tmp_path, demo):
 
 
 def test_feature_scores_with_tiny_backbones(tmp_path, demo):
-    from editor.eval_metrics import ClipScorer, DinoScorer
+    from editor.eval_metrics import DinoScorer
     from editor.lpips import LpipsScorer
     from tests.test_lpips import write_tiny_lpips
 
@@ -256,3 +257,40 @@ def _free_port() -> int:
     from tests.fakes import free_port
 
     return free_port()
+
+
+def _noise_png(path: Path, seed: int, mode: str = "RGB") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = torch.randint(0, 256, (32, 32, 3), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    image = Image.fromarray(pixels.numpy())
+    (image.convert("L").point(lambda v: 255 * (v > 200)) if mode == "L" else image).save(path)
+
+
+def test_reason_edit_and_magicbrush_folders_end_to_end(tmp_path):
+    """Folder datasets through the same runner and report: Reason-Edit's background/foreground scores per category
+    and pooled understanding; MagicBrush's goal scores at the final turn."""
+    reason = tmp_path / "ReasonEdit"
+    for category, text in (("1-Left-Right", "Left_Right_text.txt"), ("4-Color", "Color_text.txt"),
+                           ("6-Reasoning", "Reason_test.txt")):  # fmt: skip
+        for k in range(2):
+            _noise_png(reason / category / f"{k}.png", seed=k)
+            _noise_png(reason / category / f"{k}_mask.jpg", seed=10 + k, mode="L")
+        (reason / category / text).write_text("make it red CLIP: a red thing\nmake it blue CLIP: a blue thing\n")
+    dataset = load_dataset(str(reason))
+    scorers = Scorers(clip=ClipScorer(build_tiny_clip(tmp_path / "clip")))
+    runs = [_records(tmp_path / "runs", ScriptedEditor(lambda image, _: image), dataset, scorers=scorers)]
+    markdown = write_report(tmp_path / "report", dataset, runs, {})
+    assert "| scripted | 1.5 | understanding | 4 | inf | 1.0000 | – |" in markdown  # the identity keeps everything
+    assert "| scripted | 1.5 | 6-Reasoning | 2 |" in markdown and "CLIP score ↑" in markdown
+
+    brush = tmp_path / "MagicBrush" / "test"
+    sessions = {"5": [{"input": "5-input.png", "mask": "5-mask1.png", "instruction": "one", "output": "5-output1.png"},
+                      {"input": "5-output1.png", "mask": "5-mask2.png", "instruction": "two",
+                       "output": "5-output2.png"}]}  # fmt: skip
+    for k, name in enumerate(("5-input.png", "5-output1.png", "5-output2.png", "5-mask1.png", "5-mask2.png")):
+        _noise_png(brush / "images" / "5" / name, seed=20 + k)
+    (brush / "edit_sessions.json").write_text(json.dumps(sessions))
+    dataset = load_dataset(str(brush.parent))
+    _, records = _records(tmp_path / "brush", ScriptedEditor(oracle(dataset)), dataset, scorers=scorers)
+    assert [t["scores"]["l1"] for t in records[0]["turns"]] == [0, 0]
+    assert not any(key.startswith("bg_") for t in records[0]["turns"] for key in t["scores"])  # masks unused
