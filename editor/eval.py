@@ -243,16 +243,20 @@ def harness_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] != "demo":
         args = harness_parser().parse_args(argv)
         if args.threads:
             torch.set_num_threads(args.threads)
-        report = evaluate_models(args)
+        try:
+            report = evaluate_models(args)
+        except (ValueError, OSError) as err:  # bad data, missing weights (MissingWeightsError is an OSError)
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         if report is not None:
             print(report)
-        return
+        return 0
     parser = argparse.ArgumentParser(prog="python -m editor.eval", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="score the offline demo models on held-out shapes scenes")
@@ -269,7 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     run_demo(args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

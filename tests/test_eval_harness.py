@@ -294,3 +294,14 @@ def test_reason_edit_and_magicbrush_folders_end_to_end(tmp_path):
     _, records = _records(tmp_path / "brush", ScriptedEditor(oracle(dataset)), dataset, scorers=scorers)
     assert [t["scores"]["l1"] for t in records[0]["turns"]] == [0, 0]
     assert not any(key.startswith("bg_") for t in records[0]["turns"] for key in t["scores"])  # masks unused
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    base = ["--model", "mgie-demo", "--out", str(tmp_path), "--no-progress"]
+    assert eval_cli.main([*base, "--data", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert eval_cli.main([*base, "--data", "demo:1", "--clip", str(tmp_path / "no-clip")]) == 2
+    assert "no-clip" in capsys.readouterr().err
+    assert eval_cli.main(["--model", "mgie-7b", "--data", "demo:1", "--out", str(tmp_path), "--weights",
+                          str(tmp_path / "none")]) == 2  # fmt: skip
+    assert "python -m editor.weights download mgie-7b" in capsys.readouterr().err
