@@ -6,8 +6,9 @@ For a dataset and the runs on it (models × settings), `write_report` writes int
     summary.csv   the same means, every metric, one row per (model, setting, slice)
     samples.csv   every scored turn of every sample: model, setting, sample, category, turn, each metric
     tradeoff.png  with several αV values: the αV trade-off curve, edit (x) against consistency with the input (y),
-                  one line per model, each point labelled with its αV (the MGIE paper's Figure 3 plots this
-                  trade-off; which metrics its axes use is not verified here, so the axes are named on the plot)
+                  one line per model, each point labelled with its αV, axes oriented so right and up are better
+                  (the MGIE paper's Figure 3 plots this trade-off; which metrics its axes use is not verified here,
+                  so the plot names them: `EDIT_AXIS`, `CONSISTENCY_AXIS`, the first one measured)
     drift.png     with multi-turn runs: the mean of each target metric per turn, one line per model and setting
 Slices: "all turns" pools every scored turn; "final turn" takes each session's last turn (MagicBrush's two
 settings); "turn k" each turn index, for multi-turn runs; each category and each pooled group (Reason-Edit's
@@ -45,7 +46,7 @@ METRICS: dict[str, Metric] = {
     "in_l1": Metric("input L1", False), "in_ssim": Metric("input SSIM", True),
     "in_clip_i": Metric("input CLIP-I", True), "in_dino": Metric("input DINO", True),
 }  # fmt: skip
-EDIT_AXIS = ("clip_t", "clip_i", "edit_acc", "fg_clip", "dino")  # first one measured is the trade-off's x
+EDIT_AXIS = ("clip_t", "clip_i", "dino", "fg_clip", "l1", "edit_acc")  # first one measured: the trade-off's x
 CONSISTENCY_AXIS = ("in_dino", "in_clip_i", "in_ssim")  # and y
 DRIFT = ("l1", "clip_i", "dino", "clip_t", "edit_acc")
 
@@ -158,14 +159,19 @@ def plot_tradeoff(path: Path, runs: list[tuple[RunConfig, dict[str, Any]]]) -> t
         key = (config.model, config.turns, config.params.text_guidance)
         lines[key].append((config.params.image_guidance, summary.get(x_key), summary.get(y_key)))
     fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=150)
+    x_scale, y_scale = (100 if METRICS[key].percent else 1 for key in (x_key, y_key))
     for (model, turns, text_guidance), points in sorted(lines.items()):
-        points = sorted(p for p in points if p[1] is not None and p[2] is not None)
+        points = sorted(p for p in points if p[1] is not None and p[2] is not None)  # in αV order
         label = f"{model} ({'multi' if turns else 'single'}-turn, αX {text_guidance:g})"
-        ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", label=label)
+        ax.plot([x_scale * p[1] for p in points], [y_scale * p[2] for p in points], marker="o", label=label)
         for alpha, x, y in points:
-            ax.annotate(f"{alpha:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xlabel(f"edit: {METRICS[x_key].label} ({'higher' if METRICS[x_key].higher_is_better else 'lower'} = more)")
-    ax.set_ylabel(f"input consistency: {METRICS[y_key].label}")
+            ax.annotate(f"{alpha:g}", (x_scale * x, y_scale * y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if not METRICS[x_key].higher_is_better:
+        ax.invert_xaxis()  # right is a stronger edit on every plot
+    if not METRICS[y_key].higher_is_better:
+        ax.invert_yaxis()
+    ax.set_xlabel(f"edit: {METRICS[x_key].label} (right = better)")
+    ax.set_ylabel(f"input consistency: {METRICS[y_key].label} (up = better)")
     ax.set_title("αV trade-off (points labelled with αV)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
