@@ -143,7 +143,7 @@ def _first_measured(keys: tuple[str, ...], summaries: list[dict[str, Any]]) -> s
 
 def plot_tradeoff(path: Path, runs: list[tuple[RunConfig, dict[str, Any]]]) -> tuple[str, str] | None:
     """The αV trade-off curve from each run's "all turns" summary; None (no file) with fewer than 2 αV values."""
-    if len({config.params.image_guidance for config, _ in runs}) < 2:
+    if len({config.params.image_guidance for config, _ in runs}) < 2:  # (lines of < 2 points are skipped below)
         return None
     x_key = _first_measured(EDIT_AXIS, [s for _, s in runs])
     y_key = _first_measured(CONSISTENCY_AXIS, [s for _, s in runs])
@@ -162,6 +162,8 @@ def plot_tradeoff(path: Path, runs: list[tuple[RunConfig, dict[str, Any]]]) -> t
     x_scale, y_scale = (100 if METRICS[key].percent else 1 for key in (x_key, y_key))
     for (model, turns, text_guidance), points in sorted(lines.items()):
         points = sorted(p for p in points if p[1] is not None and p[2] is not None)  # in αV order
+        if len(points) < 2:  # a run without a sweep is no curve
+            continue
         label = f"{model} ({'multi' if turns else 'single'}-turn, αX {text_guidance:g})"
         ax.plot([x_scale * p[1] for p in points], [y_scale * p[2] for p in points], marker="o", label=label)
         for alpha, x, y in points:
@@ -197,7 +199,7 @@ def plot_drift(path: Path, runs: list[tuple[RunConfig, list[dict[str, Any]]]]) -
     for ax, key in zip(axes[0], keys, strict=True):
         for (model, setting), entries in sorted(per_turn.items()):
             turns = [int(e["slice"].split()[1]) for e in entries if e.get(key) is not None]
-            values = [e[key] for e in entries if e.get(key) is not None]
+            values = [(100 if METRICS[key].percent else 1) * e[key] for e in entries if e.get(key) is not None]
             ax.plot(turns, values, marker="o", label=f"{model} {setting.split('_')[2]}")
         ax.set_xlabel("turn")
         ax.set_title(f"{METRICS[key].label} {'↑' if METRICS[key].higher_is_better else '↓'}")
