@@ -3,6 +3,7 @@
     python -m editor.eval --model NAME [NAME ...] --data PATH|demo[:N] [--dataset KIND] [--turns]
                           [--sweep-image-guidance 1.0:2.2:0.2] [--limit N] [--out runs/eval]
     accelerate launch --multi_gpu --num_processes 8 -m editor.eval --model ... --data ...   (sharded, merged)
+    python -m editor.eval table [--out runs/eval]      (one table across the benchmarks scored under --out)
     python -m editor.eval demo [--weights weights] [--per-split 125] [--steps 100] [--models mgie-demo ip2p-demo]
 
 The first form scores any installed model on a dataset folder (MagicBrush test, Reason-Edit, EVR / GIER / MA5k /
@@ -35,7 +36,7 @@ from tqdm import tqdm
 from editor.demo import judge, world
 from editor.eval_data import KINDS, EvalDataset, load_dataset
 from editor.eval_metrics import ClipScorer, DinoScorer
-from editor.eval_report import write_report
+from editor.eval_report import paper_table, write_report
 from editor.eval_run import RunConfig, Scorers, finished_runs, prepare_folder, read_records, run
 from editor.params import (
     DEFAULT_IMAGE_GUIDANCE,
@@ -245,6 +246,15 @@ def harness_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "table":
+        parser = argparse.ArgumentParser(prog="python -m editor.eval table", description=paper_table.__doc__)
+        parser.add_argument("--out", type=Path, default=Path("runs/eval"), help="the --out of the runs")
+        try:
+            print(paper_table(parser.parse_args(argv[1:]).out), end="")
+        except OSError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     if not argv or argv[0] != "demo":
         args = harness_parser().parse_args(argv)
         if args.threads:

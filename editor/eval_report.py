@@ -250,3 +250,33 @@ def write_report(
     markdown = "\n".join(text).rstrip() + "\n"
     (folder / "report.md").write_text(markdown)
     return markdown
+
+
+def paper_table(out: Path) -> str:
+    """One table across datasets, as the papers lay them out (MGIE's Table 1: a column group per benchmark, a row per
+    model): the "all turns" means of each dataset's paper columns, from every `<out>/<dataset>/report/summary.csv`,
+    one row per model and setting (single-/multi-turn, αX, αV, steps, seed)."""
+    from editor.eval_data import COLUMNS
+
+    tables = {}
+    for path in sorted(Path(out).glob("*/report/summary.csv")):
+        with path.open() as f:
+            tables[path.parts[-3]] = [row for row in csv.DictReader(f) if row["slice"] == "all turns"]
+    if not tables:
+        raise FileNotFoundError(f"no <dataset>/report/summary.csv under {out}: run `python -m editor.eval` first")
+    rows = sorted({(row["model"], row["setting"]) for entries in tables.values() for row in entries})
+    head = ["model", "setting"] + [
+        f"{name} {METRICS[c].label} {'↑' if METRICS[c].higher_is_better else '↓'}"
+        for name in tables
+        for c in COLUMNS.get(name, ())
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, setting in rows:
+        cells = [model, setting]
+        for name, entries in tables.items():
+            entry = next((e for e in entries if (e["model"], e["setting"]) == (model, setting)), {})
+            for c in COLUMNS.get(name, ()):
+                value = entry.get(c)
+                cells.append(_cell(float(value) if value else None, METRICS[c]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ from editor.core import EditResult, Guidance
 from editor.demo import world
 from editor.eval_data import EvalDataset, load_dataset, open_image
 from editor.eval_metrics import ClipScorer
-from editor.eval_report import write_report
+from editor.eval_report import paper_table, write_report
 from editor.eval_run import RunConfig, Scorers, prepare_folder, read_records, run
 from editor.params import EditParams, Resolution
 from editor.tiny.backbones import build_tiny_clip, build_tiny_dino
@@ -279,7 +279,7 @@ def test_reason_edit_and_magicbrush_folders_end_to_end(tmp_path):
     dataset = load_dataset(str(reason))
     scorers = Scorers(clip=ClipScorer(build_tiny_clip(tmp_path / "clip")))
     runs = [_records(tmp_path / "runs", ScriptedEditor(lambda image, _: image), dataset, scorers=scorers)]
-    markdown = write_report(tmp_path / "report", dataset, runs, {})
+    markdown = write_report(tmp_path / "out/reason-edit/report", dataset, runs, {})
     assert "| scripted | 1.5 | understanding | 4 | inf | 1.0000 | – |" in markdown  # the identity keeps everything
     assert "| scripted | 1.5 | 6-Reasoning | 2 |" in markdown and "CLIP score ↑" in markdown
 
@@ -291,9 +291,16 @@ def test_reason_edit_and_magicbrush_folders_end_to_end(tmp_path):
         _noise_png(brush / "images" / "5" / name, seed=20 + k)
     (brush / "edit_sessions.json").write_text(json.dumps(sessions))
     dataset = load_dataset(str(brush.parent))
-    _, records = _records(tmp_path / "brush", ScriptedEditor(oracle(dataset)), dataset, scorers=scorers)
+    config, records = _records(tmp_path / "brush", ScriptedEditor(oracle(dataset)), dataset, scorers=scorers)
     assert [t["scores"]["l1"] for t in records[0]["turns"]] == [0, 0]
     assert not any(key.startswith("bg_") for t in records[0]["turns"] for key in t["scores"])  # masks unused
+    write_report(tmp_path / "out/magicbrush/report", dataset, [(config, records)], {})
+    # one table across both benchmarks, a column group each (MGIE's Table 1 layout)
+    table = paper_table(tmp_path / "out").splitlines()
+    assert table[0].startswith("| model | setting | magicbrush L1 ↓ | magicbrush L2 ↓ | magicbrush CLIP-I (CVS) ↑")
+    assert "reason-edit bg PSNR ↑" in table[0] and len(table) == 3
+    assert table[2].startswith(f"| scripted | {config.setting} | 0.0000 | 0.0000 | 1.0000 | – | ")
+    assert table[2].endswith("| inf | 1.0000 | – | 0.0000 |")
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
