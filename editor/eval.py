@@ -37,7 +37,7 @@ from editor.demo import judge, world
 from editor.eval_data import KINDS, EvalDataset, load_dataset
 from editor.eval_metrics import ClipScorer, DinoScorer
 from editor.eval_report import paper_table, write_report
-from editor.eval_run import RunConfig, Scorers, finished_runs, prepare_folder, read_records, run
+from editor.eval_run import RunConfig, Scorers, finished_runs, pending, prepare_folder, read_records, run
 from editor.params import (
     DEFAULT_IMAGE_GUIDANCE,
     DEFAULT_SEED,
@@ -198,14 +198,13 @@ def evaluate_models(args) -> str | None:
             prepare_folder(config, args.out)
     state.wait_for_everyone()
     scorers = load_scorers(args, dataset, device)
-    share = dataset.samples[state.process_index :: state.num_processes]
+    rank, world_size = state.process_index, state.num_processes
     for model in args.model:
         editor = None  # loaded only if some sample of this process is not cached yet
         for config in (c for c in configs if c.model == model):
-            pending = [s for s in share if not (config.folder(args.out) / "samples" / f"{s.id}.json").is_file()]
-            if pending and editor is None:
+            if editor is None and pending(dataset, config, args.out, rank, world_size):
                 editor = load_editor(model, args.weights, device=device, dtype=DTYPES.get(args.dtype))
-            run(editor, dataset, config, args.out, scorers, state.process_index, state.num_processes, args.progress)
+            run(editor, dataset, config, args.out, scorers, rank, world_size, args.progress)
         del editor
     state.wait_for_everyone()
     if not state.is_main_process:

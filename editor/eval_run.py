@@ -4,8 +4,9 @@ A run is (model, dataset, settings); its folder is `<out>/<dataset>/<model>/<set
     run.json                 the settings, written once; a later run with other settings in that folder is refused
     samples/<id>.json        one record per sample: each turn's instruction, expressive text, seconds and scores
     images/<id>_t<k>.png     every output image, turn k
-A sample whose record exists is skipped, so an interrupted run resumes where it stopped; the record is written
-(atomically) only after all of its turns, so a half-done sample is redone from its first turn.
+A sample whose record exists is not edited again, so an interrupted run resumes where it stopped; the record is
+written (atomically) only after all of its turns, so a half-done sample is redone from its first turn. A record
+scored with other backbones than the run has (say DINO was downloaded since) is rescored from its kept images.
 
 Turns (`RunConfig.turns`):
 - single-turn (default): every turn starts from the dataset's own input for that turn (MagicBrush's "independent"
@@ -108,6 +109,15 @@ class Scorers:
     lpips: Any = None  # editor.lpips.LpipsScorer
     missing: dict[str, str] = field(default_factory=dict)  # backbone -> why it is absent and how to get it
 
+    def signature(self) -> dict[str, str]:
+        """Which backbones scored a record: a record with another signature is rescored from its images."""
+        loaded = {"clip": self.clip, "dino": self.dino, "lpips": self.lpips}
+        return {
+            name: f"{Path(scorer.folder).name}" + (f"/{scorer.net}" if name == "lpips" else "")
+            for name, scorer in loaded.items()
+            if scorer is not None
+        }
+
 
 # ---------------------------------------------------------------------------------------------------- scoring
 
@@ -191,14 +201,27 @@ def edit_sample(
         output = editor.render(given, guidance, config.params).image.convert("RGB")
         seconds = time.perf_counter() - start
         output.save(images / f"{sample.id}_t{k}.png")
-        expressive = guidance.expressive if guidance.source == "generated" else None
-        scores = score_turn(output, given, turn, config.dataset, scorers, expressive)
+        generated = guidance.source == "generated"
+        scores = score_turn(output, given, turn, config.dataset, scorers, guidance.expressive if generated else None)
         turns.append(
-            {"turn": k, "instruction": turn.instruction, "expressive": guidance.expressive, "seconds": seconds,
-             "scores": scores}
+            {"turn": k, "instruction": turn.instruction, "expressive": guidance.expressive, "generated": generated,
+             "seconds": seconds, "scores": scores}
         )  # fmt: skip
         previous = output
-    return {"id": sample.id, "category": sample.category, "turns": turns}
+    return {"id": sample.id, "category": sample.category, "backbones": scorers.signature(), "turns": turns}
+
+
+def rescore_sample(record: dict[str, Any], sample: EvalSample, config: RunConfig, images: Path, scorers: Scorers):
+    """The record with every turn scored again from its kept output image (no editing): for backbones added (or
+    changed) after the run."""
+    previous = None
+    for turn, entry in zip(sample.turns, record["turns"], strict=True):
+        given = previous if (config.turns and previous is not None) else open_image(turn.source)
+        output = open_image(images / f"{sample.id}_t{entry['turn']}.png")
+        expressive = entry["expressive"] if entry["generated"] else None
+        entry["scores"] = score_turn(output, given, turn, config.dataset, scorers, expressive)
+        previous = output
+    return record | {"backbones": scorers.signature()}
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -236,15 +259,27 @@ def run(
     world: int = 1,
     progress: bool = True,
 ) -> int:
-    """Edit and score this process's share of the samples (i ≡ rank mod world) that have no record yet.
-    Returns how many samples were edited (0 when everything was cached)."""
+    """Edit and score this process's share of the samples (i ≡ rank mod world) that have no record yet, and rescore
+    (from the kept images, without editing) those recorded with other backbones than `scorers`. Returns how many
+    samples were edited (0 when every image was cached)."""
     folder = config.folder(out)
-    todo = [s for s in dataset.samples[rank::world] if not (folder / "samples" / f"{s.id}.json").is_file()]
+    todo = pending(dataset, config, out, rank, world)
     label = f"{config.model} {config.setting}" + (f" [{rank + 1}/{world}]" if world > 1 else "")
     for sample in tqdm(todo, desc=label, disable=not progress, dynamic_ncols=True):
         record = edit_sample(editor, sample, config, folder / "images", scorers)
         _write_atomic(folder / "samples" / f"{sample.id}.json", json.dumps(record))
+    for sample in dataset.samples[rank::world]:
+        path = folder / "samples" / f"{sample.id}.json"
+        record = json.loads(path.read_text())
+        if record["backbones"] != scorers.signature():
+            _write_atomic(path, json.dumps(rescore_sample(record, sample, config, folder / "images", scorers)))
     return len(todo)
+
+
+def pending(dataset: EvalDataset, config: RunConfig, out: Path, rank: int = 0, world: int = 1) -> list[EvalSample]:
+    """This process's samples that still need editing (no record)."""
+    folder = config.folder(out)
+    return [s for s in dataset.samples[rank::world] if not (folder / "samples" / f"{s.id}.json").is_file()]
 
 
 def read_records(dataset: EvalDataset, folder: Path) -> list[dict[str, Any]]:

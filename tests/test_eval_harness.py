@@ -312,3 +312,19 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert eval_cli.main(["--model", "mgie-7b", "--data", "demo:1", "--out", str(tmp_path), "--weights",
                           str(tmp_path / "none")]) == 2  # fmt: skip
     assert "python -m editor.weights download mgie-7b" in capsys.readouterr().err
+
+
+def test_backbones_added_later_rescore_from_the_kept_images(tmp_path, demo):
+    from editor.eval_metrics import DinoScorer
+
+    small = EvalDataset(demo.name, None, demo.samples[:3], demo.columns, demo.clip, demo.groups)
+    darker = ScriptedEditor(lambda image, _: image.point(lambda v: v // 2))
+    config, before = _records(tmp_path / "late", darker, small, turns=True)
+    assert not any("dino" in t["scores"] for r in before for t in r["turns"])
+    dino = Scorers(dino=DinoScorer(build_tiny_dino(tmp_path / "dino")))
+    again = ScriptedEditor(lambda image, _: image)  # would give other images, were it asked
+    assert run(again, small, config, tmp_path / "late", dino, progress=False) == 0 and again.given == []
+    after = read_records(small, config.folder(tmp_path / "late"))
+    _, fresh = _records(tmp_path / "fresh", ScriptedEditor(darker.answer), small, turns=True, scorers=dino)
+    assert [[t["scores"] for t in r["turns"]] for r in after] == [[t["scores"] for t in r["turns"]] for r in fresh]
+    assert all(r["backbones"] == {"dino": "dino"} for r in after)
