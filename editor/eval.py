@@ -48,6 +48,7 @@ from editor.params import (
     Resolution,
 )
 from editor.registry import DEFAULT_WEIGHTS_DIR, DTYPES, EDITORS, load_editor
+from editor.weights.catalog import DINO_VITS16, LPIPS, MODELS, component_dir
 
 HELD_OUT = ("test", "combo", "paraphrase", "reasoning")
 EVAL_SEED = 1  # training draws from seed 0's stream; evaluation from another
@@ -163,10 +164,11 @@ def load_scorers(args, dataset: EvalDataset, device: str) -> Scorers:
     scorers = Scorers()
     get = "`python -m editor.weights download eval-metrics`"
     net = "squeeze" if dataset.name == "reason-edit" else "alex"  # Reason-Edit's net_type; lpips' default
-    wanted = {
-        "clip": (args.clip, args.weights / dataset.clip, lambda f: ClipScorer(f, device=device)),
-        "dino": (args.dino, args.weights / "dino-vits16", lambda f: DinoScorer(f, device=device)),
-        "lpips": (args.lpips, args.weights / "lpips", lambda f: LpipsScorer(f, net=net, device=device)),
+    clip = next(c for c in MODELS["eval-metrics"].components if c.folder == dataset.clip)
+    wanted = {  # default folders honour the catalog's EDITOR_<FOLDER>_DIR overrides
+        "clip": (args.clip, component_dir(args.weights, clip), lambda f: ClipScorer(f, device=device)),
+        "dino": (args.dino, component_dir(args.weights, DINO_VITS16), lambda f: DinoScorer(f, device=device)),
+        "lpips": (args.lpips, component_dir(args.weights, LPIPS), lambda f: LpipsScorer(f, net=net, device=device)),
     }
     for name, (given, default, build) in wanted.items():
         folder = given or default

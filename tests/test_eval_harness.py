@@ -328,3 +328,13 @@ def test_backbones_added_later_rescore_from_the_kept_images(tmp_path, demo):
     _, fresh = _records(tmp_path / "fresh", ScriptedEditor(darker.answer), small, turns=True, scorers=dino)
     assert [[t["scores"] for t in r["turns"]] for r in after] == [[t["scores"] for t in r["turns"]] for r in fresh]
     assert all(r["backbones"] == {"dino": "dino"} for r in after)
+
+
+def test_backbone_folders_follow_the_catalog_overrides(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EDITOR_DINO_VITS16_DIR", str(build_tiny_dino(tmp_path / "elsewhere")))
+    eval_cli.main(["--model", "ip2p-demo", "--data", "demo:1", "--limit", "1", "--steps", "1", "--out",
+                   str(tmp_path / "out"), "--no-progress", "--weights", str(tmp_path / "none")])  # fmt: skip
+    report = capsys.readouterr().out
+    assert "not computed: the dino scores" not in report and "not computed: the clip scores" in report
+    record = next((tmp_path / "out/demo/ip2p-demo").glob("*/samples/*.json"))
+    assert json.loads(record.read_text())["backbones"] == {"dino": "elsewhere"}
