@@ -28,6 +28,7 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -37,7 +38,17 @@ from editor.demo import judge, world
 from editor.eval_data import KINDS, EvalDataset, load_dataset
 from editor.eval_metrics import ClipScorer, DinoScorer
 from editor.eval_report import paper_table, write_report
-from editor.eval_run import RunConfig, Scorers, finished_runs, pending, prepare_folder, read_records, run
+from editor.eval_run import (
+    RunConfig,
+    Scorers,
+    data_id,
+    finished_runs,
+    pending,
+    prepare_folder,
+    read_records,
+    rescore,
+    run,
+)
 from editor.params import (
     DEFAULT_IMAGE_GUIDANCE,
     DEFAULT_SEED,
@@ -183,29 +194,30 @@ def evaluate_models(args) -> str | None:
     """The harness: every model × αV on this process's share of the dataset, then (main process) the report."""
     from accelerate import PartialState
 
-    state = PartialState(cpu=args.device == "cpu")
-    device = args.device or str(state.device)
+    # ranks that finish early wait at the last barrier while others edit: a day, not torch's 10 minutes (torchrun
+    # stops every rank when one fails, so a crash does not leave the others waiting)
+    state = PartialState(cpu=args.device == "cpu", timeout=timedelta(hours=24))
+    device = str(state.device) if args.device in (None, "cuda") else args.device  # "cuda": this rank's GPU
+    dtype = args.dtype or ("float16" if device.startswith("cuda") else "float32")  # load_editor's defaults
     dataset = load_dataset(args.data, args.dataset, args.limit)
     size = world.SIZE if dataset.name == "demo" else args.size
     guidances = args.sweep_image_guidance or [args.image_guidance]
     configs = [
         RunConfig(model, dataset.name, EditParams(
             steps=args.steps, text_guidance=args.text_guidance, image_guidance=guidance, seed=args.seed,
-            resolution=Resolution(size=size)), args.turns)
+            resolution=Resolution(size=size)), args.turns, dtype, data_id(dataset))
         for model in args.model
         for guidance in guidances
     ]  # fmt: skip
-    if state.is_main_process:
-        for config in configs:
-            prepare_folder(config, args.out)
-    state.wait_for_everyone()
+    for config in configs:  # every rank checks (and the first writes) run.json: a mismatch stops them all alike
+        prepare_folder(config, args.out)
     scorers = load_scorers(args, dataset, device)
     rank, world_size = state.process_index, state.num_processes
     for model in args.model:
         editor = None  # loaded only if some sample of this process is not cached yet
         for config in (c for c in configs if c.model == model):
             if editor is None and pending(dataset, config, args.out, rank, world_size):
-                editor = load_editor(model, args.weights, device=device, dtype=DTYPES.get(args.dtype))
+                editor = load_editor(model, args.weights, device=device, dtype=DTYPES[dtype])
             run(editor, dataset, config, args.out, scorers, rank, world_size, args.progress)
         del editor
     state.wait_for_everyone()
@@ -213,6 +225,9 @@ def evaluate_models(args) -> str | None:
         return None
     for config in configs:  # this command's runs must all be complete
         read_records(dataset, config.folder(args.out))
+    for config, _ in finished_runs(dataset, args.out):  # earlier commands' runs, scored by the same backbones
+        if config not in configs:
+            rescore(dataset, config, args.out, scorers)
     return write_report(args.out / dataset.name / "report", dataset, finished_runs(dataset, args.out), scorers.missing)
 
 

@@ -6,7 +6,8 @@ A run is (model, dataset, settings); its folder is `<out>/<dataset>/<model>/<set
     images/<id>_t<k>.png     every output image, turn k
 A sample whose record exists is not edited again, so an interrupted run resumes where it stopped; the record is
 written (atomically) only after all of its turns, so a half-done sample is redone from its first turn. A record
-scored with other backbones than the run has (say DINO was downloaded since) is rescored from its kept images.
+scored without a backbone the run has (say DINO was downloaded since, or CLIP-L replaced CLIP-B) is rescored from
+its kept images; scores of backbones absent now are kept.
 
 Turns (`RunConfig.turns`):
 - single-turn (default): every turn starts from the dataset's own input for that turn (MagicBrush's "independent"
@@ -63,20 +64,22 @@ RUN_FILE = "run.json"
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What identifies a run: the model, the dataset and every setting that changes an output image."""
+    """What identifies a run: the model, the data read, and every setting that changes an output image."""
 
     model: str
-    dataset: str
+    dataset: str  # the benchmark kind (editor.eval_data KINDS)
     params: EditParams
     turns: bool = False
+    dtype: str = "float32"  # the editor's weights dtype (editor.registry DTYPES name)
+    data: str = "demo"  # the folder read (resolved), or "demo": two folders of one kind never share a cache
 
     @property
     def setting(self) -> str:
-        """Folder name of the settings, e.g. `single_aX7.5_aV1.5_s100_seed13331_r512`."""
+        """Folder name of the settings, e.g. `single_aX7.5_aV1.5_s100_seed13331_r512_float16`."""
         p = self.params
         mode = "multi" if self.turns else "single"
         size = f"{p.resolution.size}" + ("c" if p.resolution.mode == "center_crop" else "")
-        return f"{mode}_aX{p.text_guidance:g}_aV{p.image_guidance:g}_s{p.steps}_seed{p.seed}_r{size}"
+        return f"{mode}_aX{p.text_guidance:g}_aV{p.image_guidance:g}_s{p.steps}_seed{p.seed}_r{size}_{self.dtype}"
 
     def folder(self, out: Path) -> Path:
         return Path(out) / self.dataset / self.model / self.setting
@@ -89,15 +92,22 @@ class RunConfig:
             image_guidance=described["image_guidance"], seed=described["seed"],
             resolution=Resolution(**described["resolution"]),
         )  # fmt: skip
-        return cls(described["model"], described["dataset"], params, described["turns"] == "multi")
+        multi = described["turns"] == "multi"
+        return cls(described["model"], described["dataset"], params, multi, described["dtype"], described["data"])
 
     def describe(self) -> dict[str, Any]:
         p = self.params
         return {
-            "model": self.model, "dataset": self.dataset, "turns": "multi" if self.turns else "single",
-            "text_guidance": p.text_guidance, "image_guidance": p.image_guidance, "steps": p.steps, "seed": p.seed,
-            "resolution": asdict(p.resolution), "setting": self.setting,
+            "model": self.model, "dataset": self.dataset, "data": self.data,
+            "turns": "multi" if self.turns else "single", "text_guidance": p.text_guidance,
+            "image_guidance": p.image_guidance, "steps": p.steps, "seed": p.seed,
+            "resolution": asdict(p.resolution), "dtype": self.dtype, "setting": self.setting,
         }  # fmt: skip
+
+
+def data_id(dataset: EvalDataset) -> str:
+    """`RunConfig.data` of a dataset: its resolved folder, or "demo" for the built-in world."""
+    return "demo" if dataset.root is None else str(Path(dataset.root).resolve())
 
 
 @dataclass
@@ -160,8 +170,11 @@ def _reason_edit(output: Image.Image, given: Image.Image, turn: Turn, scorers: S
     scores = {"bg_psnr": background.psnr, "bg_ssim": background.ssim, "bg_mse": background.mse}
     if scorers.lpips:
         scores["bg_lpips"] = scorers.lpips.background_distance(source, edit, mask)
-    if scorers.clip and turn.caption and mask.getbbox():
-        scores["fg_clip"] = scorers.clip.foreground_score(edit, mask, turn.caption)
+    if scorers.clip and turn.caption:
+        try:
+            scores["fg_clip"] = scorers.clip.foreground_score(edit, mask, turn.caption)
+        except ValueError:  # an empty mask, or a box one pixel wide or tall: the score is undefined, left out
+            pass
     return scores
 
 
@@ -213,15 +226,22 @@ def edit_sample(
 
 def rescore_sample(record: dict[str, Any], sample: EvalSample, config: RunConfig, images: Path, scorers: Scorers):
     """The record with every turn scored again from its kept output image (no editing): for backbones added (or
-    changed) after the run."""
+    changed) after the run; the scores of backbones not loaded now stay."""
     previous = None
     for turn, entry in zip(sample.turns, record["turns"], strict=True):
         given = previous if (config.turns and previous is not None) else open_image(turn.source)
         output = open_image(images / f"{sample.id}_t{entry['turn']}.png")
         expressive = entry["expressive"] if entry["generated"] else None
-        entry["scores"] = score_turn(output, given, turn, config.dataset, scorers, expressive)
+        # scores of backbones absent now are kept; every score the loaded backbones give is replaced
+        entry["scores"] |= score_turn(output, given, turn, config.dataset, scorers, expressive)
         previous = output
-    return record | {"backbones": scorers.signature()}
+    return record | {"backbones": record.get("backbones", {}) | scorers.signature()}
+
+
+def needs_rescoring(record: dict[str, Any], scorers: Scorers) -> bool:
+    """A backbone loaded now that did not score the record (added since, or another folder: CLIP B/32 -> L/14)."""
+    scored = record.get("backbones", {})
+    return any(scored.get(name) != folder for name, folder in scorers.signature().items())
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -240,9 +260,11 @@ def prepare_folder(config: RunConfig, out: Path) -> Path:
     if run_file.is_file():
         recorded = json.loads(run_file.read_text())
         if recorded != described:
+            differ = sorted(k for k in described.keys() | recorded.keys() if recorded.get(k) != described.get(k))
             raise ValueError(
-                f"{run_file} records other settings ({recorded}) than this run ({described}); "
-                "use another --out or remove that folder"
+                f"{run_file} was written by another run ({', '.join(f'{k}: {recorded.get(k)!r}' for k in differ)}; "
+                f"this run: {', '.join(f'{k}: {described.get(k)!r}' for k in differ)}); use another --out or remove "
+                "that folder"
             )
     else:
         _write_atomic(run_file, json.dumps(described, indent=2))
@@ -266,14 +288,25 @@ def run(
     todo = pending(dataset, config, out, rank, world)
     label = f"{config.model} {config.setting}" + (f" [{rank + 1}/{world}]" if world > 1 else "")
     for sample in tqdm(todo, desc=label, disable=not progress, dynamic_ncols=True):
-        record = edit_sample(editor, sample, config, folder / "images", scorers)
+        try:
+            record = edit_sample(editor, sample, config, folder / "images", scorers)
+        except (ValueError, OSError) as err:  # name the sample: the rest of the run stays cached
+            raise type(err)(f"sample {sample.id} of {config.folder(out)}: {err}") from err
         _write_atomic(folder / "samples" / f"{sample.id}.json", json.dumps(record))
+    rescore(dataset, config, out, scorers, rank, world)
+    return len(todo)
+
+
+def rescore(dataset: EvalDataset, config: RunConfig, out: Path, scorers: Scorers, rank: int = 0, world: int = 1):
+    """Rescore, from the kept images, this process's recorded samples that a loaded backbone did not score."""
+    folder = config.folder(out)
     for sample in dataset.samples[rank::world]:
         path = folder / "samples" / f"{sample.id}.json"
+        if not path.is_file():
+            continue
         record = json.loads(path.read_text())
-        if record["backbones"] != scorers.signature():
+        if needs_rescoring(record, scorers):
             _write_atomic(path, json.dumps(rescore_sample(record, sample, config, folder / "images", scorers)))
-    return len(todo)
 
 
 def pending(dataset: EvalDataset, config: RunConfig, out: Path, rank: int = 0, world: int = 1) -> list[EvalSample]:
@@ -298,7 +331,10 @@ def finished_runs(dataset: EvalDataset, out: Path) -> list[tuple[RunConfig, list
     included, so one report compares them all), sorted by model, turns and guidance."""
     runs = []
     for run_file in sorted((Path(out) / dataset.name).glob(f"*/*/{RUN_FILE}")):
-        config = RunConfig.from_description(json.loads(run_file.read_text()))
+        described = json.loads(run_file.read_text())
+        if described.get("data") != data_id(dataset) or "dtype" not in described:
+            continue  # another folder of this kind (or a run.json from before these fields)
+        config = RunConfig.from_description(described)
         folder = run_file.parent
         if all((folder / "samples" / f"{s.id}.json").is_file() for s in dataset.samples):
             runs.append((config, read_records(dataset, folder)))

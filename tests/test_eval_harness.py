@@ -138,8 +138,13 @@ def test_unfinished_run_and_changed_settings_are_refused(tmp_path, demo):
     run_file = config.folder(tmp_path) / "run.json"
     recorded = json.loads(run_file.read_text())
     run_file.write_text(json.dumps(recorded | {"steps": 50}))
-    with pytest.raises(ValueError, match="records other settings"):
+    with pytest.raises(ValueError, match=r"written by another run \(steps: 50; this run: steps: 2\)"):
         prepare_folder(config, tmp_path)
+    # another folder of the same kind (ids like 000001 repeat across folders) never reuses these records
+    other = RunConfig("scripted", "demo", PARAMS, data="/data/elsewhere")
+    run_file.write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match="data: 'demo'; this run: data: '/data/elsewhere'"):
+        prepare_folder(other, tmp_path)
 
 
 def test_shards_partition_the_samples(tmp_path, demo):
@@ -328,6 +333,24 @@ def test_backbones_added_later_rescore_from_the_kept_images(tmp_path, demo):
     _, fresh = _records(tmp_path / "fresh", ScriptedEditor(darker.answer), small, turns=True, scorers=dino)
     assert [[t["scores"] for t in r["turns"]] for r in after] == [[t["scores"] for t in r["turns"]] for r in fresh]
     assert all(r["backbones"] == {"dino": "dino"} for r in after)
+    # a later run without the DINO folder keeps those scores (nothing to rescore)
+    assert run(again, small, config, tmp_path / "late", Scorers(), progress=False) == 0
+    assert read_records(small, config.folder(tmp_path / "late")) == after
+
+
+def test_a_mask_too_thin_for_a_box_leaves_only_the_foreground_score_out(tmp_path, demo):
+    from editor.eval_data import Turn
+    from editor.eval_run import score_turn
+
+    clip = Scorers(clip=ClipScorer(build_tiny_clip(tmp_path / "clip")))
+    image = open_image(demo.samples[0].turns[0].source).resize((256, 256))  # Reason-Edit's size: no resampling
+    line = Image.new("L", image.size)
+    line.paste(255, (10, 20, 40, 21))  # one row: the box excludes its bottom edge and has no area
+    scores = score_turn(image, image, Turn("x", image, None, line, "a red thing"), "reason-edit", clip, None)
+    assert "fg_clip" not in scores and scores["bg_psnr"] == math.inf
+    block = Image.new("L", image.size)
+    block.paste(255, (10, 20, 40, 40))
+    assert "fg_clip" in score_turn(image, image, Turn("x", image, None, block, "red"), "reason-edit", clip, None)
 
 
 def test_backbone_folders_follow_the_catalog_overrides(tmp_path, monkeypatch, capsys):
