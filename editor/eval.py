@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from editor.demo import judge, world
-from editor.eval_data import KINDS, EvalDataset, load_dataset
+from editor.eval_data import DEMO_SEED, DEMO_SPLITS, KINDS, EvalDataset, load_dataset
 from editor.eval_metrics import ClipScorer, DinoScorer
 from editor.eval_report import paper_table, write_report
 from editor.eval_run import (
@@ -61,8 +61,7 @@ from editor.params import (
 from editor.registry import DEFAULT_WEIGHTS_DIR, DTYPES, EDITORS, load_editor
 from editor.weights.catalog import DINO_VITS16, LPIPS, MODELS, component_dir
 
-HELD_OUT = ("test", "combo", "paraphrase", "reasoning")
-EVAL_SEED = 1  # training draws from seed 0's stream; evaluation from another
+HELD_OUT, EVAL_SEED = DEMO_SPLITS, DEMO_SEED  # training draws from seed 0's stream; evaluation from seed 1's
 
 
 def evaluate(editor, samples: list[world.Sample], params: EditParams, label: str) -> list[dict]:

@@ -75,7 +75,7 @@ Region = Literal["inside", "outside"]
 # ------------------------------------------------------------------------------------------------ pixel metrics
 
 
-def _check_sizes(**images: Image.Image) -> None:
+def check_sizes(**images: Image.Image) -> None:
     """All images (and masks) one size; the error names the arguments."""
     (first, first_image), *rest = images.items()
     for name, image in rest:
@@ -120,7 +120,7 @@ class BackgroundScores:
 
 def background_scores(source: Image.Image, edit: Image.Image, mask: Image.Image) -> BackgroundScores:
     """PSNR, SSIM and MSE between source and edit, both weighted by `background_weights(mask)`."""
-    _check_sizes(source=source, edit=edit, mask=mask)
+    check_sizes(source=source, edit=edit, mask=mask)
     weights = background_weights(mask)
     x, y = to_tensor(source) * weights, to_tensor(edit) * weights
     mse = _mse(x, y)
@@ -148,7 +148,7 @@ def _region_pixels(
     """The 3 x N pixels of a and b inside (mask ≥ MASK_THRESHOLD) or outside the mask."""
     if region not in ("inside", "outside"):
         raise ValueError(f"region must be 'inside' or 'outside', got {region!r}")
-    _check_sizes(a=a, b=b, mask=mask)
+    check_sizes(a=a, b=b, mask=mask)
     inside = torch.from_numpy(np.asarray(mask.convert("L")) >= MASK_THRESHOLD)
     keep = inside if region == "inside" else ~inside
     if not keep.any():
@@ -256,7 +256,7 @@ class ClipScorer:
     def foreground_score(self, image: Image.Image, mask: Image.Image, text: str) -> float:
         """Reason-Edit's foreground CLIP score in [0, 100]: the edit cropped to `mask_box(mask)` against `text`.
         Raises ValueError for an empty mask or one of another size."""
-        _check_sizes(image=image, mask=mask)
+        check_sizes(image=image, mask=mask)
         return 100 * max(self.text_similarity(image.crop(mask_box(mask)), text), 0.0)
 
 

@@ -12,7 +12,8 @@ For a dataset and the runs on it (models × settings), `write_report` writes int
     drift.png     with multi-turn runs: the mean of each target metric per turn, one line per model and setting
 Slices: "all turns" pools every scored turn; "final turn" takes each session's last turn (MagicBrush's two
 settings); "turn k" each turn index, for multi-turn runs; each category and each pooled group (Reason-Edit's
-"understanding" = categories 1-5 pooled, as its script does; a group that holds every row is not repeated).
+"understanding" = categories 1-5 pooled, as its script does; a group that holds every row or one category only is
+not repeated).
 Means skip infinite values (a PSNR of identical images) and say so in `n_inf`; a slice with only infinite values
 shows inf.
 """
@@ -51,6 +52,14 @@ CONSISTENCY_AXIS = ("in_dino", "in_clip_i", "in_ssim")  # and y
 DRIFT = ("l1", "clip_i", "dino", "clip_t", "edit_acc")
 
 
+def curve_key(config: RunConfig) -> str:
+    """Everything of a run's setting but αV: runs sharing it form one table and one trade-off curve."""
+    p = config.params
+    size = f"{p.resolution.size} px" + (" centre-cropped" if p.resolution.mode == "center_crop" else "")
+    mode = "multi-turn" if config.turns else "single-turn"
+    return f"{mode}, αX {p.text_guidance:g}, {p.steps} steps, seed {p.seed}, {size}, {config.dtype}"
+
+
 def rows_of(config: RunConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One flat row per scored turn."""
     return [
@@ -81,7 +90,8 @@ def slices(rows: list[dict[str, Any]], dataset: EvalDataset) -> dict[str, list[d
     categories = sorted({row["category"] for row in rows if row["category"]})
     for name, members in dataset.groups.items():
         pooled = [row for row in rows if row["category"] in members]
-        if 0 < len(pooled) < len(rows):  # a group holding every row is "all turns" again
+        present = {row["category"] for row in pooled}
+        if 0 < len(pooled) < len(rows) and len(present) > 1:  # else it repeats "all turns" or one category
             out[name] = pooled
     if len(categories) > 1:
         for category in categories:
@@ -109,7 +119,7 @@ def _cell(value: float | None, metric: Metric) -> str:
         return "–"
     if metric.percent:
         return f"{100 * value:.1f}"
-    return f"{value:.4f}" if abs(value) <= 1 else f"{value:.2f}"
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
 
 
 def markdown_table(dataset: EvalDataset, runs: list[tuple[RunConfig, list[dict]]]) -> str:
@@ -154,17 +164,18 @@ def plot_tradeoff(path: Path, runs: list[tuple[RunConfig, dict[str, Any]]]) -> t
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines: dict[tuple[str, bool, float], list] = defaultdict(list)
+    lines: dict[tuple[str, str], list] = defaultdict(list)
     for config, summary in runs:
-        key = (config.model, config.turns, config.params.text_guidance)
-        lines[key].append((config.params.image_guidance, summary.get(x_key), summary.get(y_key)))
+        lines[(config.model, curve_key(config))].append(
+            (config.params.image_guidance, summary.get(x_key), summary.get(y_key))
+        )
     fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=150)
     x_scale, y_scale = (100 if METRICS[key].percent else 1 for key in (x_key, y_key))
-    for (model, turns, text_guidance), points in sorted(lines.items()):
+    for (model, key), points in sorted(lines.items()):
         points = sorted(p for p in points if p[1] is not None and p[2] is not None)  # in αV order
         if len(points) < 2:  # a run without a sweep is no curve
             continue
-        label = f"{model} ({'multi' if turns else 'single'}-turn, αX {text_guidance:g})"
+        label = f"{model} ({key})"
         ax.plot([x_scale * p[1] for p in points], [y_scale * p[2] for p in points], marker="o", label=label)
         for alpha, x, y in points:
             ax.annotate(f"{alpha:g}", (x_scale * x, y_scale * y), textcoords="offset points", xytext=(4, 4), fontsize=7)
@@ -229,14 +240,11 @@ def write_report(
         [{"model": c.model, "setting": c.setting, **entry} for c, summary in summaries for entry in summary],
     )
     text = [f"## {dataset.name}: {len(dataset.samples)} samples\n"]
-    groups: dict[tuple, list] = defaultdict(list)
+    groups: dict[str, list] = defaultdict(list)
     for config, summary in summaries:
-        p = config.params
-        groups[("multi-turn" if config.turns else "single-turn", p.text_guidance, p.steps, p.seed)].append(
-            (config, summary)
-        )
-    for (mode, text_guidance, steps, seed), group in groups.items():
-        text.append(f"### {mode}, αX {text_guidance:g}, {steps} steps, seed {seed}\n")
+        groups[curve_key(config)].append((config, summary))
+    for key, group in groups.items():
+        text.append(f"### {key}\n")
         text.append(markdown_table(dataset, group) + "\n")
     overall = [(config, summary[0]) for config, summary in summaries]
     if axes := plot_tradeoff(folder / "tradeoff.png", overall):
@@ -252,28 +260,41 @@ def write_report(
     return markdown
 
 
+PAPER_SLICES = {  # the slices each benchmark's paper reports; "all turns" for the rest
+    "magicbrush": ("final turn", "all turns"),  # MagicBrush's two settings (smartedit.md §5.2)
+    "reason-edit": ("understanding", "reasoning"),  # SmartEdit's Reason-Edit table
+}
+
+
 def paper_table(out: Path) -> str:
     """One table across datasets, as the papers lay them out (MGIE's Table 1: a column group per benchmark, a row per
-    model): the "all turns" means of each dataset's paper columns, from every `<out>/<dataset>/report/summary.csv`,
-    one row per model and setting (single-/multi-turn, αX, αV, steps, seed)."""
+    model): each dataset's paper columns for the slices its paper reports (`PAPER_SLICES`; "reasoning" is the
+    6-Reasoning category when it is the only one), from every `<out>/<dataset>/report/summary.csv`, one row per model
+    and setting (single-/multi-turn, αX, αV, steps, seed, size, dtype)."""
     from editor.eval_data import COLUMNS
 
-    tables = {}
+    tables: dict[tuple[str, str], list[dict]] = {}
     for path in sorted(Path(out).glob("*/report/summary.csv")):
+        name = path.parts[-3]
         with path.open() as f:
-            tables[path.parts[-3]] = [row for row in csv.DictReader(f) if row["slice"] == "all turns"]
+            entries = list(csv.DictReader(f))
+        for wanted in PAPER_SLICES.get(name, ("all turns",)):
+            aliases = (wanted, "6-Reasoning") if wanted == "reasoning" else (wanted,)
+            if chosen := [row for row in entries if row["slice"] in aliases]:
+                tables[(name, wanted)] = chosen
     if not tables:
         raise FileNotFoundError(f"no <dataset>/report/summary.csv under {out}: run `python -m editor.eval` first")
     rows = sorted({(row["model"], row["setting"]) for entries in tables.values() for row in entries})
     head = ["model", "setting"] + [
-        f"{name} {METRICS[c].label} {'↑' if METRICS[c].higher_is_better else '↓'}"
-        for name in tables
+        f"{name}{f' ({part})' if name in PAPER_SLICES else ''} {METRICS[c].label} "
+        f"{'↑' if METRICS[c].higher_is_better else '↓'}"
+        for name, part in tables
         for c in COLUMNS.get(name, ())
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model, setting in rows:
         cells = [model, setting]
-        for name, entries in tables.items():
+        for (name, _), entries in tables.items():
             entry = next((e for e in entries if (e["model"], e["setting"]) == (model, setting)), {})
             for c in COLUMNS.get(name, ()):
                 value = entry.get(c)

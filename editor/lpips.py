@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from editor.eval_metrics import background_weights
+from editor.eval_metrics import background_weights, check_sizes
 from editor.metrics import to_tensor
 
 Net = Literal["alex", "squeeze", "vgg"]
@@ -265,13 +265,6 @@ def lpips_input(pixels: Image.Image | torch.Tensor) -> torch.Tensor:
     return (2 * tensor - 1)[None]
 
 
-def _same_size(**images: Image.Image) -> None:
-    (first, image), *rest = images.items()
-    for name, other in rest:
-        if other.size != image.size:
-            raise ValueError(f"{first} and {name} differ in size: {image.size} vs {other.size}")
-
-
 @dataclass(frozen=True)
 class LpipsScorer:
     """LPIPS distances with one net loaded once from `folder` (layout in the module docstring); lower is closer."""
@@ -292,12 +285,12 @@ class LpipsScorer:
 
     def distance(self, a: Image.Image, b: Image.Image) -> float:
         """LPIPS between two RGB images of one size (ValueError otherwise)."""
-        _same_size(a=a, b=b)
+        check_sizes(a=a, b=b)
         return self.score(lpips_input(a), lpips_input(b))
 
     def background_distance(self, source: Image.Image, edit: Image.Image, mask: Image.Image) -> float:
         """Reason-Edit's background LPIPS: source and edit both weighted by `background_weights(mask)` in [0, 1],
         then scored. Give it the 256 x 256 images of `eval_metrics.reason_edit_resize` to match the paper."""
-        _same_size(source=source, edit=edit, mask=mask)
+        check_sizes(source=source, edit=edit, mask=mask)
         weights = background_weights(mask)
         return self.score(lpips_input(to_tensor(source) * weights), lpips_input(to_tensor(edit) * weights))
