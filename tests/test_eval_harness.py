@@ -379,3 +379,18 @@ def test_backbone_folders_follow_the_catalog_overrides(tmp_path, monkeypatch, ca
     assert "not computed: the dino scores" not in report and "not computed: the clip scores" in report
     record = next((tmp_path / "out/demo/ip2p-demo").glob("*/samples/*.json"))
     assert json.loads(record.read_text())["backbones"] == {"dino": "elsewhere"}
+
+
+@pytest.mark.parametrize("model", ["mgie-7b", "smartedit-7b"])
+def test_the_real_architectures_through_the_harness(model, tiny_tree, tmp_path, capsys):
+    """The real loaders on tiny official-layout trees: the harness drives the real pipelines, multi-turn."""
+    if model == "smartedit-7b":
+        from editor.tiny.smartedit import build_tiny_smartedit_tree
+
+        tiny_tree = build_tiny_smartedit_tree(tmp_path / "weights")
+    out = tmp_path / "out"
+    assert eval_cli.main(["--model", model, "--data", "demo:1", "--limit", "1", "--steps", "2", "--turns",
+                          "--out", str(out), "--no-progress", "--weights", str(tiny_tree)]) == 0  # fmt: skip
+    assert f"| {model} | 1.5 | turn 3 | 1 |" in capsys.readouterr().out
+    record = json.loads(next((out / "demo" / model).glob("*/samples/*.json")).read_text())
+    assert [t["generated"] for t in record["turns"]] == [True] * 3 and "expressive_acc" in record["turns"][0]["scores"]
