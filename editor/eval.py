@@ -216,7 +216,7 @@ def evaluate_models(args) -> str | None:
         editor = None  # loaded only if some sample of this process is not cached yet
         for config in (c for c in configs if c.model == model):
             if editor is None and pending(dataset, config, args.out, rank, world_size):
-                editor = load_editor(model, args.weights, device=device, dtype=DTYPES[dtype])
+                editor = load_editor(model, args.weights, device, DTYPES[dtype], args.offload)
             run(editor, dataset, config, args.out, scorers, rank, world_size, args.progress)
         del editor
     state.wait_for_everyone()
@@ -254,6 +254,7 @@ def harness_parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{name}", type=Path, metavar="DIR", help=f"{name} folder (default: under --weights)")
     parser.add_argument("--device", help="default: this process's accelerate device (cuda:N, else cpu)")
     parser.add_argument("--dtype", choices=list(DTYPES), help="default: float16 on GPU, float32 on CPU")
+    parser.add_argument("--offload", action="store_true", help="low VRAM: each stage on the GPU only while it runs")
     parser.add_argument("--threads", type=int, help="torch CPU threads per process")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     return parser

@@ -335,6 +335,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert eval_cli.main(["--model", "mgie-7b", "--data", "demo:1", "--out", str(tmp_path), "--weights",
                           str(tmp_path / "none")]) == 2  # fmt: skip
     assert "python -m editor.weights download mgie-7b" in capsys.readouterr().err
+    assert eval_cli.main([*base, "--data", "demo:1", "--device", "cpu", "--offload"]) == 2
+    assert "without a GPU, leave it out" in capsys.readouterr().err
 
 
 def test_backbones_added_later_rescore_from_the_kept_images(tmp_path, demo):
