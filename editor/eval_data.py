@@ -65,6 +65,7 @@ import numpy as np
 from PIL import Image
 
 from editor.demo import world
+from editor.images import load_image
 
 ImageRef = Path | Image.Image  # a file to open lazily, or an image held in memory (demo world)
 
@@ -125,17 +126,16 @@ class EvalDataset:
 
 
 def open_image(ref: ImageRef) -> Image.Image:
-    """The image as RGB: a file is read fully (and closed), an in-memory image is converted."""
+    """The image as the editors see it: `editor.images.load_image` (upright by its EXIF orientation, 8-bit RGB,
+    transparency over white), so outputs, inputs and goals are compared in one orientation and colour space."""
     if isinstance(ref, Image.Image):
-        return ref.convert("RGB")
+        return load_image(ref)
     path = Path(ref)
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except OSError as error:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+        return load_image(path)
+    except ValueError as error:
         raise ValueError(f"cannot read image {path}: {error}") from error
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 from editor import eval_data
 from editor.demo import judge, world
 from editor.eval_data import EvalDataset, load_dataset, open_image
+from editor.images import load_image
 
 
 def _image(path: Path, colour=(10, 20, 30), mode: str = "RGB") -> Path:
@@ -217,6 +218,15 @@ def test_open_image_reads_rgb_and_names_bad_files(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="cannot read image .*junk.png"):
         open_image(tmp_path / "junk.png")
+
+    # EXIF orientation is applied as the editors apply it (editor.images.load_image), once
+    wide = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    wide.save(tmp_path / "turned.jpg", exif=exif)
+    upright = open_image(tmp_path / "turned.jpg")
+    assert upright.size == (20, 40) and load_image(upright).size == (20, 40)
+    assert upright.tobytes() == load_image(tmp_path / "turned.jpg").tobytes()
 
 
 # --- demo ------------------------------------------------------------------------------------------------------
