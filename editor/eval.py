@@ -222,12 +222,15 @@ def evaluate_models(args) -> str | None:
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    for config in configs:  # this command's runs must all be complete
-        read_records(dataset, config.folder(args.out))
-    for config, _ in finished_runs(dataset, args.out):  # earlier commands' runs, scored by the same backbones
+    finished = finished_runs(dataset, args.out)
+    for config in configs:  # this command's runs must all be complete (read_records says what is missing)
+        if config not in finished:
+            read_records(dataset, config.folder(args.out))
+    for config in finished:  # earlier commands' runs, scored by the same backbones
         if config not in configs:
-            rescore(dataset, config, args.out, scorers)
-    return write_report(args.out / dataset.name / "report", dataset, finished_runs(dataset, args.out), scorers.missing)
+            rescore(dataset.samples, config, args.out, scorers)
+    runs = [(config, read_records(dataset, config.folder(args.out))) for config in finished]
+    return write_report(args.out / dataset.name / "report", dataset, runs, scorers.missing)
 
 
 def harness_parser() -> argparse.ArgumentParser:

@@ -127,19 +127,19 @@ def background_scores(source: Image.Image, edit: Image.Image, mask: Image.Image)
     return BackgroundScores(psnr=_psnr(mse), ssim=float(ssim_map_tensors(x, y).mean()), mse=mse)
 
 
-def _resized_to(generated: Image.Image, truth: Image.Image) -> Image.Image:
+def resized_to(generated: Image.Image, truth: Image.Image) -> Image.Image:
     """MagicBrush's `gen_img.resize(gt_img.size)`: Pillow's default filter for RGB, bicubic, written out."""
     return generated.convert("RGB").resize(truth.size, Image.Resampling.BICUBIC)
 
 
 def l1_distance(generated: Image.Image, truth: Image.Image) -> float:
     """MagicBrush L1: mean |generated − truth| after resizing generated to the truth's size."""
-    return l1(_resized_to(generated, truth), truth)
+    return l1(resized_to(generated, truth), truth)
 
 
 def l2_distance(generated: Image.Image, truth: Image.Image) -> float:
     """MagicBrush L2: mean (generated − truth)² (a mean squared error, not a norm) after the same resize."""
-    return _mse(to_tensor(_resized_to(generated, truth)), to_tensor(truth))
+    return _mse(to_tensor(resized_to(generated, truth)), to_tensor(truth))
 
 
 def _region_pixels(

@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from editor.eval_metrics import (
     l1_distance,
     l2_distance,
     reason_edit_resize,
+    resized_to,
 )
 from editor.params import EditParams, Resolution
 
@@ -132,12 +134,8 @@ class Scorers:
 # ---------------------------------------------------------------------------------------------------- scoring
 
 
-def _resized(image: Image.Image, like: Image.Image) -> Image.Image:
-    return image if image.size == like.size else image.resize(like.size, Image.Resampling.BICUBIC)
-
-
 def _against_target(output: Image.Image, target: Image.Image, scorers: Scorers) -> dict[str, float]:
-    resized = _resized(output, target)
+    resized = resized_to(output, target)
     scores = {
         "l1": l1_distance(output, target),
         "l2": l2_distance(output, target),
@@ -154,7 +152,7 @@ def _against_target(output: Image.Image, target: Image.Image, scorers: Scorers) 
 
 
 def _against_input(output: Image.Image, given: Image.Image, scorers: Scorers) -> dict[str, float]:
-    resized = _resized(output, given)
+    resized = resized_to(output, given)
     scores = {"in_l1": metrics.l1(resized, given), "in_ssim": metrics.ssim(resized, given)}
     if scorers.clip:
         scores["in_clip_i"] = scorers.clip.image_similarity(output, given)
@@ -193,7 +191,7 @@ def score_turn(
     if dataset == "demo" and turn.reference is not None:
         from editor.demo import judge
 
-        scores["edit_acc"] = float(judge.score(_resized(output, given), turn.reference).correct)
+        scores["edit_acc"] = float(judge.score(resized_to(output, given), turn.reference).correct)
         if expressive is not None:
             scores["expressive_acc"] = float(judge.expressive_correct(expressive, turn.reference))
     return scores
@@ -285,58 +283,62 @@ def run(
     (from the kept images, without editing) those recorded with other backbones than `scorers`. Returns how many
     samples were edited (0 when every image was cached)."""
     folder = config.folder(out)
-    todo = pending(dataset, config, out, rank, world)
+    share = dataset.samples[rank::world]
+    todo = unrecorded(share, folder)
+    new = {s.id for s in todo}
+    rescore([s for s in share if s.id not in new], config, out, scorers)  # the records written below are current
     label = f"{config.model} {config.setting}" + (f" [{rank + 1}/{world}]" if world > 1 else "")
     for sample in tqdm(todo, desc=label, disable=not progress, dynamic_ncols=True):
         try:
             record = edit_sample(editor, sample, config, folder / "images", scorers)
         except (ValueError, OSError) as err:  # name the sample: the rest of the run stays cached
-            raise type(err)(f"sample {sample.id} of {config.folder(out)}: {err}") from err
-        _write_atomic(folder / "samples" / f"{sample.id}.json", json.dumps(record))
-    rescore(dataset, config, out, scorers, rank, world)
+            raise type(err)(f"sample {sample.id} of {folder}: {err}") from err
+        _write_atomic(record_path(folder, sample), json.dumps(record))
     return len(todo)
 
 
-def rescore(dataset: EvalDataset, config: RunConfig, out: Path, scorers: Scorers, rank: int = 0, world: int = 1):
-    """Rescore, from the kept images, this process's recorded samples that a loaded backbone did not score."""
+def rescore(samples: Iterable[EvalSample], config: RunConfig, out: Path, scorers: Scorers) -> None:
+    """Rescore, from the kept images, the recorded samples that a loaded backbone did not score."""
     folder = config.folder(out)
-    for sample in dataset.samples[rank::world]:
-        path = folder / "samples" / f"{sample.id}.json"
-        if not path.is_file():
-            continue
+    for sample in samples:
+        path = record_path(folder, sample)
         record = json.loads(path.read_text())
         if needs_rescoring(record, scorers):
             _write_atomic(path, json.dumps(rescore_sample(record, sample, config, folder / "images", scorers)))
 
 
+def record_path(folder: Path, sample: EvalSample) -> Path:
+    return folder / "samples" / f"{sample.id}.json"
+
+
+def unrecorded(samples: Iterable[EvalSample], folder: Path) -> list[EvalSample]:
+    """The samples that have no record in a run folder yet."""
+    return [s for s in samples if not record_path(folder, s).is_file()]
+
+
 def pending(dataset: EvalDataset, config: RunConfig, out: Path, rank: int = 0, world: int = 1) -> list[EvalSample]:
     """This process's samples that still need editing (no record)."""
-    folder = config.folder(out)
-    return [s for s in dataset.samples[rank::world] if not (folder / "samples" / f"{s.id}.json").is_file()]
+    return unrecorded(dataset.samples[rank::world], config.folder(out))
 
 
 def read_records(dataset: EvalDataset, folder: Path) -> list[dict[str, Any]]:
     """The records of every sample of `dataset` in a run folder, in dataset order; a missing one raises."""
-    missing = [s.id for s in dataset.samples if not (folder / "samples" / f"{s.id}.json").is_file()]
-    if missing:
+    if missing := [s.id for s in unrecorded(dataset.samples, folder)]:
         raise FileNotFoundError(
             f"{folder} has no record for {len(missing)} sample(s) (e.g. {', '.join(missing[:3])}): the run is "
             "unfinished; run the same command again to complete it"
         )
-    return [json.loads((folder / "samples" / f"{s.id}.json").read_text()) for s in dataset.samples]
+    return [json.loads(record_path(folder, s).read_text()) for s in dataset.samples]
 
 
-def finished_runs(dataset: EvalDataset, out: Path) -> list[tuple[RunConfig, list[dict[str, Any]]]]:
-    """Every run under `<out>/<dataset>/` that holds a record for each sample of `dataset` (runs of other commands
-    included, so one report compares them all), sorted by model, turns and guidance."""
+def finished_runs(dataset: EvalDataset, out: Path) -> list[RunConfig]:
+    """Every run under `<out>/<dataset>/` of this data that holds a record for each sample of `dataset` (runs of
+    other commands included, so one report compares them all), sorted by model, turns and guidance."""
     runs = []
     for run_file in sorted((Path(out) / dataset.name).glob(f"*/*/{RUN_FILE}")):
         described = json.loads(run_file.read_text())
         if described.get("data") != data_id(dataset) or "dtype" not in described:
             continue  # another folder of this kind (or a run.json from before these fields)
-        config = RunConfig.from_description(described)
-        folder = run_file.parent
-        if all((folder / "samples" / f"{s.id}.json").is_file() for s in dataset.samples):
-            runs.append((config, read_records(dataset, folder)))
-    return sorted(runs, key=lambda run: (run[0].model, run[0].turns, run[0].params.text_guidance,
-                                         run[0].params.image_guidance))  # fmt: skip
+        if not unrecorded(dataset.samples, run_file.parent):
+            runs.append(RunConfig.from_description(described))
+    return sorted(runs, key=lambda c: (c.model, c.turns, c.params.text_guidance, c.params.image_guidance))
