@@ -37,6 +37,11 @@ class Metric:
     higher_is_better: bool
     percent: bool = False
 
+    @property
+    def heading(self) -> str:
+        """The label with its direction, as table columns show it: "L1 ↓"."""
+        return f"{self.label} {'↑' if self.higher_is_better else '↓'}"
+
 
 METRICS: dict[str, Metric] = {
     "l1": Metric("L1", False), "l2": Metric("L2", False), "psnr": Metric("PSNR", True), "ssim": Metric("SSIM", True),
@@ -125,9 +130,7 @@ def _cell(value: float | None, metric: Metric) -> str:
 def markdown_table(dataset: EvalDataset, runs: list[tuple[RunConfig, list[dict]]]) -> str:
     """The paper-layout table: model, setting, slice, n, then the dataset's columns."""
     columns = list(dataset.columns)
-    head = ["model", "αV", "slice", "n"] + [
-        f"{METRICS[c].label} {'↑' if METRICS[c].higher_is_better else '↓'}" for c in columns
-    ]
+    head = ["model", "αV", "slice", "n"] + [METRICS[c].heading for c in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for config, summary in runs:
         for entry in summary:
@@ -151,6 +154,16 @@ def _first_measured(keys: tuple[str, ...], summaries: list[dict[str, Any]]) -> s
     return next((k for k in keys if any(s.get(k) is not None for s in summaries)), None)
 
 
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (imported when a plot is drawn, not at start-up)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_tradeoff(path: Path, runs: list[tuple[RunConfig, dict[str, Any]]]) -> tuple[str, str] | None:
     """The αV trade-off curve from each run's "all turns" summary; None (no file) with fewer than 2 αV values."""
     if len({config.params.image_guidance for config, _ in runs}) < 2:  # (lines of < 2 points are skipped below)
@@ -159,10 +172,7 @@ def plot_tradeoff(path: Path, runs: list[tuple[RunConfig, dict[str, Any]]]) -> t
     y_key = _first_measured(CONSISTENCY_AXIS, [s for _, s in runs])
     if x_key is None or y_key is None:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     lines: dict[tuple[str, str], list] = defaultdict(list)
     for config, summary in runs:
@@ -201,10 +211,7 @@ def plot_drift(path: Path, runs: list[tuple[RunConfig, list[dict[str, Any]]]]) -
     keys = [k for k in DRIFT if any(e.get(k) is not None for entries in per_turn.values() for e in entries)]
     if not keys or not any(len(entries) > 1 for entries in per_turn.values()):
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.4), dpi=150, squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
@@ -213,7 +220,7 @@ def plot_drift(path: Path, runs: list[tuple[RunConfig, list[dict[str, Any]]]]) -
             values = [(100 if METRICS[key].percent else 1) * e[key] for e in entries if e.get(key) is not None]
             ax.plot(turns, values, marker="o", label=f"{model} {setting.split('_')[2]}")
         ax.set_xlabel("turn")
-        ax.set_title(f"{METRICS[key].label} {'↑' if METRICS[key].higher_is_better else '↓'}")
+        ax.set_title(METRICS[key].heading)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
@@ -286,8 +293,7 @@ def paper_table(out: Path) -> str:
         raise FileNotFoundError(f"no <dataset>/report/summary.csv under {out}: run `python -m editor.eval` first")
     rows = sorted({(row["model"], row["setting"]) for entries in tables.values() for row in entries})
     head = ["model", "setting"] + [
-        f"{name}{f' ({part})' if name in PAPER_SLICES else ''} {METRICS[c].label} "
-        f"{'↑' if METRICS[c].higher_is_better else '↓'}"
+        f"{name}{f' ({part})' if name in PAPER_SLICES else ''} {METRICS[c].heading}"
         for name, part in tables
         for c in COLUMNS.get(name, ())
     ]
