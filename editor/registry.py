@@ -3,7 +3,7 @@
 `mgie-7b`, `smartedit-7b`, `smartedit-13b`, `instruct-pix2pix` and `magicbrush` are the published models
 (`python -m editor.weights download NAME` gets them; editor.weights.catalog says what each is made of).
 `mgie-demo` and `ip2p-demo` are the offline demo models this project trains on the shapes world (editor.demo,
-editor.train): MGIE's architecture and its InstructPix2Pix-style ablation, shipped under weights/demo/.
+editor.demo.train): MGIE's architecture and its InstructPix2Pix-style ablation, shipped under weights/demo/.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from editor.weights.catalog import (
 )
 
 DEMO_DIR = REPO_WEIGHTS_DIR / "demo"  # committed to the repository
-GET_DEMO = "the demo weights ship with the repository under weights/demo/; `python -m editor.train` rebuilds them"
+GET_DEMO = "the demo weights ship with the repository under weights/demo/; `python -m editor.demo.train` rebuilds them"
 
 
 @dataclass(frozen=True)

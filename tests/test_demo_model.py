@@ -9,11 +9,11 @@ import torch
 
 from editor.demo import model as demo
 from editor.demo import world
+from editor.demo.train import RECIPES, StageConfig, export, load_checkpoint, train
 from editor.eval import main
 from editor.params import EditParams, Resolution
 from editor.pipelines.ip2p import load_ip2p
 from editor.pipelines.mgie import MGIEPaths, load_mgie
-from editor.train import RECIPES, StageConfig, export, load_checkpoint, train
 
 SMALL = demo.DemoSizes(
     vision_hidden=32, vision_layers=2, llm_hidden=32, llm_intermediate=64, llm_layers=2, head_dim=32,
@@ -115,7 +115,7 @@ def test_diffusion_stages_refuse_an_unfinished_vae(tmp_path):
 def test_training_pixels_equal_the_clip_processor(run):
     from transformers import CLIPImageProcessorPil
 
-    from editor.train import clip_pixels, to_tensor
+    from editor.demo.train import clip_pixels, to_tensor
 
     scenes = [s.source for s in world.dataset("test", 3, seed=2)]
     processor = CLIPImageProcessorPil.from_pretrained(run / "export" / "mgie" / "clip-vit-large-patch14")

@@ -1,6 +1,6 @@
 """The offline demo model: MGIE's architecture at a size a 2-core CPU trains in about an hour, and its ablation.
 
-`DemoSizes` holds every size. `build_*` make the modules trained by `editor.train`; `export_*` write them in the
+`DemoSizes` holds every size. `build_*` make the modules trained by `editor.demo.train`; `export_*` write them in the
 official layouts, so the real loaders read them like the downloads:
 
     <out>/mgie/LLaVA-7B-v1/            LLaMA + projector shards (safetensors), the LLaMA-style tokenizer, config.json

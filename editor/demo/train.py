@@ -1,9 +1,9 @@
 """Train the offline demo models on the shapes world (editor.demo.world), on CPU or CUDA, resumably.
 
-    python -m editor.train vae  --out runs/demo            # 1. the small VAE (frozen afterwards, as SD's)
-    python -m editor.train mgie --out runs/demo            # 2. MGIE end to end: L_ins + 0.5 * L_edit
-    python -m editor.train ip2p --out runs/demo            # 3. the ablation: terse instruction -> CLIP text encoder
-    python -m editor.train export --out runs/demo --to weights/demo   # official layouts, fp16 safetensors
+    python -m editor.demo.train vae  --out runs/demo            # 1. the small VAE (frozen afterwards, as SD's)
+    python -m editor.demo.train mgie --out runs/demo            # 2. MGIE end to end: L_ins + 0.5 * L_edit
+    python -m editor.demo.train ip2p --out runs/demo            # 3. the ablation: terse text -> CLIP text encoder
+    python -m editor.demo.train export --out runs/demo --to weights/demo   # official layouts, fp16 safetensors
 
 Each stage checkpoints to <out>/<stage>.ckpt every --ckpt-every steps and resumes from it when rerun. Batch i is
 always samples [i*B, (i+1)*B) of the seeded training stream and its noise comes from a generator seeded by
@@ -103,11 +103,11 @@ def load_checkpoint(path: Path, modules: dict, optimizer=None, scheduler=None) -
 def load_vae(out: Path, sizes: demo.DemoSizes, device):
     ckpt_path = out / "vae.ckpt"
     if not ckpt_path.exists():
-        sys.exit(f"{ckpt_path} not found: train the VAE first (python -m editor.train vae --out {out})")
+        sys.exit(f"{ckpt_path} not found: train the VAE first (python -m editor.demo.train vae --out {out})")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if "scaling_factor" not in ckpt:  # written only by the stage's last step
         sys.exit(
-            f"{ckpt_path} is an unfinished VAE (step {ckpt['step']}): rerun python -m editor.train vae --out {out}"
+            f"{ckpt_path} is an unfinished VAE (step {ckpt['step']}): rerun python -m editor.demo.train vae --out {out}"
         )
     vae = demo.build_vae(sizes, ckpt["scaling_factor"])
     vae.load_state_dict(ckpt["modules"]["vae"])
@@ -296,7 +296,7 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m editor.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m editor.demo.train", description=__doc__.split("\n")[0])
     parser.add_argument("stage", choices=(*STAGES, "export"))
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (checkpoints, logs)")
     parser.add_argument("--to", type=Path, default=Path("weights/demo"), help="export: destination folder")
