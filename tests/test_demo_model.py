@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 
 from editor.demo import model as demo
 from editor.demo import world
-from editor.demo.train import RECIPES, StageConfig, export, load_checkpoint, train
+from editor.demo.train import RECIPES, StageConfig, build_cache, export, load_checkpoint, train
 from editor.eval import main
 from editor.params import EditParams, Resolution
 from editor.pipelines.ip2p import load_ip2p
@@ -20,6 +21,7 @@ SMALL = demo.DemoSizes(
     head_layers=1, cross_dim=32, unet_channels=(32, 32), vae_channels=(16, 16, 16), text_hidden=32, text_layers=1,
 )  # fmt: skip
 PARAMS = EditParams(steps=3, resolution=Resolution(size=world.SIZE))
+CACHED = 8  # training samples in the test cache
 
 
 def _fp16(state):
@@ -28,33 +30,33 @@ def _fp16(state):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A 2-step VAE and MGIE/IP2P runs of the small sizes, exported."""
+    """2-step runs of every stage at the small sizes (VAE, MLLM, cache, MGIE, IP2P), exported."""
     out = tmp_path_factory.mktemp("run")
     train("vae", out, StageConfig(2, 2, 1e-3), sizes=SMALL)
-    train("mgie", out, StageConfig(2, 2, 1e-3), sizes=SMALL)
-    train("ip2p", out, StageConfig(2, 2, 1e-3), sizes=SMALL)
+    train("mllm", out, StageConfig(2, 2, 1e-3), sizes=SMALL)
+    build_cache(out, SMALL, "cpu", CACHED, 0, ("latents", "states"))
+    train("mgie", out, StageConfig(2, 2, 1e-3), sizes=SMALL, samples=CACHED)
+    train("ip2p", out, StageConfig(2, 2, 1e-3), sizes=SMALL, samples=CACHED)
     export(out, out / "export", sizes=SMALL)
     export(out, out / "weights" / "demo", sizes=SMALL)  # where the registry looks under a weights folder
     return out
 
 
-def test_recipes_follow_mgie():
-    assert RECIPES["mgie"].lr == 5e-4 and RECIPES["mgie"].warmup == 0.03
-    assert RECIPES["mgie"].steps == RECIPES["ip2p"].steps and RECIPES["mgie"].batch == RECIPES["ip2p"].batch
+def test_the_ablation_trains_exactly_as_mgie():
+    assert RECIPES["mgie"] == RECIPES["ip2p"] and RECIPES["mgie"].warmup == 0.03
 
 
 def test_training_resumes_exactly(tmp_path, run):
     for folder in (tmp_path / "straight", tmp_path / "resumed"):
-        folder.mkdir()
-        (folder / "vae.ckpt").write_bytes((run / "vae.ckpt").read_bytes())
-    recipe = StageConfig(steps=4, batch=2, lr=1e-3)
-    train("mgie", tmp_path / "straight", recipe, sizes=SMALL)
-    train("mgie", tmp_path / "resumed", recipe, sizes=SMALL, until=2)
+        shutil.copytree(run, folder, ignore=shutil.ignore_patterns("mgie*", "ip2p*", "export", "weights"))
+    recipe = StageConfig(steps=6, batch=3, lr=1e-3)  # 18 samples: the 8 cached ones, in three epochs
+    train("mgie", tmp_path / "straight", recipe, sizes=SMALL, samples=CACHED)
+    train("mgie", tmp_path / "resumed", recipe, sizes=SMALL, until=2, samples=CACHED)
     assert torch.load(tmp_path / "resumed" / "mgie.ckpt", weights_only=True)["step"] == 2
-    train("mgie", tmp_path / "resumed", recipe, sizes=SMALL)
+    train("mgie", tmp_path / "resumed", recipe, sizes=SMALL, samples=CACHED)
     a = torch.load(tmp_path / "straight" / "mgie.ckpt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "mgie.ckpt", weights_only=True)
-    assert a["step"] == b["step"] == 4
+    assert a["step"] == b["step"] == 6
     for part in a["modules"]:
         for key, value in a["modules"][part].items():
             torch.testing.assert_close(b["modules"][part][key], value, rtol=0, atol=0, msg=f"{part}.{key}")
@@ -62,7 +64,8 @@ def test_training_resumes_exactly(tmp_path, run):
 
 def test_export_loads_strictly_into_mgie(run):
     mllm, head, unet = demo.build_mllm(SMALL), demo.build_head(SMALL), demo.build_unet(SMALL)
-    load_checkpoint(run / "mgie.ckpt", {"mllm": mllm, "head": head, "unet": unet})
+    load_checkpoint(run / "mllm.ckpt", {"mllm": mllm})
+    load_checkpoint(run / "mgie.ckpt", {"head": head, "unet": unet})
     editor = load_mgie(MGIEPaths.from_weights_dir(run / "export" / "mgie"))
     for trained, loaded in ((mllm, editor.mllm), (head, editor.head), (unet, editor.pipe.unet)):
         expected, got = _fp16(trained.state_dict()), loaded.state_dict()
@@ -115,7 +118,7 @@ def test_diffusion_stages_refuse_an_unfinished_vae(tmp_path):
 def test_training_pixels_equal_the_clip_processor(run):
     from transformers import CLIPImageProcessorPil
 
-    from editor.demo.train import clip_pixels, to_tensor
+    from editor.demo.stages import clip_pixels, to_tensor
 
     scenes = [s.source for s in world.dataset("test", 3, seed=2)]
     processor = CLIPImageProcessorPil.from_pretrained(run / "export" / "mgie" / "clip-vit-large-patch14")

@@ -62,11 +62,16 @@ def changed_region(source: np.ndarray, target: np.ndarray, tone: bool) -> np.nda
 
 def score(output: Image.Image, sample: world.Sample) -> Score:
     target_image = world.render(sample.target)
-    source, target = as_float(world.render(sample.source)), as_float(target_image)
     if output.size != target_image.size:
         raise ValueError(f"output is {output.size}, the world renders {target_image.size}")
-    out = as_float(output)
-    tone = sample.op == "tone"
+    return score_images(output, world.render(sample.source), target_image, tone=sample.op == "tone")
+
+
+def score_images(output: Image.Image, source_image: Image.Image, target_image: Image.Image, tone: bool) -> Score:
+    """`score` for any (source, target) pair of equal size, e.g. scenes drawn outside the world's generator."""
+    source, target, out = as_float(source_image), as_float(target_image), as_float(output)
+    if out.shape != target.shape or source.shape != target.shape:
+        raise ValueError(f"images differ in size: {output.size}, {source_image.size}, {target_image.size}")
     region = changed_region(source, target, tone)
     error = np.abs(out - target)
     inside_t = error[region].mean()

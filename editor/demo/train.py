@@ -1,20 +1,16 @@
 """Train the offline demo models on the shapes world (editor.demo.world), on CPU or CUDA, resumably.
 
-    python -m editor.demo.train vae  --out runs/demo            # 1. the small VAE (frozen afterwards, as SD's)
-    python -m editor.demo.train mgie --out runs/demo            # 2. MGIE end to end: L_ins + 0.5 * L_edit
-    python -m editor.demo.train ip2p --out runs/demo            # 3. the ablation: terse text -> CLIP text encoder
+    python -m editor.demo.train vae   --out runs/demo   # 1. the small VAE (frozen afterwards, as SD's)
+    python -m editor.demo.train mllm  --out runs/demo   # 2. (a) the MLLM alone on L_ins (no diffusion)
+    python -m editor.demo.train cache --out runs/demo   # 3. VAE latents + the frozen MLLM's [IMG] states, once
+    python -m editor.demo.train mgie  --out runs/demo   # 4. (b) MGIE's edit head + UNet on those states: L_edit
+    python -m editor.demo.train ip2p  --out runs/demo   # 5. the ablation: terse text -> CLIP text encoder -> UNet
     python -m editor.demo.train export --out runs/demo --to weights/demo   # official layouts, fp16 safetensors
 
-Each stage checkpoints to <out>/<stage>.ckpt every --ckpt-every steps and resumes from it when rerun. Batch i is
-always samples [i*B, (i+1)*B) of the seeded training stream and its noise comes from a generator seeded by
-(seed, i), so a resumed run sees exactly the data and noise of an uninterrupted one.
-
-MGIE's objective (mgie.md §4): L_ins is the token cross-entropy over "<expressive> [IMG0..7]</s>" after the
-prompt; L_edit is the UNet's epsilon MSE with the target latent (VAE sample x scaling factor) noised by the
-DDPM schedule and the input latent (VAE mode, unscaled) concatenated; the condition is the edit head over the
-final-norm states that predict [IMG0..7]. Condition dropout per sample u: u < .05 null text, .05-.10 null text and
-no image, .10-.15 no image. Deviation: MGIE starts from a pretrained LLaVA and freezes its LLaMA blocks, ViT and
-projector; no pretrained MLLM exists for this world, so here every MLLM weight trains too (the VAE stays frozen).
+The stages and their losses: editor.demo.stages; the cache: editor.demo.cache. Each stage checkpoints to
+<out>/<stage>.ckpt every --ckpt-every steps and resumes from it when rerun; `--keep-every N` also keeps
+<out>/<stage>-<step>.pt (weights only) for the learning curve. Batch i is a fixed function of (seed, i) and its noise
+comes from a generator seeded by (seed, i), so a resumed run sees exactly the data and noise of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -22,26 +18,20 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import random
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from diffusers import DDPMScheduler
 from tqdm import tqdm
-from transformers import CLIPTokenizer, get_cosine_schedule_with_warmup
+from transformers import get_cosine_schedule_with_warmup
 
+from editor.demo import cache as cached
 from editor.demo import model as demo
-from editor.demo import world
-from editor.pipelines.mgie import load_tokenizer
-from editor.prompts import IM_START, IMG_TOKENS, mgie_prompt
-from editor.tiny.tree import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from editor.demo import stages
 
-STAGES = ("vae", "mgie", "ip2p")
+STAGES = ("vae", "mllm", "mgie", "ip2p")
 
 
 @dataclass(frozen=True)
@@ -53,30 +43,12 @@ class StageConfig:
 
 
 RECIPES = {  # the CPU recipe; a GPU can afford more steps via --steps / --batch
-    "vae": StageConfig(steps=2500, batch=16, lr=1e-3),
-    "mgie": StageConfig(steps=1200, batch=32, lr=5e-4),
-    "ip2p": StageConfig(steps=1200, batch=32, lr=5e-4),
+    "vae": StageConfig(steps=2400, batch=16, lr=1e-3),
+    "mllm": StageConfig(steps=1600, batch=32, lr=1e-3),
+    "mgie": StageConfig(steps=6000, batch=32, lr=1e-3),
+    "ip2p": StageConfig(steps=6000, batch=32, lr=1e-3),
 }
-
-
-# --- data --------------------------------------------------------------------------------------------------------
-
-
-def batch_samples(seed: int, step: int, size: int) -> list[world.Sample]:
-    return [world.make_sample(random.Random(f"{seed}/train/{step * size + i}"), "train") for i in range(size)]
-
-
-def to_tensor(scenes: list[world.Scene], device) -> torch.Tensor:
-    """Rendered scenes as B x 3 x H x W in [-1, 1] (rounded to uint8 first, as the app's PNGs are)."""
-    arrays = np.stack([np.asarray(world.render(s)) for s in scenes]).astype(np.float32)
-    return (torch.from_numpy(arrays).permute(0, 3, 1, 2) / 127.5 - 1).to(device)
-
-
-def clip_pixels(images: torch.Tensor) -> torch.Tensor:
-    """What CLIPImageProcessor gives for 64 x 64 inputs at a 64-pixel tower: rescale and normalise only."""
-    mean = torch.tensor(OPENAI_CLIP_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_CLIP_STD, device=images.device).view(1, 3, 1, 1)
-    return ((images + 1) / 2 - mean) / std
+CACHE_SAMPLES = 40960  # the diffusion stages' training set (40 parts of editor.demo.cache.PART)
 
 
 # --- checkpoints -------------------------------------------------------------------------------------------------
@@ -114,117 +86,44 @@ def load_vae(out: Path, sizes: demo.DemoSizes, device):
     return vae.to(device).eval().requires_grad_(False)
 
 
-# --- the stages --------------------------------------------------------------------------------------------------
+def load_mllm(out: Path, sizes: demo.DemoSizes, device) -> tuple[stages.MLLMStage, int]:
+    """Stage (a)'s MLLM, frozen, and the step it was saved at."""
+    path = out / "mllm.ckpt"
+    if not path.exists():
+        sys.exit(f"{path} not found: train the MLLM first (python -m editor.demo.train mllm --out {out})")
+    stage = stages.MLLMStage(sizes, device, out)
+    step = load_checkpoint(path, stage.modules)["step"]
+    stage.mllm.eval().requires_grad_(False)
+    return stage, step
 
 
-class VAEStage:
-    def __init__(self, sizes, device):
-        self.vae = demo.build_vae(sizes).to(device)
-        self.modules = {"vae": self.vae}
-        self.device = device
-
-    def loss(self, samples, gen) -> dict[str, torch.Tensor]:
-        x = to_tensor([s.source for s in samples] + [s.target for s in samples[: len(samples) // 4]], self.device)
-        posterior = self.vae.encode(x).latent_dist
-        y = self.vae.decode(posterior.sample(generator=gen)).sample
-        mse = F.mse_loss(y, x)
-        kl = posterior.kl().mean()
-        return {"loss": (y - x).abs().mean() + mse + 1e-6 * kl, "psnr": 10 * torch.log10(4 / mse.detach())}
-
-    @torch.no_grad()
-    def extra(self, seed: int) -> dict:
-        """The latent scaling factor: 1 / std of VAE samples over 256 scenes (SD's 0.18215 was found this way)."""
-        x = to_tensor([s.source for s in batch_samples(seed + 1, 0, 256)], self.device)
-        return {"scaling_factor": float(1.0 / self.vae.encode(x).latent_dist.sample().std())}
+def build_cache(out: Path, sizes: demo.DemoSizes, device, samples: int, seed: int, parts: tuple[str, ...]) -> None:
+    if "latents" in parts:
+        cached.build_latents(out, load_vae(out, sizes, device), samples, seed, device)
+    if "states" in parts:
+        stage, step = load_mllm(out, sizes, device)
+        cached.build_states(out, stage, step, samples, seed)
 
 
-class DiffusionStage:
-    """Shared by MGIE and the ablation: the noised target, the dropout and L_edit."""
-
-    def __init__(self, sizes, device, out):
-        self.vae = load_vae(out, sizes, device)
-        self.unet = demo.build_unet(sizes).to(device)
-        self.noise = DDPMScheduler.from_config(demo.scheduler_config())
-        self.device = device
-
-    def edit_loss(self, samples, cond, null, gen) -> torch.Tensor:
-        b = len(samples)
-        with torch.no_grad():
-            src = self.vae.encode(to_tensor([s.source for s in samples], self.device)).latent_dist.mode()
-            tgt = self.vae.encode(to_tensor([s.target for s in samples], self.device)).latent_dist
-            tgt = tgt.sample(generator=gen) * self.vae.config.scaling_factor
-        u = torch.rand(b, generator=gen, device=self.device)
-        drop_text = (u < 0.10).view(b, 1, 1)
-        keep_image = ~((u >= 0.05) & (u < 0.15)).view(b, 1, 1, 1)
-        cond = torch.where(drop_text, null.expand_as(cond), cond)
-        noise = torch.randn(tgt.shape, generator=gen, device=self.device)
-        t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), generator=gen, device=self.device)
-        noisy = self.noise.add_noise(tgt, noise, t)
-        pred = self.unet(torch.cat([noisy, src * keep_image], dim=1), t, cond).sample
-        v_prediction = self.noise.config.prediction_type == "v_prediction"
-        return F.mse_loss(pred, self.noise.get_velocity(tgt, noise, t) if v_prediction else noise)
-
-
-class MGIEStage(DiffusionStage):
-    def __init__(self, sizes, device, out):
-        super().__init__(sizes, device, out)
-        demo.write_llama_tokenizer(out / "tokenizer", sizes)
-        self.tokenizer = load_tokenizer(out / "tokenizer")
-        self.mllm = demo.build_mllm(sizes).to(device)
-        self.head = demo.build_head(sizes).to(device)
-        self.modules = {"mllm": self.mllm, "head": self.head, "unet": self.unet}
-        self.num_patches = self.mllm.config.num_patches
-        self.im_start = self.tokenizer.convert_tokens_to_ids(IM_START)
-        self.img_ids = self.tokenizer.convert_tokens_to_ids(list(IMG_TOKENS))
-        self._prompts: dict[str, list[int]] = {}
-
-    def sequence(self, sample: world.Sample) -> tuple[list[int], int]:
-        """Prompt + "<expressive> [IMG0..7]</s>" ids (the answer tokenised as MGIE.answer_ids does), prompt length."""
-        if sample.terse not in self._prompts:
-            self._prompts[sample.terse] = self.tokenizer(mgie_prompt(sample.terse, self.num_patches)).input_ids
-        prompt = self._prompts[sample.terse]
-        answer = self.tokenizer(sample.expressive, add_special_tokens=False).input_ids + self.img_ids
-        return prompt + answer + [self.tokenizer.eos_token_id], len(prompt)
-
-    def loss(self, samples, gen) -> dict[str, torch.Tensor]:
-        seqs = [self.sequence(s) for s in samples]
-        length = max(len(ids) for ids, _ in seqs)
-        ids = torch.zeros(len(seqs), length, dtype=torch.long)
-        labels = torch.full((len(seqs), length), -100, dtype=torch.long)
-        for row, (seq, n_prompt) in enumerate(seqs):  # right padding: causal attention never sees it
-            ids[row, : len(seq)] = torch.tensor(seq)
-            labels[row, n_prompt : len(seq)] = torch.tensor(seq[n_prompt:])
-        ids, labels = ids.to(self.device), labels.to(self.device)
-        pixels = clip_pixels(to_tensor([s.source for s in samples], self.device))
-        embeds = self.mllm.embed_with_image(ids, self.mllm.encode_image(pixels), self.im_start)
-        hidden = self.mllm.final_states(embeds)  # B x L x H
-        logits = self.mllm.llm.lm_head(hidden[:, :-1])
-        l_ins = F.cross_entropy(logits.flatten(0, 1).float(), labels[:, 1:].flatten())
-        k = (ids == self.img_ids[0]).int().argmax(dim=1)  # position of [IMG0]
-        window = k[:, None] - 1 + torch.arange(len(IMG_TOKENS), device=self.device)  # states predicting [IMG0..7]
-        states = hidden.gather(1, window[..., None].expand(-1, -1, hidden.shape[-1]))
-        emb = self.mllm.llm.get_input_embeddings().weight[-len(IMG_TOKENS) :]
-        cond, null = self.head(states, emb), self.head(torch.zeros_like(states[:1]), emb)
-        l_edit = self.edit_loss(samples, cond, null, gen)
-        return {"loss": l_ins + 0.5 * l_edit, "ins": l_ins, "edit": l_edit}
-
-
-class IP2PStage(DiffusionStage):
-    def __init__(self, sizes, device, out):
-        super().__init__(sizes, device, out)
-        demo.write_clip_tokenizer(out / "clip_tokenizer")
-        self.tokenizer = CLIPTokenizer.from_pretrained(out / "clip_tokenizer")
-        self.text = demo.build_text_encoder(sizes).to(device)
-        self.modules = {"text": self.text, "unet": self.unet}
-
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        ids = self.tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
-        return self.text(ids.input_ids.to(self.device))[0]  # what the IP2P pipeline feeds the UNet
-
-    def loss(self, samples, gen) -> dict[str, torch.Tensor]:
-        cond, null = self.encode([s.terse for s in samples]), self.encode([""])  # IP2P's null prompt is ""
-        l_edit = self.edit_loss(samples, cond, null, gen)
-        return {"loss": l_edit, "edit": l_edit}
+def make_runner(stage: str, out: Path, sizes: demo.DemoSizes, device, samples: int):
+    """The stage object and the function that gives batch `step` (samples drawn afresh, or cached latents)."""
+    if stage == "vae":
+        runner = stages.VAEStage(sizes, device)
+        return runner, lambda seed, step, size, gen: runner.loss(
+            stages.batch_samples(seed, step, size), gen, seed, step
+        )
+    if stage == "mllm":
+        runner = stages.MLLMStage(sizes, device, out)
+        return runner, lambda seed, step, size, gen: runner.loss(stages.batch_samples(seed, step, size), gen)
+    scaling = load_vae(out, sizes, "cpu").config.scaling_factor
+    if stage == "mgie":
+        mllm_step = load_checkpoint(out / "mllm.ckpt", {})["step"]
+        data = cached.Cache(out, samples, with_states=True, mllm_step=mllm_step)
+        runner = stages.MGIEStage(sizes, device, scaling, data.emb)
+    else:
+        data = cached.Cache(out, samples, with_states=False)
+        runner = stages.IP2PStage(sizes, device, scaling, out)
+    return runner, lambda seed, step, size, gen: runner.loss(data.batch(seed, step, size, device), gen)
 
 
 def train(
@@ -236,13 +135,14 @@ def train(
     ckpt_every: int = 100,
     sizes: demo.DemoSizes = demo.DemoSizes(),  # noqa: B008 - frozen dataclass
     until: int | None = None,
+    samples: int = CACHE_SAMPLES,
+    keep_every: int | None = None,
 ) -> None:
     """Run (or resume) one stage up to `recipe.steps` (or stop after step `until`, to resume later),
     checkpointing to <out>/<stage>.ckpt."""
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
-    runner = {"vae": VAEStage, "mgie": MGIEStage, "ip2p": IP2PStage}[stage]
-    runner = runner(sizes, device) if stage == "vae" else runner(sizes, device, out)
+    runner, step_loss = make_runner(stage, out, sizes, device, samples)
     params = [p for m in runner.modules.values() for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
     schedule = get_cosine_schedule_with_warmup(optimizer, math.ceil(recipe.warmup * recipe.steps), recipe.steps)
@@ -259,7 +159,7 @@ def train(
     began = time.perf_counter()
     for step in bar:
         gen = torch.Generator(device).manual_seed(seed * 1_000_003 + step)
-        losses = runner.loss(batch_samples(seed, step, recipe.batch), gen)
+        losses = step_loss(seed, step, recipe.batch, gen)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -273,6 +173,9 @@ def train(
         if (step + 1) % ckpt_every == 0 or step + 1 in (stop, recipe.steps):
             extra = runner.extra(seed) if stage == "vae" and step + 1 == recipe.steps else {}
             save_checkpoint(path, runner.modules, optimizer, schedule, step + 1, {"recipe": asdict(recipe), **extra})
+        if keep_every and (step + 1) % keep_every == 0:
+            weights = {k: m.state_dict() for k, m in runner.modules.items()}
+            torch.save({"modules": weights, "step": step + 1}, out / f"{stage}-{step + 1:06d}.pt")
     log.close()
 
 
@@ -281,23 +184,30 @@ def export(
     to: Path,
     sizes: demo.DemoSizes = demo.DemoSizes(),  # noqa: B008 - frozen dataclass
     parts: tuple[str, ...] = ("mgie", "ip2p"),
+    step: int | None = None,
 ) -> None:
-    """Write the trained models in their official layouts: <to>/mgie (MGIE's four folders), <to>/ip2p (diffusers)."""
+    """Write the trained models in their official layouts: <to>/mgie (MGIE's four folders), <to>/ip2p (diffusers).
+    `step`: the weights kept at that step (`--keep-every`) instead of the latest checkpoint."""
     vae = load_vae(out, sizes, "cpu")
+
+    def weights(stage: str) -> Path:
+        return out / (f"{stage}-{step:06d}.pt" if step else f"{stage}.ckpt")
+
     if "mgie" in parts:
         mllm, head, unet = demo.build_mllm(sizes), demo.build_head(sizes), demo.build_unet(sizes)
-        load_checkpoint(out / "mgie.ckpt", {"mllm": mllm, "head": head, "unet": unet})
+        load_checkpoint(out / "mllm.ckpt", {"mllm": mllm})
+        load_checkpoint(weights("mgie"), {"head": head, "unet": unet})
         demo.export_mgie(to / "mgie", sizes, mllm, head, unet, vae)
     if "ip2p" in parts:
         text, unet = demo.build_text_encoder(sizes), demo.build_unet(sizes)
-        load_checkpoint(out / "ip2p.ckpt", {"text": text, "unet": unet})
+        load_checkpoint(weights("ip2p"), {"text": text, "unet": unet})
         demo.export_ip2p(to / "ip2p", unet, vae, text)
     print(f"wrote {', '.join(str(to / part) for part in parts)}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m editor.demo.train", description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=(*STAGES, "export"))
+    parser.add_argument("stage", choices=(*STAGES, "cache", "export"))
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (checkpoints, logs)")
     parser.add_argument("--to", type=Path, default=Path("weights/demo"), help="export: destination folder")
     parser.add_argument("--parts", nargs="+", choices=("mgie", "ip2p"), default=["mgie", "ip2p"], help="export: which")
@@ -309,15 +219,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--ckpt-every", type=int, default=100)
     parser.add_argument("--until", type=int, help="stop after this step (rerun later to resume)")
+    parser.add_argument("--samples", type=int, default=CACHE_SAMPLES, help="cache: training samples encoded")
+    parser.add_argument("--cache-parts", nargs="+", choices=("latents", "states"), default=["latents", "states"])
+    parser.add_argument("--keep-every", type=int, help="also keep <stage>-<step>.pt weights every N steps")
+    parser.add_argument("--step", type=int, help="export: the weights kept at this step instead of the latest")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.stage == "export":
-        export(args.out, args.to, parts=tuple(args.parts))
+        export(args.out, args.to, parts=tuple(args.parts), step=args.step)
+        return
+    if args.stage == "cache":
+        build_cache(args.out, demo.DemoSizes(), args.device, args.samples, args.seed, tuple(args.cache_parts))
         return
     base = RECIPES[args.stage]
     recipe = StageConfig(args.steps or base.steps, args.batch or base.batch, args.lr or base.lr, base.warmup)
-    train(args.stage, args.out, recipe, args.seed, args.device, args.ckpt_every, until=args.until)
+    train(
+        args.stage, args.out, recipe, args.seed, args.device, args.ckpt_every, until=args.until,
+        samples=args.samples, keep_every=args.keep_every,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

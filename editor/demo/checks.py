@@ -1,0 +1,149 @@
+"""Measurements behind the demo recipe (docs/demo-recipe.md), run on a training folder:
+
+    python -m editor.demo.checks vae   --out runs/demo   # the VAE's ceiling: each target's round trip, judged
+    python -m editor.demo.checks probe --out runs/demo   # what the frozen MLLM's [IMG] states hold (linear probes)
+
+`vae`: every held-out target is encoded and decoded by the VAE and judged as if it were a model's output; no
+model trained on these latents can score above it. Three sets: the world's four held-out splits (the samples of
+`python -m editor.eval demo`), the same edits on other backgrounds (editor.demo.variety.restyle: plain, light), and
+user-style drawings made outside the world's generator (editor.demo.variety.user_edit, drawn at 256 px and
+reduced to 64 px as the app does).
+
+`probe`: linear classifiers from the 8 cached states (flattened) to the edit's facts (operation, the object's
+colour, shape and place, the new colour or place), trained on cached training samples, scored on held-out ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from editor.demo import judge, variety, world
+from editor.demo import model as demo
+from editor.demo.stages import arrays_to_tensor, to_tensor
+from editor.eval_data import DEMO_SEED, DEMO_SPLITS
+
+
+def held_out(per_split: int) -> list[world.Sample]:
+    return [s for split in DEMO_SPLITS for s in world.dataset(split, per_split, DEMO_SEED)]
+
+
+def _images(x: torch.Tensor) -> list[Image.Image]:
+    pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(p) for p in pixels]
+
+
+@torch.no_grad()
+def round_trip(vae, images: torch.Tensor, batch: int = 64) -> list[Image.Image]:
+    out = []
+    for i in range(0, len(images), batch):
+        out += _images(vae.decode(vae.encode(images[i : i + batch]).latent_dist.mode()).sample)
+    return out
+
+
+def _rate(scores: list[judge.Score]) -> str:
+    correct = sum(s.correct for s in scores)
+    psnrs = [s.background_psnr for s in scores if s.background_psnr is not None]
+    return f"{100 * correct / len(scores):.1f} % of {len(scores)} (bg PSNR {sum(psnrs) / max(1, len(psnrs)):.2f} dB)"
+
+
+def vae_ceiling(vae, per_split: int = 125, drawn: int = 200) -> dict[str, str]:
+    samples = held_out(per_split)
+    rng = random.Random("vae-ceiling")
+    restyled = [variety.restyle(s, rng) for s in samples]
+    results = {}
+    for name, group in (("world held-out", samples), ("other backgrounds", restyled)):
+        outputs = round_trip(vae, to_tensor([s.target for s in group], "cpu"))
+        results[name] = _rate([judge.score(o, s) for o, s in zip(outputs, group, strict=True)])
+        for op in world.OPS:
+            scores = [judge.score(o, s) for o, s in zip(outputs, group, strict=True) if s.op == op]
+            results[f"{name}: {op}"] = _rate(scores) if scores else "-"
+    edits = [variety.user_edit(random.Random(f"drawn/{i}")) for i in range(drawn)]
+    small = [(e.source.resize((world.SIZE,) * 2, Image.Resampling.BOX), e) for e in edits]
+    targets = [e.target.resize((world.SIZE,) * 2, Image.Resampling.BOX) for e in edits]
+    outputs = round_trip(vae, arrays_to_tensor([np.asarray(t, dtype=np.float32) for t in targets], "cpu"))
+    scores = [judge.score_images(o, s, t, tone=False) for o, (s, _), t in zip(outputs, small, targets, strict=True)]
+    results["drawn outside the world"] = _rate(scores)
+    return results
+
+
+def edit_facts(sample: world.Sample) -> dict[str, str]:
+    """What an edit's condition must carry, read off its expressive text: the operation, the object, the result."""
+    words = judge.facts(sample.expressive)
+    colours = [w for w in words if w in world.COLOURS]
+    kinds = [w for w in words if w in world.KINDS]
+    text = sample.expressive
+    place = next((p for p in sorted(world.CELL_NAMES.values(), key=len, reverse=True) if f"at the {p}" in text), "-")
+    return {
+        "operation": sample.op,
+        "object colour": colours[0] if colours and sample.op != "add" else "-",
+        "object shape": kinds[0] if kinds else "-",
+        "object place": place,
+        "result": words[-1] if words else "-",
+    }
+
+
+def probe(states_train, facts_train, states_test, facts_test, epochs: int = 60) -> dict[str, tuple[float, float]]:
+    """Per fact: (held-out accuracy of a linear softmax probe on the flattened states, majority-class rate)."""
+    x_train, x_test = states_train.flatten(1).float(), states_test.flatten(1).float()
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    results = {}
+    for key in facts_train[0]:
+        names = sorted({f[key] for f in facts_train} | {f[key] for f in facts_test})
+        y_train = torch.tensor([names.index(f[key]) for f in facts_train])
+        y_test = torch.tensor([names.index(f[key]) for f in facts_test])
+        linear = torch.nn.Linear(x_train.shape[1], len(names))
+        optimizer = torch.optim.Adam(linear.parameters(), lr=1e-3, weight_decay=1e-4)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(epochs):
+            for rows in torch.randperm(len(y_train), generator=generator).split(256):
+                loss = torch.nn.functional.cross_entropy(linear(x_train[rows]), y_train[rows])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        with torch.no_grad():
+            accuracy = (linear(x_test).argmax(1) == y_test).float().mean().item()
+        majority = max(y_test.bincount().tolist()) / len(y_test)
+        results[key] = (accuracy, majority)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m editor.demo.checks", description=__doc__.split("\n")[0])
+    parser.add_argument("check", choices=("vae", "probe"))
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--per-split", type=int, default=125)
+    parser.add_argument("--samples", type=int, default=8192, help="probe: cached training states used")
+    parser.add_argument("--seed", type=int, default=0, help="probe: the training stream's seed")
+    args = parser.parse_args(argv)
+    from editor.demo.train import load_vae
+
+    if args.check == "vae":
+        vae = load_vae(args.out, demo.DemoSizes(), "cpu")
+        for name, value in vae_ceiling(vae, args.per_split).items():
+            print(f"| {name} | {value} |")
+        return
+    from editor.demo.cache import Cache
+    from editor.demo.stages import train_sample
+    from editor.demo.train import load_mllm
+
+    stage, step = load_mllm(args.out, demo.DemoSizes(), "cpu")
+    cache = Cache(args.out, args.samples, with_states=True, mllm_step=step)
+    facts_train = [edit_facts(train_sample(args.seed, i)) for i in range(args.samples)]
+    samples = held_out(args.per_split)
+    with torch.no_grad():
+        states_test = torch.cat([stage.forward(samples[i : i + 64])[1] for i in range(0, len(samples), 64)])
+    results = probe(cache.states, facts_train, states_test, [edit_facts(s) for s in samples])
+    print(f"| fact | probe accuracy % | majority class % |   (MLLM step {step}, {args.samples} training states)")
+    for key, (accuracy, majority) in results.items():
+        print(f"| {key} | {100 * accuracy:.1f} | {100 * majority:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

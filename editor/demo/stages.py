@@ -1,0 +1,222 @@
+"""The demo models' training stages, MGIE's recipe in the order MGIE itself uses its parts (docs/demo-recipe.md).
+
+    vae    the small VAE (frozen afterwards, as SD's)
+    mllm   (a) the MLLM alone on L_ins: terse instruction + image -> "<expressive> [IMG0..7]</s>"; no diffusion
+    cache  the training stream, encoded once: VAE latents of source and target and, from the frozen MLLM, the
+           final-norm states that predict [IMG0..7] after the ground-truth expressive text (teacher-forced, as
+           `guidance_from_text` does at inference); editor.demo.cache
+    mgie   (b) MGIE's edit head + UNet on those states, the MLLM frozen: L_edit
+    ip2p   the ablation: the same UNet and latents, conditioned on the terse text through a small CLIP text encoder
+
+L_edit is the v-prediction MSE (scheduler_config) over the noised target latent, the source latent concatenated,
+with MGIE's condition dropout per sample u: u < .05 null text, .05-.10 null text and no image, .10-.15 no image.
+Each latent position's error is weighted 1 + REGION_WEIGHT where the edit changes the latents (the source and
+target latents differ), so that the few positions an edit touches are not drowned by the background it keeps.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from transformers import CLIPTokenizer
+
+from editor.demo import model as demo
+from editor.demo import variety, world
+from editor.pipelines.mgie import load_tokenizer
+from editor.prompts import IM_START, IMG_TOKENS, mgie_prompt
+from editor.tiny.tree import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+RESTYLE = 0.25  # share of training samples whose background is redrawn (editor.demo.variety)
+REGION_WEIGHT = 4.0
+REGION_THRESHOLD = 0.05  # unscaled latent units
+LOGVAR_INIT = -6.0
+
+
+# --- data --------------------------------------------------------------------------------------------------------
+
+
+def train_sample(seed: int, index: int) -> world.Sample:
+    """Sample `index` of the training stream: the world's, a quarter of them on another background."""
+    sample = world.make_sample(random.Random(f"{seed}/train/{index}"), "train")
+    rng = random.Random(f"{seed}/style/{index}")
+    return variety.restyle(sample, rng) if rng.random() < RESTYLE else sample
+
+
+def batch_samples(seed: int, step: int, size: int) -> list[world.Sample]:
+    return [train_sample(seed, step * size + i) for i in range(size)]
+
+
+def to_tensor(scenes: list[world.Scene], device) -> torch.Tensor:
+    """Rendered scenes as B x 3 x H x W in [-1, 1] (rounded to uint8 first, as the app's PNGs are)."""
+    return arrays_to_tensor([world.render_array(s) for s in scenes], device)
+
+
+def arrays_to_tensor(arrays: list[np.ndarray], device) -> torch.Tensor:
+    """H x W x 3 float arrays in [0, 255] -> B x 3 x H x W in [-1, 1], rounded to uint8 levels first."""
+    pixels = np.round(np.stack(arrays)).astype(np.float32)
+    return (torch.from_numpy(pixels).permute(0, 3, 1, 2) / 127.5 - 1).to(device)
+
+
+def clip_pixels(images: torch.Tensor) -> torch.Tensor:
+    """What CLIPImageProcessor gives for 64 x 64 inputs at a 64-pixel tower: rescale and normalise only."""
+    mean = torch.tensor(OPENAI_CLIP_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_CLIP_STD, device=images.device).view(1, 3, 1, 1)
+    return ((images + 1) / 2 - mean) / std
+
+
+# --- stages ------------------------------------------------------------------------------------------------------
+
+
+class VAEStage:
+    """The VAE sees the world's scenes (some on other backgrounds) and free drawings (editor.demo.variety), so that
+    its round trip keeps the shapes' edges and the backgrounds a user draws on. Loss: L1 + L2 + L1 of the image
+    gradients (edges) + 1e-6 KL."""
+
+    def __init__(self, sizes: demo.DemoSizes, device) -> None:
+        self.vae = demo.build_vae(sizes).to(device)
+        with torch.no_grad():  # start with a posterior std of about 0.05: the decoder sees clean latents early
+            logvar = self.vae.encoder.conv_out
+            logvar.weight[sizes.latent_channels :] *= 0.1
+            logvar.bias[sizes.latent_channels :] = LOGVAR_INIT
+        self.modules = {"vae": self.vae}
+        self.device = device
+
+    def images(self, samples: list[world.Sample], seed: int, step: int) -> torch.Tensor:
+        rng = random.Random(f"{seed}/vae/{step}")
+        quarter = len(samples) // 4
+        scenes = [s.source for s in samples[: 2 * quarter]] + [s.target for s in samples[2 * quarter : 3 * quarter]]
+        scenes = [variety.restyle_scene(s, rng) if rng.random() < 0.3 else s for s in scenes]
+        arrays = [world.render_array(s) for s in scenes]
+        arrays += [variety.drawing(rng) for _ in range(len(samples) - len(arrays))]
+        return arrays_to_tensor(arrays, self.device)
+
+    def loss(self, samples, gen, seed: int, step: int) -> dict[str, torch.Tensor]:
+        x = self.images(samples, seed, step)
+        posterior = self.vae.encode(x).latent_dist
+        y = self.vae.decode(posterior.sample(generator=gen)).sample
+        mse = F.mse_loss(y, x)
+        edges = sum((torch.diff(y, dim=d) - torch.diff(x, dim=d)).abs().mean() for d in (2, 3))
+        loss = (y - x).abs().mean() + mse + edges + 1e-6 * posterior.kl().mean()
+        return {"loss": loss, "psnr": 10 * torch.log10(4 / mse.detach())}
+
+    @torch.no_grad()
+    def extra(self, seed: int) -> dict:
+        """The latent scaling factor: 1 / std of VAE samples over 256 scenes (SD's 0.18215 was found this way)."""
+        x = to_tensor([s.source for s in batch_samples(seed + 1, 0, 256)], self.device)
+        return {"scaling_factor": float(1.0 / self.vae.encode(x).latent_dist.sample().std())}
+
+
+class MLLMStage:
+    """(a) L_ins alone: the token cross-entropy of "<expressive> [IMG0..7]</s>" after MGIE's prompt. Every MLLM
+    weight trains (no pretrained LLaVA exists for this world); `states` gives stage (b) its conditions."""
+
+    def __init__(self, sizes: demo.DemoSizes, device, out) -> None:
+        demo.write_llama_tokenizer(out / "tokenizer", sizes)
+        self.tokenizer = load_tokenizer(out / "tokenizer")
+        self.mllm = demo.build_mllm(sizes).to(device)
+        self.modules = {"mllm": self.mllm}
+        self.device = device
+        self.num_patches = self.mllm.config.num_patches
+        self.im_start = self.tokenizer.convert_tokens_to_ids(IM_START)
+        self.img_ids = self.tokenizer.convert_tokens_to_ids(list(IMG_TOKENS))
+        self._prompts: dict[str, list[int]] = {}
+
+    def sequence(self, sample: world.Sample) -> tuple[list[int], int]:
+        """Prompt + "<expressive> [IMG0..7]</s>" ids (the answer tokenised as MGIE.answer_ids does), prompt length."""
+        if sample.terse not in self._prompts:
+            self._prompts[sample.terse] = self.tokenizer(mgie_prompt(sample.terse, self.num_patches)).input_ids
+        prompt = self._prompts[sample.terse]
+        answer = self.tokenizer(sample.expressive, add_special_tokens=False).input_ids + self.img_ids
+        return prompt + answer + [self.tokenizer.eos_token_id], len(prompt)
+
+    def forward(self, samples: list[world.Sample]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_ins, B x 8 x hidden final-norm states at the positions that predict [IMG0..7])."""
+        seqs = [self.sequence(s) for s in samples]
+        length = max(len(ids) for ids, _ in seqs)
+        ids = torch.zeros(len(seqs), length, dtype=torch.long)
+        labels = torch.full((len(seqs), length), -100, dtype=torch.long)
+        for row, (seq, n_prompt) in enumerate(seqs):  # right padding: causal attention never sees it
+            ids[row, : len(seq)] = torch.tensor(seq)
+            labels[row, n_prompt : len(seq)] = torch.tensor(seq[n_prompt:])
+        ids, labels = ids.to(self.device), labels.to(self.device)
+        pixels = clip_pixels(to_tensor([s.source for s in samples], self.device))
+        embeds = self.mllm.embed_with_image(ids, self.mllm.encode_image(pixels), self.im_start)
+        hidden = self.mllm.final_states(embeds)  # B x L x H
+        logits = self.mllm.llm.lm_head(hidden[:, :-1])
+        l_ins = F.cross_entropy(logits.flatten(0, 1).float(), labels[:, 1:].flatten())
+        k = (ids == self.img_ids[0]).int().argmax(dim=1)  # position of [IMG0]
+        window = k[:, None] - 1 + torch.arange(len(IMG_TOKENS), device=self.device)  # states predicting [IMG0..7]
+        states = hidden.gather(1, window[..., None].expand(-1, -1, hidden.shape[-1]))
+        return l_ins, states
+
+    def img_embeddings(self) -> torch.Tensor:
+        return self.mllm.llm.get_input_embeddings().weight[-len(IMG_TOKENS) :]
+
+    def loss(self, samples, gen) -> dict[str, torch.Tensor]:
+        l_ins, _ = self.forward(samples)
+        return {"loss": l_ins, "ins": l_ins}
+
+
+class DiffusionStage:
+    """Shared by MGIE (b) and the ablation: L_edit on cached latents (editor.demo.cache.Batch)."""
+
+    def __init__(self, sizes: demo.DemoSizes, device, scaling_factor: float) -> None:
+        self.unet = demo.build_unet(sizes).to(device)
+        self.noise = DDPMScheduler.from_config(demo.scheduler_config())
+        self.scaling_factor = scaling_factor
+        self.device = device
+
+    def edit_loss(self, batch, cond: torch.Tensor, null: torch.Tensor, gen) -> torch.Tensor:
+        b = batch.source.shape[0]
+        src = batch.source.float()
+        eps = torch.randn(batch.target_mean.shape, generator=gen, device=self.device)
+        tgt = (batch.target_mean.float() + batch.target_std.float() * eps) * self.scaling_factor
+        u = torch.rand(b, generator=gen, device=self.device)
+        drop_text = (u < 0.10).view(b, 1, 1)
+        keep_image = ~((u >= 0.05) & (u < 0.15)).view(b, 1, 1, 1)
+        cond = torch.where(drop_text, null.expand_as(cond), cond)
+        noise = torch.randn(tgt.shape, generator=gen, device=self.device)
+        t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), generator=gen, device=self.device)
+        noisy = self.noise.add_noise(tgt, noise, t)
+        pred = self.unet(torch.cat([noisy, src * keep_image], dim=1), t, cond).sample
+        changed = (batch.target_mean.float() - src).abs().amax(dim=1, keepdim=True) > REGION_THRESHOLD
+        weight = 1 + REGION_WEIGHT * changed.float()
+        return (weight * (pred - self.noise.get_velocity(tgt, noise, t)) ** 2).mean() / weight.mean()
+
+
+class MGIEStage(DiffusionStage):
+    """(b) The edit head and the UNet on the frozen MLLM's cached [IMG] states: L_edit only (L_ins was stage a)."""
+
+    def __init__(self, sizes: demo.DemoSizes, device, scaling_factor: float, img_embeddings: torch.Tensor) -> None:
+        super().__init__(sizes, device, scaling_factor)
+        self.head = demo.build_head(sizes).to(device)
+        self.modules = {"head": self.head, "unet": self.unet}
+        self.emb = img_embeddings.to(device)
+
+    def loss(self, batch, gen) -> dict[str, torch.Tensor]:
+        states = batch.states.float()
+        cond, null = self.head(states, self.emb), self.head(torch.zeros_like(states[:1]), self.emb)
+        l_edit = self.edit_loss(batch, cond, null, gen)
+        return {"loss": l_edit, "edit": l_edit}
+
+
+class IP2PStage(DiffusionStage):
+    def __init__(self, sizes: demo.DemoSizes, device, scaling_factor: float, out) -> None:
+        super().__init__(sizes, device, scaling_factor)
+        demo.write_clip_tokenizer(out / "clip_tokenizer")
+        self.tokenizer = CLIPTokenizer.from_pretrained(out / "clip_tokenizer")
+        self.text = demo.build_text_encoder(sizes).to(device)
+        self.modules = {"text": self.text, "unet": self.unet}
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+        return self.text(ids.input_ids.to(self.device))[0]  # what the IP2P pipeline feeds the UNet
+
+    def loss(self, batch, gen) -> dict[str, torch.Tensor]:
+        cond, null = self.encode(batch.terse), self.encode([""])  # IP2P's null prompt is ""
+        l_edit = self.edit_loss(batch, cond, null, gen)
+        return {"loss": l_edit, "edit": l_edit}
