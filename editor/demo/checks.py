@@ -88,7 +88,7 @@ def edit_facts(sample: world.Sample) -> dict[str, str]:
     }
 
 
-def probe(states_train, facts_train, states_test, facts_test, epochs: int = 60) -> dict[str, tuple[float, float]]:
+def probe(states_train, facts_train, states_test, facts_test, steps: int = 600) -> dict[str, tuple[float, float]]:
     """Per fact: (held-out accuracy of a linear softmax probe on the flattened states, majority-class rate)."""
     x_train, x_test = states_train.flatten(1).float(), states_test.flatten(1).float()
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
@@ -99,14 +99,14 @@ def probe(states_train, facts_train, states_test, facts_test, epochs: int = 60) 
         y_train = torch.tensor([names.index(f[key]) for f in facts_train])
         y_test = torch.tensor([names.index(f[key]) for f in facts_test])
         linear = torch.nn.Linear(x_train.shape[1], len(names))
-        optimizer = torch.optim.Adam(linear.parameters(), lr=1e-3, weight_decay=1e-4)
+        optimizer = torch.optim.Adam(linear.parameters(), lr=1e-2, weight_decay=1e-4)
         generator = torch.Generator().manual_seed(0)
-        for _ in range(epochs):
-            for rows in torch.randperm(len(y_train), generator=generator).split(256):
-                loss = torch.nn.functional.cross_entropy(linear(x_train[rows]), y_train[rows])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+        for _ in range(steps):
+            rows = torch.randint(len(y_train), (512,), generator=generator)
+            loss = torch.nn.functional.cross_entropy(linear(x_train[rows]), y_train[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
         with torch.no_grad():
             accuracy = (linear(x_test).argmax(1) == y_test).float().mean().item()
         majority = max(y_test.bincount().tolist()) / len(y_test)

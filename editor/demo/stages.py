@@ -68,6 +68,12 @@ def clip_pixels(images: torch.Tensor) -> torch.Tensor:
     return ((images + 1) / 2 - mean) / std
 
 
+def region_weights(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """B x 1 x h x w: 1 + REGION_WEIGHT where the edit changes the latents (any channel), else 1."""
+    changed = (target - source).abs().amax(dim=1, keepdim=True) > REGION_THRESHOLD
+    return 1 + REGION_WEIGHT * changed.float()
+
+
 # --- stages ------------------------------------------------------------------------------------------------------
 
 
@@ -183,8 +189,7 @@ class DiffusionStage:
         t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), generator=gen, device=self.device)
         noisy = self.noise.add_noise(tgt, noise, t)
         pred = self.unet(torch.cat([noisy, src * keep_image], dim=1), t, cond).sample
-        changed = (batch.target_mean.float() - src).abs().amax(dim=1, keepdim=True) > REGION_THRESHOLD
-        weight = 1 + REGION_WEIGHT * changed.float()
+        weight = region_weights(src, batch.target_mean.float())
         return (weight * (pred - self.noise.get_velocity(tgt, noise, t)) ** 2).mean() / weight.mean()
 
 

@@ -1,0 +1,140 @@
+"""The demo recipe's parts: varied training scenes, the latent cache, the region-weighted loss, probes, the curve."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from editor.demo import cache, checks, curve, judge, stages, variety, world
+from editor.demo import model as demo
+
+SMALL = demo.DemoSizes(unet_channels=(16, 16), vae_channels=(16, 16, 16), cross_dim=16, latent_channels=4)
+
+
+def test_restyle_changes_only_the_background():
+    sample = world.dataset("train", 1, seed=3)[0]
+    other = variety.restyle(sample, random.Random(0))
+    assert other.source.background == other.target.background != sample.source.background
+    assert (other.source.shapes, other.target.shapes) == (sample.source.shapes, sample.target.shapes)
+    assert (other.terse, other.expressive, other.op) == (sample.terse, sample.expressive, sample.op)
+    assert judge.score(world.render(other.target), other).correct
+
+
+def test_training_stream_restyles_about_a_quarter_and_is_reproducible():
+    drawn = [stages.train_sample(0, i) for i in range(400)]
+    plain = [world.make_sample(random.Random(f"0/train/{i}"), "train") for i in range(400)]
+    share = sum(a.source.background != b.source.background for a, b in zip(drawn, plain, strict=True)) / 400
+    assert 0.18 < share < 0.32
+    assert stages.batch_samples(0, 3, 4) == drawn[12:16]
+
+
+def test_user_edits_change_only_the_edited_shape_and_judge_their_own_target_correct():
+    for i in range(20):
+        edit = variety.user_edit(random.Random(i), size=128)
+        source, target = judge.as_float(edit.source), judge.as_float(edit.target)
+        changed = np.abs(source - target).max(axis=2) > judge.CHANGE_THRESHOLD
+        assert 0.003 < changed.mean() < 0.25, edit.terse
+        assert source[0, 0].min() > 0.75  # a plain light canvas
+        assert judge.score_images(edit.target, edit.source, edit.target, tone=False).correct
+        assert not judge.score_images(edit.source, edit.source, edit.target, tone=False).correct
+
+
+def test_drawings_are_pictures_in_range():
+    images = [variety.drawing(random.Random(i)) for i in range(8)]
+    assert all(a.shape == (world.SIZE, world.SIZE, 3) and 0 <= a.min() and a.max() <= 255 for a in images)
+    assert len({a.tobytes() for a in images}) == 8
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cache")
+    vae = demo.build_vae(SMALL).eval()
+    cache.build_latents(out, vae, samples=10, seed=0, device="cpu", batch=4)
+    return out, vae
+
+
+def test_cache_holds_the_stream_encoded_and_walks_epochs(built, monkeypatch):
+    out, vae = built
+    data = cache.Cache(out, 10, with_states=False)
+    with torch.no_grad():
+        expected = vae.encode(stages.to_tensor([stages.train_sample(0, 7).source], "cpu")).latent_dist.mode()
+    torch.testing.assert_close(data.source[7].float(), expected[0].half().float())
+    assert data.terse[7] == stages.train_sample(0, 7).terse
+    rows = [data.batch(1, step, 5, "cpu") for step in range(4)]  # two epochs of 10
+    first = sorted(t for b in rows[:2] for t in b.terse)
+    assert first == sorted(data.terse) == sorted(t for b in rows[2:] for t in b.terse)
+    assert [b.terse for b in rows[:2]] != [b.terse for b in rows[2:]]  # a new order each epoch
+    assert data.batch(1, 1, 5, "cpu").terse == rows[1].terse
+    with pytest.raises(ValueError, match="another sample count"):
+        cache.Cache(out, 12, with_states=False)
+    with pytest.raises(FileNotFoundError, match="run the cache stage"):
+        cache.Cache(out, 2 * cache.PART + 1, with_states=False)
+
+
+def test_states_from_another_mllm_step_are_refused(built):
+    out, _ = built
+    torch.save({"states": torch.zeros(10, 8, 4), "emb": torch.zeros(8, 4), "mllm_step": 5, "seed": 0},
+               out / "cache" / "states-00000.pt")  # fmt: skip
+    assert cache.Cache(out, 10, with_states=True, mllm_step=5).states.shape == (10, 8, 4)
+    with pytest.raises(ValueError, match="MLLM step"):
+        cache.Cache(out, 10, with_states=True, mllm_step=6)
+
+
+def test_region_weights_mark_the_latents_the_edit_changes():
+    source = torch.zeros(2, 4, 16, 16)
+    target = source.clone()
+    target[0, 2, 3:5, 6:9] = 0.5  # one channel is enough
+    target[1, :, 0, 0] = stages.REGION_THRESHOLD / 2  # below the threshold: unchanged
+    weight = stages.region_weights(source, target)
+    assert weight.shape == (2, 1, 16, 16)
+    assert (weight[0, 0, 3:5, 6:9] == 1 + stages.REGION_WEIGHT).all()
+    assert weight.sum() == 2 * 256 + 6 * stages.REGION_WEIGHT
+
+
+def test_edit_loss_runs_on_cached_batches(built):
+    out, _ = built
+    batch = cache.Cache(out, 10, with_states=False).batch(0, 0, 4, "cpu")
+    stage = stages.DiffusionStage(SMALL, "cpu", scaling_factor=1.0)
+    cond, null = torch.randn(4, 77, SMALL.cross_dim), torch.zeros(1, 77, SMALL.cross_dim)
+    losses = [stage.edit_loss(batch, cond, null, torch.Generator().manual_seed(0)) for _ in range(2)]
+    assert losses[0].item() > 0 and losses[0].item() == losses[1].item()  # seeded noise, timesteps and dropout
+    losses[0].backward()
+    assert stage.unet.conv_in.weight.grad.abs().sum() > 0
+
+
+def test_probe_finds_what_the_states_hold_and_not_more():
+    gen = torch.Generator().manual_seed(0)
+    labels = [random.Random(i).choice("abc") for i in range(600)]
+    states = torch.randn(600, 8, 6, generator=gen)
+    for i, label in enumerate(labels):
+        states[i, 3, 0] += 6.0 * "abc".index(label)  # one direction carries the fact
+    facts = [{"carried": label, "noise": random.Random(f"n{i}").choice("xy")} for i, label in enumerate(labels)]
+    results = checks.probe(states[:500], facts[:500], states[500:], facts[500:])
+    assert results["carried"][0] > 0.95
+    assert results["noise"][0] < 0.7
+
+
+def test_edit_facts_read_the_expressive_text():
+    sample = world.dataset("test", 30, seed=1)
+    recolour = next(s for s in sample if s.op == "recolour")
+    facts = checks.edit_facts(recolour)
+    assert facts["operation"] == "recolour" and facts["result"] in world.COLOURS
+    assert facts["object place"] in world.CELL_NAMES.values()
+
+
+def test_curve_reads_stage_logs_and_plots(tmp_path):
+    (tmp_path / "mgie.log").write_text("25 60s {'loss': 1.0}\n50 120s {'loss': 0.5}\n")
+    assert curve.stage_minutes(tmp_path / "mgie.log") == {25: 1.0, 50: 2.0}
+    row = {
+        "overall": {"edit_acc": 0.5, "bg_psnr": 27.0},
+        "split": {"reasoning": {"edit_acc": 0.4}},
+        "op": {op: {"edit_acc": 0.5} for op in world.OPS},
+    }
+    rows = [{"model": "mgie-demo", "step": s, "cpu_minutes": s / 10, **row} for s in (100, 200)]
+    curve.plot(rows, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
+    json.dumps(rows)
