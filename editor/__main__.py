@@ -26,9 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", choices=list(EDITORS), default=None, help="default: the best installed model, else mgie-demo"
     )
     edit.add_argument("--expressive", help="use this expressive instruction instead of the MLLM's")
-    edit.add_argument("--steps", type=int, default=defaults.steps)
-    edit.add_argument("--text-guidance", type=float, default=defaults.text_guidance, help="alpha_X (<= 1: no CFG)")
-    edit.add_argument("--image-guidance", type=float, default=defaults.image_guidance, help="alpha_V (< 1: no CFG)")
+    own = "default: the model's own (%s for the published models)"
+    edit.add_argument("--steps", type=int, default=None, help=own % defaults.steps)
+    edit.add_argument("--text-guidance", type=float, help="alpha_X (<= 1: no CFG); " + own % defaults.text_guidance)
+    edit.add_argument("--image-guidance", type=float, help="alpha_V (< 1: no CFG); " + own % defaults.image_guidance)
     edit.add_argument("--seed", type=int, default=defaults.seed, help="-1 draws a random seed")
     edit.add_argument("--resize", choices=["keep_aspect", "center_crop"], default="keep_aspect")
     edit.add_argument(
@@ -42,11 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_edit(args: argparse.Namespace) -> None:
-    def params_for(size: int) -> EditParams:
+    def params_for(size: int, defaults: EditParams = EditParams()) -> EditParams:  # noqa: B008 - frozen
+        def given(value, default):
+            return default if value is None else value
+
         return EditParams(
-            steps=args.steps,
-            text_guidance=args.text_guidance,
-            image_guidance=args.image_guidance,
+            steps=given(args.steps, defaults.steps),
+            text_guidance=given(args.text_guidance, defaults.text_guidance),
+            image_guidance=given(args.image_guidance, defaults.image_guidance),
             seed=None if args.seed == -1 else args.seed,
             resolution=Resolution(args.resize, size),
         )
@@ -62,7 +66,7 @@ def run_edit(args: argparse.Namespace) -> None:
         print(f"warning: no downloaded model in {args.weights_dir}; using the offline demo model (shapes world "
               f"only). Get MGIE-7B: {download_command('mgie-7b')}", file=sys.stderr)  # fmt: skip
     editor = load_editor(model, args.weights_dir, args.device, DTYPES.get(args.dtype), args.offload)
-    params = params_for(args.size or getattr(editor, "native_size", DEFAULT_SIZE))
+    params = params_for(args.size or getattr(editor, "native_size", DEFAULT_SIZE), editor.defaults)
     if args.expressive:
         guidance = editor.guidance_from_text(args.input, args.instruction, args.expressive)
     else:

@@ -62,6 +62,7 @@ class EditResult:
 
 class Editor(Protocol):
     name: str
+    defaults: EditParams  # the settings the app and CLI start from (EditParams() for the published models)
 
     def think(self, image: ImageSource, instruction: str) -> Guidance: ...
 

@@ -123,15 +123,22 @@ def markdown(summary: dict, title: str, expressive: bool) -> str:
 
 
 def run_demo(args) -> None:
-    params = EditParams(
-        steps=args.steps, text_guidance=args.text_guidance, image_guidance=args.image_guidance,
-        seed=DEFAULT_SEED, resolution=Resolution(size=world.SIZE),
-    )  # fmt: skip
+    def params_for(editor) -> EditParams:
+        """The given settings, else the model's own defaults (what the app starts from for it)."""
+        own = editor.defaults
+        return EditParams(
+            steps=own.steps if args.steps is None else args.steps,
+            text_guidance=own.text_guidance if args.text_guidance is None else args.text_guidance,
+            image_guidance=own.image_guidance if args.image_guidance is None else args.image_guidance,
+            seed=DEFAULT_SEED, resolution=Resolution(size=world.SIZE),
+        )  # fmt: skip
+
     samples = [s for split in HELD_OUT for s in world.dataset(split, args.per_split, EVAL_SEED)]
     args.out.mkdir(parents=True, exist_ok=True)
     report = []
     for name in args.models:
         editor = load_editor(name, args.weights, device=args.device)
+        params = params_for(editor)
         rows = evaluate(editor, samples, params, name)
         with (args.out / f"{name}.jsonl").open("w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -142,13 +149,11 @@ def run_demo(args) -> None:
             "op": summarise(rows, lambda r: r["op"]),
         }
         (args.out / f"{name}.summary.json").write_text(json.dumps(summary, indent=2))
-        report.append(f"### {name}\n")
+        used = f"{params.steps} steps, αX {params.text_guidance}, αV {params.image_guidance}"
+        report.append(f"### {name} ({used})\n")
         report.append(markdown({"all held-out": summary["overall"]} | summary["split"], "split", is_mgie))
         report.append("\n" + markdown(summary["op"], "operation", is_mgie) + "\n")
-    settings = (
-        f"{len(samples)} held-out samples, {args.steps} steps, αX {args.text_guidance}, αV {args.image_guidance}, "
-        f"seed {DEFAULT_SEED}"
-    )
+    settings = f"{len(samples)} held-out samples, seed {DEFAULT_SEED}"
     text = f"## Demo evaluation ({settings})\n\n" + "\n".join(report)
     (args.out / "report.md").write_text(text)
     print(text)
@@ -292,9 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR, help="weights folder holding demo/")
     demo.add_argument("--models", nargs="+", default=["mgie-demo", "ip2p-demo"])
     demo.add_argument("--per-split", type=int, default=125, help=f"samples per split ({', '.join(HELD_OUT)})")
-    demo.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="the app's default, as the guidance scales")
-    demo.add_argument("--text-guidance", type=float, default=DEFAULT_TEXT_GUIDANCE)
-    demo.add_argument("--image-guidance", type=float, default=DEFAULT_IMAGE_GUIDANCE)
+    demo.add_argument("--steps", type=int, help="default: each model's own (what the app starts from for it)")
+    demo.add_argument("--text-guidance", type=float, help="default: each model's own")
+    demo.add_argument("--image-guidance", type=float, help="default: each model's own")
     demo.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     demo.add_argument("--out", type=Path, default=Path("runs/eval-demo"))
     demo.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")

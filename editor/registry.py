@@ -8,6 +8,7 @@ editor.demo.train): MGIE's architecture and its InstructPix2Pix-style ablation, 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 import torch
 
 from editor.core import Editor
-from editor.loading import MissingWeightsError
+from editor.loading import CheckpointError, MissingWeightsError
+from editor.params import EditParams
 from editor.pipelines.ip2p import load_ip2p
 from editor.pipelines.mgie import DecodeConfig, MGIEPaths, load_mgie
 from editor.pipelines.smartedit import SmartEditPaths, load_smartedit
@@ -58,6 +60,24 @@ def demo_folder(weights_dir: Path, part: str) -> Path:
     return local if local.is_dir() else DEMO_DIR / part
 
 
+DEFAULTS_FILE = "editor_defaults.json"  # a demo folder's own app settings (steps, guidance), from its model card
+
+
+def folder_defaults(folder: Path) -> EditParams:
+    """The settings `folder`'s model was measured best at ({"steps", "text_guidance", "image_guidance"} in
+    DEFAULTS_FILE), else the published models' defaults."""
+    path = Path(folder) / DEFAULTS_FILE
+    if not path.is_file():
+        return EditParams()
+    try:
+        values = json.loads(path.read_text())
+        return EditParams(
+            steps=values["steps"], text_guidance=values["text_guidance"], image_guidance=values["image_guidance"]
+        )
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: {err}; expected steps, text_guidance and image_guidance") from None
+
+
 def _mgie_paths(weights_dir: Path) -> MGIEPaths:
     llava, mgie, ip2p, clip = (component_dir(weights_dir, c) for c in MODELS["mgie-7b"].components)
     return MGIEPaths(llava=llava, mgie=mgie, ip2p=ip2p, clip=clip)
@@ -77,6 +97,7 @@ def _load_mgie_demo(weights_dir: Path, options: LoadOptions) -> Editor:
     # blue"), which MGIE's ban over prompt + output (mgie.md G8) would forbid; MGIE's own training targets were
     # written under such a ban, these were not.
     editor.decode = DecodeConfig(no_repeat_ngram_size=0)
+    editor.defaults = folder_defaults(folder)
     return editor
 
 
@@ -93,6 +114,13 @@ def _ip2p_loader(name: str, folder: Callable[[Path], Path], hint: str) -> Callab
         return load_ip2p(folder(Path(weights_dir)), hint, name, options.device, options.dtype, options.offload)
 
     return load
+
+
+def _demo_ip2p(weights_dir: Path, options: LoadOptions) -> Editor:
+    folder = demo_folder(weights_dir, "ip2p")
+    editor = load_ip2p(folder, GET_DEMO, "ip2p-demo", options.device, options.dtype, options.offload)
+    editor.defaults = folder_defaults(folder)
+    return editor
 
 
 EDITORS: dict[str, EditorSpec] = {
@@ -129,7 +157,7 @@ EDITORS: dict[str, EditorSpec] = {
         EditorSpec(
             "ip2p-demo",
             "Offline demo ablation: InstructPix2Pix-style, terse instruction only",
-            _ip2p_loader("ip2p-demo", lambda w: demo_folder(w, "ip2p"), GET_DEMO),
+            _demo_ip2p,
         ),
     )
 }

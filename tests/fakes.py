@@ -24,6 +24,7 @@ class FakeEditor:
     step_seconds: float = 0.0
     fail_at_step: int | None = None
     calls: list[str] = field(default_factory=list)
+    defaults: EditParams = field(default_factory=EditParams)
 
     def _guidance(self, instruction: str, expressive: str, source) -> Guidance:
         zeros = torch.zeros(1, 77, 8)

@@ -20,7 +20,7 @@ from PIL import Image
 from editor.examples import EXAMPLES_DIR, load_examples, write_examples
 from editor.history import image_key
 from editor.images import prepare_image
-from editor.params import DEFAULT_SEED, Resolution
+from editor.params import DEFAULT_SEED, EditParams, Resolution
 from editor.ui import Session, build_demo, resolve_guidance
 from editor.ui.handlers import Handlers
 from tests.fakes import FakeEditor
@@ -75,6 +75,17 @@ def test_demo_wires_every_endpoint_and_the_model_selector():
     assert not next(b for b in single.blocks.values() if isinstance(b, gr.Dropdown)).visible
     with pytest.raises(ValueError, match="at least one editor"):
         build_demo({})
+
+
+def test_choosing_a_model_sets_its_own_steps_guidance_and_size():
+    fast = FakeEditor(name="fast", defaults=EditParams(steps=20, text_guidance=3.0, image_guidance=1.2))
+    demo = build_demo({"fake": FakeEditor(), "fast": fast}, examples_dir=None)
+    change = next(fn.fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "model_settings")
+    assert change("fast")[:3] == (20, 3.0, 1.2)
+    assert change("fake")[:3] == (EditParams().steps, EditParams().text_guidance, EditParams().image_guidance)
+    assert all(type(v) is type(gr.skip()) for v in change(["not", "a", "name"]))  # noqa: E721
+    slider = next(b for b in build_demo({"fast": fast}, examples_dir=None).blocks.values() if isinstance(b, gr.Slider))
+    assert slider.label == "Steps" and slider.value == 20  # the first model's own settings from the start
 
 
 # --- served: the tiny MGIE behind a real server, driven by gradio_client ---------------------------------------

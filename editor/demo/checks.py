@@ -72,6 +72,21 @@ def vae_ceiling(vae, per_split: int = 125, drawn: int = 200) -> dict[str, str]:
     return results
 
 
+def drawn_edits(editor, count: int, params) -> dict[str, str]:
+    """The editor on `count` user-style drawings (variety.user_edit, 256 px, edited at the model's 64 px), judged
+    against the drawn target reduced to 64 px; per operation and overall."""
+    scores: dict[str, list[judge.Score]] = {}
+    for i in range(count):
+        edit = variety.user_edit(random.Random(f"drawn-eval/{i}"))
+        result = editor.render(edit.source, editor.think(edit.source, edit.terse), params)
+        size = result.image.size
+        source, target = (im.resize(size, Image.Resampling.BOX) for im in (edit.source, edit.target))
+        score = judge.score_images(result.image, source, target, tone=False)
+        scores.setdefault(edit.op, []).append(score)
+        scores.setdefault("all", []).append(score)
+    return {name: _rate(group) for name, group in sorted(scores.items())}
+
+
 def edit_facts(sample: world.Sample) -> dict[str, str]:
     """What an edit's condition must carry, read off its expressive text: the operation, the object, the result."""
     words = judge.facts(sample.expressive)
@@ -116,13 +131,31 @@ def probe(states_train, facts_train, states_test, facts_test, steps: int = 600) 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m editor.demo.checks", description=__doc__.split("\n")[0])
-    parser.add_argument("check", choices=("vae", "probe"))
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"))
+    parser.add_argument("check", choices=("vae", "probe", "drawn"))
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="vae, probe: the training folder")
     parser.add_argument("--per-split", type=int, default=125)
     parser.add_argument("--samples", type=int, default=8192, help="probe: cached training states used")
     parser.add_argument("--seed", type=int, default=0, help="probe: the training stream's seed")
+    parser.add_argument("--weights", type=Path, help="drawn: a weights folder holding demo/ (default: the app's)")
+    parser.add_argument("--models", nargs="+", default=["mgie-demo", "ip2p-demo"], help="drawn: editors")
+    parser.add_argument("--count", type=int, default=200, help="drawn: how many drawings")
+    parser.add_argument("--sampler-steps", type=int, default=20)
+    parser.add_argument("--text-guidance", type=float, default=7.5)
+    parser.add_argument("--image-guidance", type=float, default=1.5)
     args = parser.parse_args(argv)
-    from editor.demo.train import load_vae
+    if args.check == "drawn":
+        from editor.params import EditParams, Resolution
+        from editor.registry import DEFAULT_WEIGHTS_DIR, load_editor
+
+        params = EditParams(
+            args.sampler_steps, args.text_guidance, args.image_guidance, resolution=Resolution(size=world.SIZE)
+        )
+        for name in args.models:
+            editor = load_editor(name, args.weights or DEFAULT_WEIGHTS_DIR, device="cpu")
+            for group, value in drawn_edits(editor, args.count, params).items():
+                print(f"| {name} | {group} | {value} |")
+        return
+    from editor.demo.train import load_mllm, load_vae
 
     if args.check == "vae":
         vae = load_vae(args.out, demo.DemoSizes(), "cpu")
@@ -131,7 +164,6 @@ def main(argv: list[str] | None = None) -> None:
         return
     from editor.demo.cache import Cache
     from editor.demo.stages import train_sample
-    from editor.demo.train import load_mllm
 
     stage, step = load_mllm(args.out, demo.DemoSizes(), "cpu")
     cache = Cache(args.out, args.samples, with_states=True, mllm_step=step)

@@ -30,6 +30,7 @@ from editor.models.edit_head import EditHead, EditHeadConfig
 from editor.models.llava import LlavaV1, LlavaV1Config
 from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR
 from editor.prompts import IMG_TOKENS
+from editor.registry import DEFAULTS_FILE
 from editor.tiny._common import write_json
 from editor.tiny.diffusion import ip2p_model_index, ip2p_scheduler_config
 from editor.tiny.tokenizers import (
@@ -75,6 +76,11 @@ class DemoSizes:
             head_encoder_layers=self.head_layers, head_decoder_layers=self.head_layers, head_ffn=2 * self.head_dim,
             head_queries=self.queries, cross_attention_dim=self.cross_dim, sp_vocab=self.sp_vocab,
         )  # fmt: skip
+
+
+# What the app starts from for the demo models (written next to their weights as editor_defaults.json): the
+# sampler steps and guidance the learning curve chose (weights/demo/README.md).
+APP_DEFAULTS = {"steps": 20, "text_guidance": 7.5, "image_guidance": 1.5}
 
 
 def scheduler_config() -> dict[str, Any]:
@@ -231,6 +237,7 @@ def export_mgie(out: Path, sizes: DemoSizes, mllm: LlavaV1, head: EditHead, unet
     write_json(shell / "unet" / "config.json", dict(unet.config) | {"_class_name": "UNet2DConditionModel"})
     vae.to(torch.float16).save_pretrained(shell / "vae")
     vae.to(torch.float32)
+    write_json(out / DEFAULTS_FILE, APP_DEFAULTS)
     # CLIP: the vision tower only (MGIE never uses CLIP's text tower)
     clip = out / CLIP_DIR
     clip.mkdir(parents=True, exist_ok=True)
@@ -256,4 +263,5 @@ def export_ip2p(out: Path, unet, vae: AutoencoderKL, text_encoder: CLIPTextModel
         module.to(torch.float16).save_pretrained(out / name)
         module.to(torch.float32)
     write_clip_tokenizer(out / "tokenizer")
+    write_json(out / DEFAULTS_FILE, APP_DEFAULTS)
     return out

@@ -24,6 +24,7 @@ from editor.prompts import check_text
 class InstructPix2Pix:
     def __init__(self, pipe: StableDiffusionInstructPix2PixPipeline, name: str = "ip2p") -> None:
         self.pipe, self.name = pipe, name
+        self.defaults = EditParams()
         self.device = pipe._execution_device
         self.null_embeds = self._encode("")
 

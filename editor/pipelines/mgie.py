@@ -109,6 +109,7 @@ def _clock(device: torch.device) -> float:
 
 class MGIE:
     name = "mgie"
+    defaults = EditParams()
 
     def __init__(
         self,

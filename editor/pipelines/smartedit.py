@@ -101,6 +101,7 @@ class SmartEdit:
     null_embeds: torch.Tensor  # IP2P's text encoder on "", 1 x 77 x 768
     name: str = "smartedit-7b"
     decode: SmartEditDecode = field(default_factory=SmartEditDecode)
+    defaults: EditParams = field(default_factory=EditParams)
     offload_device: torch.device | None = None  # low VRAM: the MLLM side waits on the CPU between thinks
 
     @property

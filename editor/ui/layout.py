@@ -16,7 +16,7 @@ import gradio as gr
 from editor.core import Editor
 from editor.examples import EXAMPLES_DIR, load_examples
 from editor.images import load_image
-from editor.params import DEFAULT_SEED, DEFAULT_SIZE, EditParams
+from editor.params import DEFAULT_SEED, DEFAULT_SIZE
 from editor.streaming import PREVIEW_EVERY_S
 from editor.ui.handlers import Handlers, remove_files
 
@@ -61,8 +61,10 @@ def build_demo(
 ) -> gr.Blocks:
     """The app's Blocks for `editors` (name -> loaded editor). `notice` is shown as a banner; `examples_dir=None`
     leaves the examples out; `preview_every` is the time between step previews (None: no previews)."""
-    handlers, defaults = Handlers(editors, preview_every), EditParams()
+    handlers = Handlers(editors, preview_every)
     sizes = {name: getattr(editor, "native_size", DEFAULT_SIZE) for name, editor in editors.items()}
+    settings = {name: editor.defaults for name, editor in editors.items()}  # each model's own steps and guidance
+    defaults = settings[next(iter(editors))]
     gpu = {"concurrency_limit": 1, "concurrency_id": GPU}
 
     with gr.Blocks(title="Instruction-based image editor (MGIE)", analytics_enabled=False, fill_width=True) as demo:
@@ -180,7 +182,20 @@ def build_demo(
 
         history_outputs = [image, output, compare, status, gallery, details, state]
         controls = [steps, text_guidance, image_guidance, seed, randomize_seed, resize, size]
-        model.change(sizes.get, [model], [size], api_visibility="private", queue=False)
+
+        def model_settings(name):
+            if not isinstance(name, str) or name not in settings:  # not a dropdown name: sliders unchanged
+                return (gr.skip(),) * 4
+            chosen = settings[name]
+            return chosen.steps, chosen.text_guidance, chosen.image_guidance, sizes[name]
+
+        model.change(
+            model_settings,
+            [model],
+            [steps, text_guidance, image_guidance, size],
+            api_visibility="private",
+            queue=False,
+        )
         instruction.input(lambda: ("", ""), outputs=[expressive, raw_text], api_visibility="private", queue=False)
         think_button.click(
             handlers.think, [model, image, instruction, state], [expressive, raw_text, state], api_name="think", **gpu
