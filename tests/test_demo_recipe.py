@@ -151,3 +151,15 @@ def test_a_demo_folder_carries_its_own_app_settings(tmp_path):
     (tmp_path / registry.DEFAULTS_FILE).write_text('{"steps": "many"}')
     with pytest.raises(CheckpointError, match="editor_defaults.json"):
         registry.folder_defaults(tmp_path)
+
+
+def test_the_decoder_stage_trains_the_decoder_alone(tmp_path):
+    from editor.demo.train import StageConfig, load_vae, train
+
+    train("vae", tmp_path, StageConfig(2, 2, 1e-3), sizes=SMALL)
+    before = load_vae(tmp_path, SMALL, "cpu").state_dict()
+    train("decoder", tmp_path, StageConfig(2, 4, 1e-2), sizes=SMALL)
+    after = load_vae(tmp_path, SMALL, "cpu")
+    assert after.config.scaling_factor == load_vae(tmp_path, SMALL, "cpu", decoder=False).config.scaling_factor
+    changed = {k.split(".")[0] for k, v in after.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"decoder", "post_quant_conv"}

@@ -116,6 +116,23 @@ class VAEStage:
         return {"scaling_factor": float(1.0 / self.vae.encode(x).latent_dist.sample().std())}
 
 
+class DecoderStage(VAEStage):
+    """The VAE's decoder alone trains on (the encoder frozen, so the latents the UNets learn stay the same), as
+    Stable Diffusion's ft-MSE decoder was made; it can run beside the diffusion stages."""
+
+    def __init__(self, vae) -> None:
+        self.vae = vae.train()
+        self.vae.requires_grad_(False)
+        self.vae.decoder.requires_grad_(True)
+        self.vae.post_quant_conv.requires_grad_(True)
+        self.vae.encoder.eval()
+        self.modules = {"vae": self.vae}
+        self.device = next(vae.parameters()).device
+
+    def extra(self, seed: int) -> dict:
+        return {}
+
+
 class MLLMStage:
     """(a) L_ins alone: the token cross-entropy of "<expressive> [IMG0..7]</s>" after MGIE's prompt. Every MLLM
     weight trains (no pretrained LLaVA exists for this world); `states` gives stage (b) its conditions."""

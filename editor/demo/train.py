@@ -1,6 +1,7 @@
 """Train the offline demo models on the shapes world (editor.demo.world), on CPU or CUDA, resumably.
 
     python -m editor.demo.train vae   --out runs/demo   # 1. the small VAE (frozen afterwards, as SD's)
+    python -m editor.demo.train decoder --out runs/demo # 1b. optional, any time: its decoder alone trains on
     python -m editor.demo.train mllm  --out runs/demo   # 2. (a) the MLLM alone on L_ins (no diffusion)
     python -m editor.demo.train cache --out runs/demo   # 3. VAE latents + the frozen MLLM's [IMG] states, once
     python -m editor.demo.train mgie  --out runs/demo   # 4. (b) MGIE's edit head + UNet on those states: L_edit
@@ -31,7 +32,7 @@ from editor.demo import cache as cached
 from editor.demo import model as demo
 from editor.demo import stages
 
-STAGES = ("vae", "mllm", "mgie", "ip2p")
+STAGES = ("vae", "decoder", "mllm", "mgie", "ip2p")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class StageConfig:
 
 RECIPES = {  # the CPU recipe; a GPU can afford more steps via --steps / --batch
     "vae": StageConfig(steps=2400, batch=16, lr=1e-3),
+    "decoder": StageConfig(steps=2000, batch=16, lr=5e-4),
     "mllm": StageConfig(steps=1600, batch=32, lr=1e-3),
     "mgie": StageConfig(steps=6000, batch=32, lr=1e-3),
     "ip2p": StageConfig(steps=6000, batch=32, lr=1e-3),
@@ -72,7 +74,9 @@ def load_checkpoint(path: Path, modules: dict, optimizer=None, scheduler=None) -
     return ckpt
 
 
-def load_vae(out: Path, sizes: demo.DemoSizes, device):
+def load_vae(out: Path, sizes: demo.DemoSizes, device, decoder: bool = True):
+    """The finished VAE, frozen; with `decoder`, its decoder from the `decoder` stage when there is one (the
+    encoder, hence every latent, is the VAE stage's either way)."""
     ckpt_path = out / "vae.ckpt"
     if not ckpt_path.exists():
         sys.exit(f"{ckpt_path} not found: train the VAE first (python -m editor.demo.train vae --out {out})")
@@ -83,6 +87,8 @@ def load_vae(out: Path, sizes: demo.DemoSizes, device):
         )
     vae = demo.build_vae(sizes, ckpt["scaling_factor"])
     vae.load_state_dict(ckpt["modules"]["vae"])
+    if decoder and (out / "decoder.ckpt").exists():  # the decoder trained on (stage `decoder`); same latents
+        vae.load_state_dict(torch.load(out / "decoder.ckpt", map_location="cpu", weights_only=True)["modules"]["vae"])
     return vae.to(device).eval().requires_grad_(False)
 
 
@@ -111,6 +117,11 @@ def make_runner(stage: str, out: Path, sizes: demo.DemoSizes, device, samples: i
         runner = stages.VAEStage(sizes, device)
         return runner, lambda seed, step, size, gen: runner.loss(
             stages.batch_samples(seed, step, size), gen, seed, step
+        )
+    if stage == "decoder":
+        runner = stages.DecoderStage(load_vae(out, sizes, device, decoder=False))
+        return runner, lambda seed, step, size, gen: runner.loss(
+            stages.batch_samples(seed, step, size), gen, seed + 1, step
         )
     if stage == "mllm":
         runner = stages.MLLMStage(sizes, device, out)
@@ -143,7 +154,7 @@ def train(
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
     runner, step_loss = make_runner(stage, out, sizes, device, samples)
-    params = [p for m in runner.modules.values() for p in m.parameters()]
+    params = [p for m in runner.modules.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
     schedule = get_cosine_schedule_with_warmup(optimizer, math.ceil(recipe.warmup * recipe.steps), recipe.steps)
     path = out / f"{stage}.ckpt"
