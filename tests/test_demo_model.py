@@ -124,3 +124,16 @@ def test_training_pixels_equal_the_clip_processor(run):
     processor = CLIPImageProcessorPil.from_pretrained(run / "export" / "mgie" / "clip-vit-large-patch14")
     expected = processor(images=[world.render(s) for s in scenes], return_tensors="pt").pixel_values
     torch.testing.assert_close(clip_pixels(to_tensor(scenes, "cpu")), expected, rtol=0, atol=1e-5)
+
+
+def test_the_log_counts_training_time_over_resumed_runs(tmp_path, run):
+    shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns("mgie*", "ip2p*", "export", "weights"))
+    folder = tmp_path / "run"
+    recipe = StageConfig(steps=50, batch=1, lr=1e-3)
+    train("ip2p", folder, recipe, sizes=SMALL, samples=CACHED, until=25)
+    first = torch.load(folder / "ip2p.ckpt", weights_only=True)["seconds"]
+    train("ip2p", folder, recipe, sizes=SMALL, samples=CACHED)
+    lines = (folder / "ip2p.log").read_text().splitlines()
+    seconds = [float(line.split()[1].rstrip("s")) for line in lines]
+    assert [int(line.split()[0]) for line in lines] == [25, 50]
+    assert seconds[0] <= first <= seconds[1]  # the second run's clock went on from the first run's

@@ -61,10 +61,11 @@ def _current(path: Path, count: int, **expected) -> bool:
 
 
 @torch.no_grad()
-def build_latents(out: Path, vae, samples: int, seed: int, device, batch: int = 64) -> None:
+def build_latents(out: Path, vae, samples: int, seed: int, device, batch: int = 64, shard=(0, 1)) -> None:
+    """`shard` (k, n): only parts p with p % n == k, so that n processes build the cache side by side."""
     folder = out / "cache"
     folder.mkdir(parents=True, exist_ok=True)
-    for part in tqdm(range(part_count(samples)), desc="latents", unit="part"):
+    for part in tqdm(range(shard[0], part_count(samples), shard[1]), desc="latents", unit="part"):
         path, indices = folder / f"latents-{part:05d}.pt", part_range(part, samples)
         if _current(path, len(indices), seed=seed):
             continue
@@ -81,12 +82,12 @@ def build_latents(out: Path, vae, samples: int, seed: int, device, batch: int = 
 
 
 @torch.no_grad()
-def build_states(out: Path, mllm_stage, mllm_step: int, samples: int, seed: int, batch: int = 64) -> None:
+def build_states(out: Path, mllm_stage, mllm_step: int, samples: int, seed: int, batch: int = 64, shard=(0, 1)):
     folder = out / "cache"
     folder.mkdir(parents=True, exist_ok=True)
     mllm_stage.mllm.eval()
     emb = mllm_stage.img_embeddings().detach().cpu().clone()
-    for part in tqdm(range(part_count(samples)), desc="states", unit="part"):
+    for part in tqdm(range(shard[0], part_count(samples), shard[1]), desc="states", unit="part"):
         path, indices = folder / f"states-{part:05d}.pt", part_range(part, samples)
         if _current(path, len(indices), seed=seed, mllm_step=mllm_step):
             continue

@@ -10,8 +10,10 @@
 
 The stages and their losses: editor.demo.stages; the cache: editor.demo.cache. Each stage checkpoints to
 <out>/<stage>.ckpt every --ckpt-every steps and resumes from it when rerun; `--keep-every N` also keeps
-<out>/<stage>-<step>.pt (weights only) for the learning curve. Batch i is a fixed function of (seed, i) and its noise
-comes from a generator seeded by (seed, i), so a resumed run sees exactly the data and noise of an uninterrupted one.
+<out>/<stage>-<step>.pt (weights only) for the learning curve. The log (<out>/<stage>.log) gives, every 25 steps,
+the step, the seconds of training so far (over resumed runs too: the curve's CPU time) and the losses. Batch i is a
+fixed function of (seed, i) and its noise comes from a generator seeded by (seed, i), so a resumed run sees exactly
+the data and noise of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class StageConfig:
 
 
 RECIPES = {  # the CPU recipe; a GPU can afford more steps via --steps / --batch
-    "vae": StageConfig(steps=2400, batch=16, lr=1e-3),
+    "vae": StageConfig(steps=2400, batch=16, lr=2e-3),
     "decoder": StageConfig(steps=2000, batch=16, lr=5e-4),
     "mllm": StageConfig(steps=1600, batch=32, lr=1e-3),
     "mgie": StageConfig(steps=6000, batch=32, lr=1e-3),
@@ -103,12 +105,14 @@ def load_mllm(out: Path, sizes: demo.DemoSizes, device) -> tuple[stages.MLLMStag
     return stage, step
 
 
-def build_cache(out: Path, sizes: demo.DemoSizes, device, samples: int, seed: int, parts: tuple[str, ...]) -> None:
+def build_cache(
+    out: Path, sizes: demo.DemoSizes, device, samples: int, seed: int, parts: tuple[str, ...], shard=(0, 1)
+) -> None:
     if "latents" in parts:
-        cached.build_latents(out, load_vae(out, sizes, device), samples, seed, device)
+        cached.build_latents(out, load_vae(out, sizes, device, decoder=False), samples, seed, device, shard=shard)
     if "states" in parts:
         stage, step = load_mllm(out, sizes, device)
-        cached.build_states(out, stage, step, samples, seed)
+        cached.build_states(out, stage, step, samples, seed, shard=shard)
 
 
 def make_runner(stage: str, out: Path, sizes: demo.DemoSizes, device, samples: int):
@@ -158,16 +162,17 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
     schedule = get_cosine_schedule_with_warmup(optimizer, math.ceil(recipe.warmup * recipe.steps), recipe.steps)
     path = out / f"{stage}.ckpt"
-    start = 0
+    start, spent = 0, 0.0  # spent: seconds of training up to `start`, over every earlier run of the stage
     if path.exists():
-        start = load_checkpoint(path, runner.modules, optimizer, schedule)["step"]
+        ckpt = load_checkpoint(path, runner.modules, optimizer, schedule)
+        start, spent = ckpt["step"], ckpt.get("seconds", 0.0)
         print(f"resuming {stage} from step {start} ({path})")
     for module in runner.modules.values():
         module.train()
     log = (out / f"{stage}.log").open("a")
     stop = min(recipe.steps, until or recipe.steps)
     bar = tqdm(range(start, stop), initial=start, total=recipe.steps, desc=stage, file=sys.stdout)
-    began = time.perf_counter()
+    began = time.perf_counter() - spent
     for step in bar:
         gen = torch.Generator(device).manual_seed(seed * 1_000_003 + step)
         losses = step_loss(seed, step, recipe.batch, gen)
@@ -183,7 +188,8 @@ def train(
             log.flush()
         if (step + 1) % ckpt_every == 0 or step + 1 in (stop, recipe.steps):
             extra = runner.extra(seed) if stage == "vae" and step + 1 == recipe.steps else {}
-            save_checkpoint(path, runner.modules, optimizer, schedule, step + 1, {"recipe": asdict(recipe), **extra})
+            extra |= {"recipe": asdict(recipe), "seconds": time.perf_counter() - began}
+            save_checkpoint(path, runner.modules, optimizer, schedule, step + 1, extra)
         if keep_every and (step + 1) % keep_every == 0:
             weights = {k: m.state_dict() for k, m in runner.modules.items()}
             torch.save({"modules": weights, "step": step + 1}, out / f"{stage}-{step + 1:06d}.pt")
@@ -232,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--until", type=int, help="stop after this step (rerun later to resume)")
     parser.add_argument("--samples", type=int, default=CACHE_SAMPLES, help="cache: training samples encoded")
     parser.add_argument("--cache-parts", nargs="+", choices=("latents", "states"), default=["latents", "states"])
+    parser.add_argument("--shard", default="0/1", help="cache: K/N builds every N-th part from K (N processes)")
     parser.add_argument("--keep-every", type=int, help="also keep <stage>-<step>.pt weights every N steps")
     parser.add_argument("--step", type=int, help="export: the weights kept at this step instead of the latest")
     args = parser.parse_args(argv)
@@ -241,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
         export(args.out, args.to, parts=tuple(args.parts), step=args.step)
         return
     if args.stage == "cache":
-        build_cache(args.out, demo.DemoSizes(), args.device, args.samples, args.seed, tuple(args.cache_parts))
+        shard = tuple(int(v) for v in args.shard.split("/"))
+        build_cache(args.out, demo.DemoSizes(), args.device, args.samples, args.seed, tuple(args.cache_parts), shard)
         return
     base = RECIPES[args.stage]
     recipe = StageConfig(args.steps or base.steps, args.batch or base.batch, args.lr or base.lr, base.warmup)
