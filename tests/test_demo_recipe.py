@@ -163,3 +163,13 @@ def test_the_decoder_stage_trains_the_decoder_alone(tmp_path):
     assert after.config.scaling_factor == load_vae(tmp_path, SMALL, "cpu", decoder=False).config.scaling_factor
     changed = {k.split(".")[0] for k, v in after.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {"decoder", "post_quant_conv"}
+
+
+def test_sharded_cache_builds_equal_one_build(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache, "PART", 4)  # 10 samples: parts of 4, 4 and 2
+    vae = demo.build_vae(SMALL).eval()
+    for k in (1, 0):
+        cache.build_latents(tmp_path / "sharded", vae, samples=10, seed=0, device="cpu", batch=4, shard=(k, 2))
+    cache.build_latents(tmp_path / "single", vae, samples=10, seed=0, device="cpu", batch=4)
+    a, b = (cache.Cache(tmp_path / name, 10, with_states=False) for name in ("sharded", "single"))
+    assert torch.equal(a.source, b.source) and a.terse == b.terse and len(a.terse) == 10
