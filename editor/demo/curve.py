@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
 from editor.demo import world
 from editor.demo.train import export
 from editor.eval import main as eval_main
@@ -42,10 +44,16 @@ def point(out: Path, part: str, step: int, args) -> dict:
     )  # fmt: skip
     summary = json.loads((report / f"{name}.summary.json").read_text())
     minutes = stage_minutes(out / f"{part}.log")[step]
-    if part == "mgie":
-        mllm = stage_minutes(out / "mllm.log")
-        minutes += mllm[max(mllm)]
-    return {"model": name, "step": step, "cpu_minutes": round(minutes, 1), **summary}
+    if part == "mgie":  # and the MLLM stage (a) it is built on, in full
+        minutes += torch.load(out / "mllm.ckpt", weights_only=True).get("seconds", 0.0) / 60
+    return {"model": name, "step": step, "cpu_minutes": round(minutes, 1), "settings": settings(args), **summary}
+
+
+def settings(args) -> dict:
+    return {
+        "per_split": args.per_split, "steps": args.sampler_steps, "text_guidance": args.text_guidance,
+        "image_guidance": args.image_guidance,
+    }  # fmt: skip
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -89,11 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = json.loads(path.read_text()) if path.exists() else []
     for step in args.steps:
         for part in args.parts:
-            if any(r["model"] == MODELS[part] and r["step"] == step for r in rows):
+            if any(r["model"] == MODELS[part] and r["step"] == step and r["settings"] == settings(args) for r in rows):
                 continue
             rows.append(point(args.out, part, step, args))
             path.write_text(json.dumps(rows, indent=1))
-    plot(rows, args.plot or args.out / "curve.png")
+    plot([r for r in rows if r["settings"] == settings(args)], args.plot or args.out / "curve.png")
 
 
 if __name__ == "__main__":
