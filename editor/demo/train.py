@@ -7,6 +7,7 @@
     python -m editor.demo.train mgie  --out runs/demo   # 4. (b) MGIE's edit head + UNet on those states: L_edit
     python -m editor.demo.train ip2p  --out runs/demo   # 5. the ablation: terse text -> CLIP text encoder -> UNet
     python -m editor.demo.train export --out runs/demo --to weights/demo   # official layouts, fp16 safetensors
+    python -m editor.demo.train unpack --to weights/demo --out runs/demo   # resume points from shipped weights
 
 The stages and their losses: editor.demo.stages; the cache: editor.demo.cache. Each stage checkpoints to
 <out>/<stage>.ckpt every --ckpt-every steps and resumes from it when rerun; `--keep-every N` also keeps
@@ -19,6 +20,7 @@ the data and noise of an uninterrupted one.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -164,8 +166,16 @@ def train(
     path = out / f"{stage}.ckpt"
     start, spent = 0, 0.0  # spent: seconds of training up to `start`, over every earlier run of the stage
     if path.exists():
-        ckpt = load_checkpoint(path, runner.modules, optimizer, schedule)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         start, spent = ckpt["step"], ckpt.get("seconds", 0.0)
+        if "optimizer" in ckpt:
+            load_checkpoint(path, runner.modules, optimizer, schedule)
+        else:  # a compact resume point (`unpack`): weights only; fresh AdamW moments, the schedule at `start`
+            load_checkpoint(path, runner.modules)
+            for group in optimizer.param_groups:
+                group["initial_lr"] = recipe.lr
+            warmup = math.ceil(recipe.warmup * recipe.steps)
+            schedule = get_cosine_schedule_with_warmup(optimizer, warmup, recipe.steps, last_epoch=start - 1)
         print(f"resuming {stage} from step {start} ({path})")
     for module in runner.modules.values():
         module.train()
@@ -192,7 +202,9 @@ def train(
             save_checkpoint(path, runner.modules, optimizer, schedule, step + 1, extra)
         if keep_every and (step + 1) % keep_every == 0:
             weights = {k: m.state_dict() for k, m in runner.modules.items()}
-            torch.save({"modules": weights, "step": step + 1}, out / f"{stage}-{step + 1:06d}.pt")
+            seconds = time.perf_counter() - began
+            kept = {"modules": weights, "step": step + 1, "seconds": seconds, "recipe": asdict(recipe)}
+            torch.save(kept, out / f"{stage}-{step + 1:06d}.pt")
     log.close()
 
 
@@ -219,14 +231,53 @@ def export(
         text, unet = demo.build_text_encoder(sizes), demo.build_unet(sizes)
         load_checkpoint(weights("ip2p"), {"text": text, "unet": unet})
         demo.export_ip2p(to / "ip2p", unet, vae, text)
+    (to / TRAINING_FILE).write_text(json.dumps(training_record(out, ("vae", "mllm", *parts), step), indent=1))
     print(f"wrote {', '.join(str(to / part) for part in parts)}")
+
+
+TRAINING_FILE = "training.json"  # beside the shipped weights: each stage's step, seconds and recipe
+
+
+def training_record(out: Path, stages_done: tuple[str, ...], step: int | None = None) -> dict:
+    record = {}
+    for stage in stages_done:
+        kept = step and stage in ("mgie", "ip2p")
+        ckpt = torch.load(out / (f"{stage}-{step:06d}.pt" if kept else f"{stage}.ckpt"), "cpu", weights_only=True)
+        record[stage] = {"step": ckpt["step"], "seconds": round(ckpt.get("seconds", 0.0)), "recipe": ckpt["recipe"]}
+    return record
+
+
+def unpack(weights: Path, out: Path, sizes: demo.DemoSizes = demo.DemoSizes()) -> None:  # noqa: B008 - frozen
+    """Compact resume points from shipped weights (fp16 safetensors, no optimizer state): <weights>/mgie and
+    <weights>/ip2p become <out>/{vae,mllm,mgie,ip2p}.ckpt at the steps in <weights>/training.json, so that training
+    goes on from what is committed (fresh AdamW moments; the schedule at that step)."""
+    from editor.pipelines.ip2p import load_ip2p
+    from editor.pipelines.mgie import MGIEPaths, load_mgie
+
+    record = json.loads((weights / TRAINING_FILE).read_text())
+    mgie = load_mgie(MGIEPaths.from_weights_dir(weights / "mgie"), "cpu", torch.float32)
+    ip2p = load_ip2p(weights / "ip2p", "", "ip2p-demo", "cpu", torch.float32)
+    modules = {
+        "vae": {"vae": mgie.pipe.vae},
+        "mllm": {"mllm": mgie.mllm},
+        "mgie": {"head": mgie.head, "unet": mgie.pipe.unet},
+        "ip2p": {"text": ip2p.pipe.text_encoder, "unet": ip2p.pipe.unet},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    for stage, parts in modules.items():
+        extra = {"scaling_factor": mgie.pipe.vae.config.scaling_factor} if stage == "vae" else {}
+        state = {name: module.state_dict() for name, module in parts.items()}
+        done = record[stage]
+        torch.save({"modules": state, "step": done["step"], "seconds": done["seconds"], "recipe": done["recipe"],
+                    **extra}, out / f"{stage}.ckpt")  # fmt: skip
+    print(f"resume points for {', '.join(modules)} written to {out}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m editor.demo.train", description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=(*STAGES, "cache", "export"))
+    parser.add_argument("stage", choices=(*STAGES, "cache", "export", "unpack"))
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (checkpoints, logs)")
-    parser.add_argument("--to", type=Path, default=Path("weights/demo"), help="export: destination folder")
+    parser.add_argument("--to", type=Path, default=Path("weights/demo"), help="export: destination; unpack: source")
     parser.add_argument("--parts", nargs="+", choices=("mgie", "ip2p"), default=["mgie", "ip2p"], help="export: which")
     parser.add_argument("--steps", type=int, help="override the recipe's step count")
     parser.add_argument("--batch", type=int, help="override the recipe's batch size")
@@ -246,6 +297,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     if args.stage == "export":
         export(args.out, args.to, parts=tuple(args.parts), step=args.step)
+        return
+    if args.stage == "unpack":
+        unpack(args.to, args.out)
         return
     if args.stage == "cache":
         shard = tuple(int(v) for v in args.shard.split("/"))
