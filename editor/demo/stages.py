@@ -87,7 +87,7 @@ class VAEStage:
         # The posterior's log-variance is held at LOGVAR_INIT (std 0.05): a learnt one drifts up under AdamW, which
         # turns the tiny KL term's steady pull into full-size steps, until sampling noise drowns the colours (seen:
         # std 0.05 -> 0.47 in 800 steps, grey reconstructions at 19.5 dB).
-        out, c = self.vae.encoder.conv_out, sizes.latent_channels
+        out, c = self.vae.quant_conv, sizes.latent_channels  # the last layer: its rows c.. are the log-variance
         with torch.no_grad():
             out.weight[c:] = 0
             out.bias[c:] = LOGVAR_INIT

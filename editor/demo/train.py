@@ -48,7 +48,7 @@ class StageConfig:
 
 
 RECIPES = {  # the CPU recipe; a GPU can afford more steps via --steps / --batch
-    "vae": StageConfig(steps=2000, batch=16, lr=2e-3),
+    "vae": StageConfig(steps=1500, batch=16, lr=2e-3),
     "decoder": StageConfig(steps=2000, batch=16, lr=5e-4),
     "mllm": StageConfig(steps=1600, batch=32, lr=1e-3),
     "mgie": StageConfig(steps=6000, batch=32, lr=1e-3),
