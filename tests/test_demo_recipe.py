@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import numpy as np
@@ -173,3 +174,16 @@ def test_sharded_cache_builds_equal_one_build(tmp_path, monkeypatch):
     cache.build_latents(tmp_path / "single", vae, samples=10, seed=0, device="cpu", batch=4)
     a, b = (cache.Cache(tmp_path / name, 10, with_states=False) for name in ("sharded", "single"))
     assert torch.equal(a.source, b.source) and a.terse == b.terse and len(a.terse) == 10
+
+
+def test_the_vae_posterior_std_stays_fixed_while_training():
+    stage = stages.VAEStage(SMALL, "cpu")
+    before = stage.vae.encoder.conv_in.weight.detach().clone()
+    optimizer = torch.optim.AdamW(stage.vae.parameters(), lr=1e-2, weight_decay=0.0)
+    for step in range(3):
+        stage.loss(stages.batch_samples(0, step, 4), None, 0, step)["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    posterior = stage.vae.encode(stages.to_tensor([world.dataset("test", 1)[0].source], "cpu")).latent_dist
+    torch.testing.assert_close(posterior.std, torch.full_like(posterior.std, math.exp(stages.LOGVAR_INIT / 2)))
+    assert not torch.equal(stage.vae.encoder.conv_in.weight, before)  # the rest of the encoder trains
