@@ -98,6 +98,16 @@ def build_states(out: Path, mllm_stage, mllm_step: int, samples: int, seed: int,
         _save({"states": torch.cat(rows), "emb": emb, "mllm_step": mllm_step, "seed": seed}, path)
 
 
+def load_states(out: Path, samples: int, mllm_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(samples x 8 x hidden states, the 8 [IMG] embedding rows) of MLLM step `mllm_step`."""
+    folder = out / "cache"
+    states = [torch.load(folder / f"states-{p:05d}.pt", weights_only=True) for p in range(part_count(samples))]
+    stale = sorted({d["mllm_step"] for d in states} - {mllm_step})
+    if stale:
+        raise ValueError(f"cached states come from MLLM step(s) {stale}, not {mllm_step}: rebuild the cache")
+    return torch.cat([d["states"] for d in states])[:samples], states[0]["emb"].float()
+
+
 class Cache:
     """All cached parts in memory; `batch(seed, step, size)` walks seeded permutations, one per epoch."""
 
@@ -116,12 +126,7 @@ class Cache:
         self.terse = [t for d in loaded for t in d["terse"]]
         self.states = self.emb = None
         if with_states:
-            states = [torch.load(folder / f"states-{p:05d}.pt", weights_only=True) for p in parts]
-            stale = sorted({d["mllm_step"] for d in states} - {mllm_step})
-            if stale:
-                raise ValueError(f"cached states come from MLLM step(s) {stale}, not {mllm_step}: rebuild the cache")
-            self.states = torch.cat([d["states"] for d in states])
-            self.emb = states[0]["emb"].float()
+            self.states, self.emb = load_states(out, samples, mllm_step)
         self.size = samples
 
     def batch(self, seed: int, step: int, size: int, device) -> Batch:

@@ -162,16 +162,16 @@ def main(argv: list[str] | None = None) -> None:
         for name, value in vae_ceiling(vae, args.per_split).items():
             print(f"| {name} | {value} |")
         return
-    from editor.demo.cache import Cache
+    from editor.demo.cache import load_states
     from editor.demo.stages import train_sample
 
     stage, step = load_mllm(args.out, demo.DemoSizes(), "cpu")
-    cache = Cache(args.out, args.samples, with_states=True, mllm_step=step)
+    states_train, _ = load_states(args.out, args.samples, step)
     facts_train = [edit_facts(train_sample(args.seed, i)) for i in range(args.samples)]
     samples = held_out(args.per_split)
     with torch.no_grad():
         states_test = torch.cat([stage.forward(samples[i : i + 64])[1] for i in range(0, len(samples), 64)])
-    results = probe(cache.states, facts_train, states_test, [edit_facts(s) for s in samples])
+    results = probe(states_train, facts_train, states_test, [edit_facts(s) for s in samples])
     print(f"| fact | probe accuracy % | majority class % |   (MLLM step {step}, {args.samples} training states)")
     for key, (accuracy, majority) in results.items():
         print(f"| {key} | {100 * accuracy:.1f} | {100 * majority:.1f} |")
