@@ -37,7 +37,7 @@ class Sweep:
         if step <= 0 or stop < start:
             raise ValueError(f"image guidance sweep needs start <= stop and step > 0, got {start}:{stop}:{step}")
         if (stop - start) / step >= MAX_CELLS:  # checked as a float first: a step of 1e-320 overflows an integer
-            raise ValueError(f"the αV step {step:g} makes over {MAX_CELLS} renders; the explorer runs at most {MAX_CELLS}")
+            raise ValueError(f"the αV step {step:g} makes over {MAX_CELLS} renders; the explorer runs at most that")
         count = math.floor((stop - start) / step + 1e-9) + 1
         if not isinstance(text_values, str):
             raise ValueError(f"αX values must be text such as '5, 7.5', got {type(text_values).__name__}")

@@ -65,7 +65,7 @@ def test_sweep_parsing():
         ((1.0, 2.0, 0.0, "7.5"), "step > 0"),
         ((1.0, 2.0, 0.5, "a, b"), "numbers separated by commas"),
         ((1.0, 2.0, 0.5, " "), "at least one"),
-        ((1.0, 10.0, 0.1, "7.5"), "at most 36"),
+        ((1.0, 10.0, 0.1, "7.5"), "makes over 36 renders"),
         ((None, 2.0, 0.5, "7.5"), "αV start must be a number, got NoneType"),
         ((1.0, "2", 0.5, "7.5"), "αV stop must be a number, got str"),
         ((1.0, 2.0, [0.5], "7.5"), "αV step must be a number, got list"),
