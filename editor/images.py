@@ -192,6 +192,7 @@ def _too_large(name: str, error: Exception) -> str:
     if found is None:
         return f"{name} is too large to decode safely ({error})"
     pixels, limit = (int(group) for group in found.groups())
+    limit = min(limit, MAX_PIXELS)  # Pillow refuses at twice its warning limit; ours is lower
     return f"{name} is too large: {pixels:,} pixels, the limit is {limit:,} pixels; downscale it first"
 
 

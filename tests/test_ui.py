@@ -221,10 +221,13 @@ def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(connect, tmp_p
     bomb.write_bytes(_png_claiming(40_000, 40_000))
     cases = [
         (dict(image=handle_file(notes), instruction="x"), "could not read 'notes.txt' as an image"),
-        (dict(image=handle_file(bomb), instruction="x"), "too large: 1,600,000,000 pixels"),
+        (dict(image=handle_file(bomb), instruction="x"), "too large: 1,600,000,000 pixels, the limit is 40,000,000"),
         (dict(image=handle_file(CAT), instruction="   "), "instruction is empty"),
-        (dict(image=handle_file(CAT), instruction="x", steps=0), "less than minimum value 1"),
-        (dict(image=handle_file(CAT), instruction="x", image_guidance=50), "greater than maximum value 5"),
+        (dict(image=handle_file(CAT), instruction="x", steps=0), r"steps must be a whole number in \[1, 150\], got 0"),
+        (
+            dict(image=handle_file(CAT), instruction="x", image_guidance=50),
+            r"image_guidance must be a number in \[1, 5\], got 50",
+        ),
         (dict(image=None, instruction="x"), "no input image"),
     ]
     for args, message in cases:

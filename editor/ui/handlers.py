@@ -32,6 +32,7 @@ from editor.params import DEFAULT_IMAGE_GUIDANCE, DEFAULT_TEXT_GUIDANCE, EditPar
 from editor.pipelines.diffusion import fresh_seed
 from editor.streaming import PREVIEW_EVERY_S, Progress, stream_render
 from editor.ui import views
+from editor.ui.guard import public_message
 
 GPU_SECONDS = 120  # ZeroGPU reservation per model call
 
@@ -109,7 +110,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (ValueError, MissingWeightsError, CheckpointError) as err:
-        raise gr.Error(str(err)) from err
+        raise gr.Error(public_message(str(err))) from err
     except torch.OutOfMemoryError as err:
         torch.cuda.empty_cache()
         raise gr.Error("out of GPU memory: try a smaller size, or wait for other edits to finish") from err
