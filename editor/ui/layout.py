@@ -25,6 +25,8 @@ from editor.ui.handlers import Handlers, remove_files
 GPU = "gpu"
 MAX_UI_STEPS = 150
 MAX_UI_SIZE = 1024
+SESSION_TTL_S = 3 * 3600  # a session's state (history, images) is dropped after 3 h without an event
+CACHE_SWEEP = (1800, SESSION_TTL_S)  # every 30 min, Gradio deletes its cached files older than a session lives
 MAX_UI_SEED = 2**32 - 1  # random seeds are drawn below 2**32 (editor.pipelines.diffusion.fresh_seed)
 # Once there is something to lose, leaving or reloading the page asks first; a reset or restore clears the flag.
 WARN_ON_LEAVE = "() => { window.onbeforeunload = (e) => { e.preventDefault(); return ''; }; }"
@@ -49,7 +51,12 @@ def build_demo(
     defaults = settings[next(iter(editors))]
     gpu = {"concurrency_limit": 1, "concurrency_id": GPU}
 
-    with gr.Blocks(title="Instruction-based image editor (MGIE)", analytics_enabled=False, fill_width=True) as demo:
+    with gr.Blocks(
+        title="Instruction-based image editor (MGIE)",
+        analytics_enabled=False,
+        fill_width=True,
+        delete_cache=CACHE_SWEEP,
+    ) as demo:
         if notice:
             gr.Markdown(f"**Note:** {notice}", elem_id="notice")
         gr.Markdown(
@@ -57,7 +64,8 @@ def build_demo(
             "Type a terse instruction. **Think** shows how the model understands it (rewrite it if you like); "
             "**Edit** renders it. Each result becomes the next input; the history keeps every turn."
         )
-        state = gr.State(None, delete_callback=remove_files)  # an AppState per browser session, made on first use
+        # An AppState per browser session, made on first use; dropped (files too) after SESSION_TTL_S idle.
+        state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=remove_files)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
                 model = gr.Dropdown(list(editors), value=next(iter(editors)), label="Model", visible=len(editors) > 1)
