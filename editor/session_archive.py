@@ -7,7 +7,8 @@ checks everything before the session is touched, so each request costs a bounded
 2. `session.json`: valid JSON (a nesting too deep for the parser is named), then the whole record against the
    `SessionRecord` schema (pydantic, strict types: a parent "1" or 1.0 is not an integer), at most `MAX_TURNS` turns;
 3. every image it names: in the zip, a PNG whose header gives at most `MAX_PIXELS` pixels, all of them together at
-   most `MAX_TOTAL_PIXELS`; only then are the images decoded.
+   most `MAX_TOTAL_PIXELS`;
+4. every turn's values (EditParams' ranges), ids, parents and the head; only then are the images decoded.
 Every problem is a ValueError naming what is wrong ("turn 3 is invalid: parent must be an integer"); every zipfile
 error (bad CRC, a size that lies, an unsupported method) is caught and named.
 """
@@ -194,6 +195,9 @@ def _validate(record: object) -> SessionRecord:
         raise ValueError(f"not a session archive: session.json lacks format {ARCHIVE_FORMAT!r}")
     if record.get("version") != ARCHIVE_VERSION:
         raise ValueError(f"session archive version {record.get('version')!r}; this app reads {ARCHIVE_VERSION}")
+    turns = record.get("turns")
+    if isinstance(turns, list) and len(turns) > MAX_TURNS:  # before validating any of them
+        raise ValueError(f"session archive has {len(turns):,} turns; a session has at most {MAX_TURNS:,}")
     try:
         return SessionRecord.model_validate(record)
     except ValidationError as err:
@@ -233,6 +237,17 @@ def _check_images(archive: zipfile.ZipFile, names: list[str]) -> None:
 
 
 def _build(archive: zipfile.ZipFile, record: SessionRecord) -> History:
+    """Checks every turn's values and links first, then decodes the images (each distinct one once)."""
+    params = []
+    for number, entry in enumerate(record.turns):
+        try:
+            params.append(_params(entry, number))
+        except ValueError as err:
+            raise ValueError(f"session archive: turn {number} is invalid: {err}") from None
+        if entry.parent is not None and not 0 <= entry.parent < number:
+            raise ValueError(f"session archive: turn {number} has parent {entry.parent}, not an earlier turn")
+    if record.head is not None and not 0 <= record.head < len(record.turns):
+        raise ValueError(f"session archive: head is turn {record.head}, but there is no turn {record.head}")
     images: dict[str, Image.Image] = {}
 
     def image(name: str | None) -> Image.Image | None:
@@ -243,40 +258,35 @@ def _build(archive: zipfile.ZipFile, record: SessionRecord) -> History:
         return images[name]
 
     history = History(origin=image(record.origin))
-    for number, entry in enumerate(record.turns):
-        try:
-            turn = _turn(entry, number, image)
-        except ValueError as err:
-            raise ValueError(f"session archive: turn {number} is invalid: {err}") from None
-        if turn.parent is not None and not 0 <= turn.parent < number:
-            raise ValueError(f"session archive: turn {number} has parent {turn.parent}, not an earlier turn")
-        history.turns.append(turn)
-    if record.head is not None:
-        history.revert(record.head)
+    for entry, turn_params in zip(record.turns, params, strict=True):
+        history.turns.append(
+            Turn(
+                id=entry.id,
+                parent=entry.parent,
+                model=entry.model,
+                instruction=entry.instruction,
+                expressive=entry.expressive,
+                raw_text=entry.raw_text,
+                guidance_source=entry.guidance_source,
+                params=turn_params,
+                input=image(entry.input),
+                output=image(entry.output),
+                stats=dict(entry.stats),
+                created=entry.created,
+            )
+        )
+    history.head = record.head
     return history
 
 
-def _turn(entry: TurnRecord, number: int, image) -> Turn:
+def _params(entry: TurnRecord, number: int) -> EditParams:
     if entry.id != number:
         raise ValueError(f"its id is {entry.id!r}, expected {number}")
     params = entry.params
-    return Turn(
-        id=entry.id,
-        parent=entry.parent,
-        model=entry.model,
-        instruction=entry.instruction,
-        expressive=entry.expressive,
-        raw_text=entry.raw_text,
-        guidance_source=entry.guidance_source,
-        params=EditParams(
-            steps=params.steps,
-            text_guidance=params.text_guidance,
-            image_guidance=params.image_guidance,
-            seed=params.seed,
-            resolution=Resolution(params.resolution.mode, params.resolution.size),
-        ),
-        input=image(entry.input),
-        output=image(entry.output),
-        stats=dict(entry.stats),
-        created=entry.created,
+    return EditParams(
+        steps=params.steps,
+        text_guidance=params.text_guidance,
+        image_guidance=params.image_guidance,
+        seed=params.seed,
+        resolution=Resolution(params.resolution.mode, params.resolution.size),
     )

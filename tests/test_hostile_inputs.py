@@ -95,7 +95,7 @@ def test_every_bad_input_is_named_and_the_session_survives(url, files, tmp_path)
         (dict(steps=None), r"steps must be a whole number in \[1, 150\], got NoneType"),
         (dict(size=[1]), r"size must be a whole number in \[64, 1024\], got list"),
         (dict(text_guidance="x"), r"text_guidance must be a number in \[1, 15\]"),
-        (dict(seed=2**40), r"seed must be a whole number in \[0, 4.29497e\+09\], got 1099511627776"),
+        (dict(seed=2**40), r"seed must be a whole number in \[0, 4294967295\], got 1099511627776"),
         (dict(seed={"a": 1}), "seed must be a whole number"),
         (dict(model=["fake"]), "model must be one of fake; got list"),
         (dict(resize="zzz"), "resize must be one of keep_aspect, center_crop; got str 'zzz'"),

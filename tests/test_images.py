@@ -484,14 +484,11 @@ def test_formats_outside_the_allow_list_are_named_and_never_reach_an_external_pr
 
 
 def test_the_pixel_limit_is_checked_from_the_header_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    import time
-
     decoded = []
     monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.size))
-    start = time.perf_counter()
     with pytest.raises(ValueError, match=r"too large: 144,000,000 pixels \(12000x12000\), the limit is 40,000,000"):
         load_image(png_header(12000, 12000))  # 17 KB-style 1-bit bomb, under Pillow's own limit (which only warns)
-    assert decoded == [] and time.perf_counter() - start < 1.0
+    assert decoded == []  # refused from the header: not one pixel decoded
     with pytest.raises(ValueError, match="too large: 42,000,000 pixels"):
         load_image(png_header(7000, 6000, bit_depth=8, colour_type=2))
 

@@ -69,15 +69,19 @@ def _check_number(block: gr.Number | gr.Slider, value: Any, name: str) -> None:
     whole = block.precision == 0
     kind = "a whole number" if whole else "a number"
     if low is not None and high is not None:
-        bounds = f" in [{low:g}, {high:g}]"
+        bounds = f" in [{_bound(low)}, {_bound(high)}]"
     else:
-        bounds = f" >= {low:g}" if low is not None else (f" <= {high:g}" if high is not None else "")
+        bounds = f" >= {_bound(low)}" if low is not None else (f" <= {_bound(high)}" if high is not None else "")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise gr.Error(f"{name} must be {kind}{bounds}, got {describe(value)}")
     if whole and not float(value).is_integer():
         raise gr.Error(f"{name} must be {kind}{bounds}, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         raise gr.Error(f"{name} must be {kind}{bounds}, got {value!r}")
+
+
+def _bound(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _check_file(value: Any, name: str) -> None:
