@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from editor.loading import CheckpointError, MissingWeightsError
+from editor.login import throttled_auth
 from editor.pipelines.mgie import MGIEPaths, load_mgie
 from editor.registry import DEFAULT_WEIGHTS_DIR, DEMO_EDITORS, DTYPES, EDITORS, installed_editors, load_editor
 from editor.tiny import build_tiny_mgie_tree
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             server_name=args.server_name,
             server_port=args.port,
             share=share,
-            auth=auth,
+            auth=throttled_auth(auth) if auth else None,  # failed logins answered at most one a second
             mcp_server=args.mcp,
             max_file_size="50mb",
             run_history=False,  # user photos are not recorded beyond the session (its history and export do that)

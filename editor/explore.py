@@ -17,8 +17,9 @@ from PIL import Image
 
 from editor.core import Editor, EditResult, Guidance
 from editor.metrics import cosine, l1, psnr, ssim
-from editor.params import EditParams
+from editor.params import MAX_GUIDANCE, EditParams
 from editor.pipelines.diffusion import fresh_seed
+from editor.streaming import render_lock
 
 MAX_CELLS = 36
 
@@ -29,17 +30,25 @@ class Sweep:
     text_guidance: tuple[float, ...] = (7.5,)
 
     @classmethod
-    def parse(cls, start: float, stop: float, step: float, text_values: str) -> Sweep:
-        """αV from `start` to `stop` (inclusive) by `step`; αX from a comma-separated list such as "5, 7.5, 10"."""
-        if not (math.isfinite(start) and math.isfinite(stop) and math.isfinite(step)) or step <= 0 or stop < start:
+    def parse(cls, start: object, stop: object, step: object, text_values: object) -> Sweep:
+        """αV from `start` to `stop` (inclusive) by `step`; αX from a comma-separated list such as "5, 7.5, 10".
+        Anything else (None, text, lists, NaN, huge or tiny numbers) is a ValueError naming the value."""
+        start, stop = _guidance_scale(start, "αV start"), _guidance_scale(stop, "αV stop")
+        step = _guidance_scale(step, "αV step")
+        if step <= 0 or stop < start:
             raise ValueError(f"image guidance sweep needs start <= stop and step > 0, got {start}:{stop}:{step}")
+        if (stop - start) / step >= MAX_CELLS:  # checked as a float first: a step of 1e-320 overflows an integer
+            raise ValueError(f"the αV step {step:g} makes over {MAX_CELLS} renders; the explorer runs at most that")
         count = math.floor((stop - start) / step + 1e-9) + 1
+        if not isinstance(text_values, str):
+            raise ValueError(f"αX values must be text such as '5, 7.5', got {type(text_values).__name__}")
         try:
             texts = tuple(float(v) for v in text_values.replace(";", ",").split(",") if v.strip())
         except ValueError:
             raise ValueError(f"text guidance values must be numbers separated by commas, got {text_values!r}") from None
         if not texts:
             raise ValueError("give at least one text guidance value")
+        texts = tuple(_guidance_scale(value, "αX value") for value in texts)
         if count * len(texts) > MAX_CELLS:
             raise ValueError(f"the sweep has {count * len(texts)} renders; the explorer runs at most {MAX_CELLS}")
         return cls(tuple(round(start + i * step, 6) for i in range(count)), texts)
@@ -47,6 +56,15 @@ class Sweep:
     def cells(self) -> list[tuple[float, float]]:
         """(αX, αV) pairs, αV varying fastest."""
         return [(text, image) for text in self.text_guidance for image in self.image_guidance]
+
+
+def _guidance_scale(value: object, name: str) -> float:
+    """A finite number in [0, MAX_GUIDANCE] (EditParams' range), else a ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__} {value!r:.40}")
+    if not math.isfinite(value) or not 0.0 <= value <= MAX_GUIDANCE:
+        raise ValueError(f"{name} must be a number in [0, {MAX_GUIDANCE:g}], got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -79,7 +97,8 @@ def explore(editor: Editor, image: Image.Image, guidance: Guidance, params: Edit
     reference = None  # every cell has the same source (same resolution policy): embed it once
     for text, image_scale in sweep.cells():
         cell_params = replace(params, text_guidance=text, image_guidance=image_scale, seed=seed)
-        result = editor.render(image, guidance, cell_params)
+        with render_lock(editor):  # never beside a cancelled render still finishing its step (editor.streaming)
+            result = editor.render(image, guidance, cell_params)
         if embed is not None and reference is None:
             reference = embed(result.source)
         yield Cell(result, measure(result.source, result.image, editor, reference))

@@ -3,27 +3,24 @@
 `head` is the turn whose output is the current input (None: the uploaded `origin` image is). Editing appends a
 turn under the head, so editing after an undo or a revert starts a new branch and the old one stays reachable.
 Images are kept as PIL objects in memory (no lossy re-encoding between turns) and saved as PNG in the session
-archive: a zip with `session.json` and every distinct image once, which `History.from_archive` restores exactly.
+archive (editor/session_archive.py): a zip with `session.json` and every distinct image once, which
+`History.from_archive` restores exactly. A session holds at most `MAX_TURNS` turns.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import json
-import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from PIL import Image
 
-from editor.images import load_image
-from editor.params import EditParams, Resolution
+from editor.params import EditParams
 
 ARCHIVE_FORMAT = "mgie-editor-session"
 ARCHIVE_VERSION = 1
-MAX_ARCHIVE_BYTES = 2 * 1024**3  # uncompressed; a session of a thousand 1024-px turns is ~3 GB of raw pixels
+MAX_TURNS = 1000  # per session, in the app and in an archive
 
 
 def image_key(image: Image.Image) -> str:
@@ -67,6 +64,8 @@ class History:
 
     def add(self, parent: int | None, **fields) -> Turn:
         """Appends a turn under `parent` (from `parent_for`, taken when the edit started) and makes it the head."""
+        if len(self.turns) >= MAX_TURNS:
+            raise ValueError(f"this session has {MAX_TURNS} turns, the limit: export it and start a new session")
         if parent is not None:
             self._check_id(parent)
             fields["input"] = self.turns[parent].output  # the same object: one copy of the pixels
@@ -104,109 +103,17 @@ class History:
             has = f"turns 0 to {len(self.turns) - 1}" if self.turns else "no turns yet"
             raise ValueError(f"no turn {turn_id!r}: this session has {has}")
 
-    # --- the session archive ----------------------------------------------------------------------------------
+    # --- the session archive (editor/session_archive.py) -------------------------------------------------------
 
     def to_archive(self, path: str | Path) -> Path:
         """Writes the zip: `session.json` + `images/<key>.png`, each distinct image once."""
-        path, names = Path(path), {}
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:  # PNG is compressed already
+        from editor.session_archive import write_archive
 
-            def store(image: Image.Image | None) -> str | None:
-                if image is None:
-                    return None
-                key = image_key(image)
-                if key not in names:
-                    names[key] = f"images/{len(names):04d}.png"
-                    with archive.open(names[key], "w") as file:
-                        image.save(file, format="PNG")
-                return names[key]
-
-            turns = [_turn_record(turn, store(turn.input), store(turn.output)) for turn in self.turns]
-            record = {
-                "format": ARCHIVE_FORMAT,
-                "version": ARCHIVE_VERSION,
-                "head": self.head,
-                "origin": store(self.origin),
-                "turns": turns,
-            }
-            archive.writestr("session.json", json.dumps(record, indent=1, ensure_ascii=False))
-        return path
+        return write_archive(self, path)
 
     @classmethod
     def from_archive(cls, source: str | Path | bytes) -> History:
-        """Reads a zip written by `to_archive`; any problem is a ValueError naming the part that is wrong."""
-        try:
-            archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
-        except (zipfile.BadZipFile, OSError) as err:
-            raise ValueError(f"not a session archive (a .zip exported by this app): {err}") from None
-        with archive:
-            if sum(info.file_size for info in archive.infolist()) > MAX_ARCHIVE_BYTES:
-                raise ValueError(f"session archive too large: over {MAX_ARCHIVE_BYTES / 1024**3:.0f} GB unpacked")
-            record = _read_record(archive)
-            images: dict[str, Image.Image] = {}
+        """Reads a zip written by `to_archive`, every bound checked first; any problem is a ValueError naming it."""
+        from editor.session_archive import read_archive
 
-            def image(name: str | None, what: str) -> Image.Image | None:
-                if name is None:
-                    return None
-                if name not in images:
-                    try:
-                        images[name] = load_image(archive.read(name))
-                    except KeyError:
-                        raise ValueError(f"session archive: {what} names {name!r}, which is not in the zip") from None
-                return images[name]
-
-            history = cls(origin=image(record.get("origin"), "origin"))
-            for number, entry in enumerate(record["turns"]):
-                try:
-                    turn = _turn_from_record(entry, number, image)
-                except (KeyError, TypeError, ValueError) as err:
-                    raise ValueError(f"session archive: turn {number} is invalid: {err}") from None
-                if turn.parent is not None and not 0 <= turn.parent < number:
-                    raise ValueError(f"session archive: turn {number} has parent {turn.parent}, not an earlier turn")
-                history.turns.append(turn)
-            head = record.get("head")
-            if head is not None:
-                history.revert(head)
-            return history
-
-
-def _turn_record(turn: Turn, input_name: str | None, output_name: str | None) -> dict:
-    record = asdict(turn) | {"input": input_name, "output": output_name}
-    record["params"] = asdict(turn.params)  # nested Resolution becomes a dict too
-    return record
-
-
-def _turn_from_record(entry: dict, number: int, image) -> Turn:
-    params = dict(entry["params"])
-    params["resolution"] = Resolution(**params["resolution"])
-    fields = {name: entry[name] for name in ("id", "parent", "model", "instruction", "expressive", "raw_text")}
-    if fields["id"] != number:
-        raise ValueError(f"its id is {fields['id']!r}, expected {number}")
-    for name in ("model", "instruction", "expressive", "raw_text"):
-        if not isinstance(fields[name], str):
-            raise TypeError(f"{name} must be text")
-    return Turn(
-        **fields,
-        guidance_source=str(entry["guidance_source"]),
-        params=EditParams(**params),
-        input=image(entry["input"], f"turn {number} input"),
-        output=image(entry["output"], f"turn {number} output"),
-        stats={str(k): float(v) for k, v in entry.get("stats", {}).items()},
-        created=str(entry.get("created", "")),
-    )
-
-
-def _read_record(archive: zipfile.ZipFile) -> dict:
-    try:
-        record = json.loads(archive.read("session.json"))
-    except KeyError:
-        raise ValueError("not a session archive: the zip has no session.json") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"session archive: session.json is not valid JSON: {err}") from None
-    if not isinstance(record, dict) or record.get("format") != ARCHIVE_FORMAT:
-        raise ValueError(f"not a session archive: session.json lacks format {ARCHIVE_FORMAT!r}")
-    if record.get("version") != ARCHIVE_VERSION:
-        raise ValueError(f"session archive version {record.get('version')!r}; this app reads {ARCHIVE_VERSION}")
-    if not isinstance(record.get("turns"), list):
-        raise ValueError("session archive: session.json has no list of turns")
-    return record
+        return read_archive(source)

@@ -12,6 +12,11 @@ Choices:
 - Sizes are multiples of 8 (minimum 8) because the VAE downsamples by 8. "keep_aspect" makes the longer
   side `size`; "center_crop" is the MGIE Gradio demo's crop_resize.
 - ICC profiles are not applied: pixels are taken as sRGB, as the reference demo does.
+- Only the formats an editor needs are opened (`ALLOWED_FORMATS`, Pillow's `formats=` allow-list), all decoded
+  inside Pillow: EPS/PostScript would run Ghostscript, an external program that can loop forever, so it and every
+  other format get "unsupported image format X" (X found by Pillow's own header tests, which read bytes only).
+- The pixel count is checked from the header, before any decoding (`MAX_PIXELS`); `max_side` downscales a large
+  input right after decoding, before anything heavy sees it (the app passes its largest edit size).
 """
 
 from __future__ import annotations
@@ -29,21 +34,34 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from editor.params import Resolution
 
-SUPPORTED_FORMATS = "PNG, JPEG, WebP, GIF, BMP, TIFF and the other formats Pillow reads"
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # "JPEG" also opens MPO (phone JPEGs)
+SUPPORTED_FORMATS = "PNG, JPEG, WebP, GIF (first frame), BMP, TIFF"
+MAX_PIXELS = 40_000_000  # 40 MP: above any camera photo a user edits; decoding it takes ~120 MB as RGB
 _ARRAY_HELP = "accepted: HxW, HxWx1, HxWx3 or HxWx4 arrays of uint8, uint16, bool, or float in [0, 1]"
 # What Pillow raises for corrupt or truncated data, depending on the format plugin.
-_DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, struct.error, IndexError)
+_DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, struct.error, IndexError, NotImplementedError)
 _WHITE = (255, 255, 255, 255)
 
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 
-def load_image(source: ImageSource, *, draft_for: Resolution | None = None) -> Image.Image:
+def load_image(
+    source: ImageSource, *, draft_for: Resolution | None = None, max_side: int | None = None, name: str | None = None
+) -> Image.Image:
     """Return a new, fully loaded, upright 8-bit RGB copy of `source`.
 
     `draft_for` is only a speed hint: for a JPEG that `prepare_image(..., draft_for)` will shrink anyway,
     the decoder downscales by 1/2, 1/4 or 1/8 while staying at least as large as the target.
+    `max_side`: a larger image is downscaled (aspect kept) so its longer side is `max_side`.
+    `name`: how messages call a file or bytes source (e.g. an upload's own name instead of a server path).
     """
+    image = _load(source, draft_for, max_side, name)
+    if max_side is not None and max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return image
+
+
+def _load(source: ImageSource, draft_for: Resolution | None, max_side: int | None, name: str | None) -> Image.Image:
     if isinstance(source, Image.Image):
         return _from_pil(source)
     if isinstance(source, np.ndarray):
@@ -51,19 +69,21 @@ def load_image(source: ImageSource, *, draft_for: Resolution | None = None) -> I
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
             raise ValueError("the image data is empty (0 bytes)")
-        return _from_file(io.BytesIO(source), f"the given data ({len(source)} bytes)", draft_for)
+        label = repr(name) if name else f"the given data ({len(source)} bytes)"
+        return _from_file(io.BytesIO(source), label, _draft(draft_for, max_side))
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
+        label = repr(name or path)
         try:
             file = open(path, "rb")  # closed by the `with` below
         except FileNotFoundError:
-            raise ValueError(f"image file not found: {path!r}") from None
+            raise ValueError(f"image file not found: {label}") from None
         except OSError as error:
-            raise ValueError(f"could not open image file {path!r}: {error.strerror or error}") from None
+            raise ValueError(f"could not open image file {label}: {error.strerror or error}") from None
         with file:
             if os.fstat(file.fileno()).st_size == 0:
-                raise ValueError(f"image file is empty (0 bytes): {path!r}")
-            return _from_file(file, repr(path), draft_for)
+                raise ValueError(f"image file is empty (0 bytes): {label}")
+            return _from_file(file, label, _draft(draft_for, max_side))
     raise ValueError(
         f"cannot load an image from a {type(source).__name__}; "
         "pass a file path, encoded image bytes, a PIL image or a numpy array"
@@ -109,23 +129,58 @@ def _round8(value: float) -> int:
     return max(8, 8 * math.floor(value / 8 + 0.5))
 
 
-def _from_file(file: IO[bytes], name: str, draft_for: Resolution | None) -> Image.Image:
+def _draft(draft_for: Resolution | None, max_side: int | None) -> Resolution | int | None:
+    """What the JPEG decoder may shrink to: the edit's target, else the largest side kept."""
+    return draft_for if draft_for is not None else max_side
+
+
+def _from_file(file: IO[bytes], name: str, draft: Resolution | int | None) -> Image.Image:
     try:
-        image = Image.open(file)  # opens on the first frame of animated files
-        if draft_for is not None:
-            # A no-op except for JPEG; the requested size is a lower bound, so no detail the target needs is lost.
-            image.draft(None, _draft_request(image.size, draft_for))
-        image.load()
+        image = Image.open(file, formats=ALLOWED_FORMATS)  # opens on the first frame of animated files
     except Image.DecompressionBombError as error:
         raise ValueError(_too_large(name, error)) from None
+    except UnidentifiedImageError:
+        found = _sniff_format(file)
+        if found is not None:
+            raise ValueError(f"unsupported image format {found} in {name} (supported: {SUPPORTED_FORMATS})") from None
+        raise ValueError(f"could not read {name} as an image (supported: {SUPPORTED_FORMATS})") from None
     except _DECODE_ERRORS as error:
-        detail = "" if isinstance(error, UnidentifiedImageError) else f": {error}"
-        raise ValueError(f"could not read {name} as an image (supported: {SUPPORTED_FORMATS}){detail}") from None
+        raise ValueError(f"could not read {name} as an image (supported: {SUPPORTED_FORMATS}): {error}") from None
     with image:
+        width, height = image.size
+        if width * height > MAX_PIXELS:  # from the header: nothing is decoded yet
+            raise ValueError(
+                f"{name} is too large: {width * height:,} pixels ({width}x{height}), the limit is {MAX_PIXELS:,} "
+                "pixels; downscale it first"
+            )
+        try:
+            if draft is not None:
+                # A no-op except for JPEG; the requested size is a lower bound, so no detail the target needs is lost.
+                image.draft(None, _draft_request(image.size, draft))
+            image.load()
+        except _DECODE_ERRORS as error:
+            raise ValueError(f"could not read {name} as an image (supported: {SUPPORTED_FORMATS}): {error}") from None
         return _finish(image, name)
 
 
-def _draft_request(size: tuple[int, int], resolution: Resolution) -> tuple[int, int]:
+def _sniff_format(file: IO[bytes]) -> str | None:
+    """The format Pillow would recognise `file` as, by its header tests alone (they read bytes, never decode)."""
+    file.seek(0)
+    prefix = file.read(64)
+    Image.init()
+    for format_id, (_factory, accept) in Image.OPEN.items():
+        try:
+            if accept is not None and accept(prefix):
+                return format_id
+        except Exception:  # a header test that chokes on short data is simply not a match
+            continue
+    return None
+
+
+def _draft_request(size: tuple[int, int], draft: Resolution | int) -> tuple[int, int]:
+    if isinstance(draft, int):
+        return draft, draft
+    resolution = draft
     if resolution.mode == "center_crop":  # the shorter side is what gets resized to the target
         side = _round8(resolution.size)
         return side, side
@@ -137,6 +192,7 @@ def _too_large(name: str, error: Exception) -> str:
     if found is None:
         return f"{name} is too large to decode safely ({error})"
     pixels, limit = (int(group) for group in found.groups())
+    limit = min(limit, MAX_PIXELS)  # Pillow refuses at twice its warning limit; ours is lower
     return f"{name} is too large: {pixels:,} pixels, the limit is {limit:,} pixels; downscale it first"
 
 

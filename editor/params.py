@@ -19,6 +19,7 @@ DEFAULT_SEED = 13331
 DEFAULT_SIZE = 512
 MAX_SIZE = 2048
 MAX_STEPS = 1000
+MAX_GUIDANCE = 100.0
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,8 @@ class EditParams:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
-            if not 0.0 <= value <= 100.0:
-                raise ValueError(f"{name} must be in [0, 100], got {value!r}")
+            if not 0.0 <= value <= MAX_GUIDANCE:
+                raise ValueError(f"{name} must be in [0, {MAX_GUIDANCE:g}], got {value!r}")
         if self.seed is not None and (
             isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63
         ):

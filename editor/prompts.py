@@ -9,6 +9,8 @@ The trained answer is "<expressive instruction> [IMG0] [IMG1] ... [IMG7]</s>".
 
 from __future__ import annotations
 
+import unicodedata
+
 IM_PATCH = "<im_patch>"
 IM_START = "<im_start>"
 IM_END = "<im_end>"
@@ -28,10 +30,17 @@ RESERVED_TOKENS = (IM_PATCH, IM_START, IM_END, *IMG_TOKENS, "<s>", EOS, "<unk>")
 def check_text(text: object, name: str = "instruction", reserved: tuple[str, ...] = ()) -> str:
     """Strip and validate user text; an empty or whitespace-only text is a ValueError naming the argument."""
     if not isinstance(text, str):
-        raise ValueError(f"{name} must be a string, got {type(text).__name__}")
+        raise ValueError(f"{name} must be text, got {type(text).__name__} {text!r:.40}")
+    for char in text:
+        if "\ud800" <= char <= "\udfff":  # a lone UTF-16 surrogate: no tokenizer or JSON encoder takes it
+            raise ValueError(f"{name} contains a broken character (lone surrogate U+{ord(char):04X}); retype it")
+        if unicodedata.category(char) == "Cc" and char not in "\t\n\r":
+            raise ValueError(f"{name} contains the control character U+{ord(char):04X}; remove it")
     text = text.strip()
     if not text:
         raise ValueError(f"{name} is empty: type what should change, e.g. 'make the sky blue'")
+    if all(unicodedata.category(char) in ("Cf", "Zs", "Zl", "Zp") or char.isspace() for char in text):
+        raise ValueError(f"{name} has no visible characters (only zero-width, format or BOM characters)")
     if len(text) > MAX_INSTRUCTION_CHARS:
         raise ValueError(f"{name} is {len(text)} characters long; the limit is {MAX_INSTRUCTION_CHARS}")
     found = [token for token in reserved if token in text]

@@ -436,3 +436,76 @@ def test_jpeg_draft_never_goes_below_target() -> None:
     data = encode(Image.new("L", (1000, 600), 128), "JPEG")
     assert load_image(data, draft_for=KEEP).size == (1000, 600)  # 1000 // 512 == 1: no draft
     assert load_image(encode(Image.new("RGB", (600, 600)), "PNG"), draft_for=KEEP).size == (600, 600)
+
+
+# --- hostile files: format allow-list, header pixel limit, downscaling ---------------------------------------------
+
+LOOPING_EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n%%EndComments\n{ } loop\n%%EOF\n"
+
+
+def png_header(width: int, height: int, bit_depth: int = 1, colour_type: int = 0) -> bytes:
+    """A PNG whose header claims `width` x `height` (1-bit grey by default), with almost no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("data", "found"),
+    [
+        (LOOPING_EPS, "EPS"),
+        (b"\xc5\xd0\xd3\xc6" + b"\0" * 40, "EPS"),  # the binary EPS header
+        (b"DDS |" + b"\0" * 123, "DDS"),
+        (b"8BPS\x00\x01" + b"\0" * 40, "PSD"),
+    ],
+)
+def test_formats_outside_the_allow_list_are_named_and_never_reach_an_external_program(
+    data: bytes, found: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import subprocess
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an external program was started to decode an upload")
+
+    for name in ("Popen", "run", "call", "check_call", "check_output"):
+        monkeypatch.setattr(subprocess, name, forbidden)
+    path = tmp_path / "upload.png"
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match=rf"unsupported image format {found} in 'photo.png' \(supported: PNG, JPEG"):
+        load_image(path, name="photo.png")
+    with pytest.raises(ValueError, match=f"unsupported image format {found}"):
+        load_image(data)
+
+
+def test_the_pixel_limit_is_checked_from_the_header_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.size))
+    with pytest.raises(ValueError, match=r"too large: 144,000,000 pixels \(12000x12000\), the limit is 40,000,000"):
+        load_image(png_header(12000, 12000))  # 17 KB-style 1-bit bomb, under Pillow's own limit (which only warns)
+    assert decoded == []  # refused from the header: not one pixel decoded
+    with pytest.raises(ValueError, match="too large: 42,000,000 pixels"):
+        load_image(png_header(7000, 6000, bit_depth=8, colour_type=2))
+
+
+def test_large_inputs_are_downscaled_right_after_decoding() -> None:
+    wide = encode(Image.new("RGB", (3000, 1000), (10, 120, 200)), "PNG")
+    small = load_image(wide, max_side=2048)
+    assert small.size == (2048, 683) and only_pixel(small) == (10, 120, 200)
+    assert load_image(wide).size == (3000, 1000)  # no bound asked: untouched
+    jpeg = encode(Image.new("RGB", (4096, 512), (200, 30, 30)), "JPEG")
+    assert load_image(jpeg, max_side=1024).size == (1024, 128)
+
+
+def test_messages_use_the_given_name_instead_of_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "3f1c" / "upload"
+    path.parent.mkdir()
+    path.write_text("not an image")
+    with pytest.raises(ValueError, match=r"could not read 'cat.png' as an image") as caught:
+        load_image(path, name="cat.png")
+    assert str(tmp_path) not in str(caught.value)

@@ -80,25 +80,25 @@ def test_render_equals_the_stock_diffusers_pipeline(mgie):
 
 def _record_unet(mgie, params, guidance):
     calls = []
-    unet, scheduler = mgie.pipe.unet, mgie.pipe.scheduler
+    unet, scheduler_class = mgie.pipe.unet, type(mgie.pipe.scheduler)  # each render builds its own scheduler
 
     def hook(_m, args, kwargs, out):
         calls.append((args[0].clone(), kwargs["encoder_hidden_states"].clone(), out[0].clone()))
 
-    step = scheduler.step
+    step = scheduler_class.step
     combined = []
 
-    def spy(model_output, *a, **k):
+    def spy(self, model_output, *a, **k):
         combined.append(model_output.clone())
-        return step(model_output, *a, **k)
+        return step(self, model_output, *a, **k)
 
     handle = unet.register_forward_hook(hook, with_kwargs=True)
-    scheduler.step = spy
+    scheduler_class.step = spy
     try:
         mgie.render(IMAGE, guidance, params)
     finally:
         handle.remove()
-        del scheduler.step
+        scheduler_class.step = step
     return calls, combined
 
 

@@ -92,3 +92,25 @@ def test_reserved_tokens_are_rejected():
 def test_overlong_instruction_is_rejected():
     with pytest.raises(ValueError, match="limit is 1000"):
         check_text("x" * 1001)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("make it \ud800 red", "lone surrogate U\\+D800"),
+        ("\udfff", "lone surrogate U\\+DFFF"),
+        ("\x00\x00\x00", "control character U\\+0000"),
+        ("make it\x00red", "control character U\\+0000"),
+        ("\u200b\u200c\u200d", "no visible characters"),
+        ("\ufeff", "no visible characters"),
+        ("\u2060 \u200b\ufeff", "no visible characters"),
+        (12345, "must be text, got int 12345"),
+        (True, "must be text, got bool"),
+        (["make it red"], "must be text, got list"),
+    ],
+)
+def test_hostile_text_is_refused_by_name(bad, message):
+    with pytest.raises(ValueError, match=message):
+        check_text(bad, name="expressive instruction")
+    assert check_text("make it\tred\n") == "make it\tred"  # ordinary whitespace stays allowed
+    assert check_text("\u200bmake it red") == "\u200bmake it red"  # invisible characters among visible ones pass

@@ -65,7 +65,16 @@ def test_sweep_parsing():
         ((1.0, 2.0, 0.0, "7.5"), "step > 0"),
         ((1.0, 2.0, 0.5, "a, b"), "numbers separated by commas"),
         ((1.0, 2.0, 0.5, " "), "at least one"),
-        ((1.0, 10.0, 0.1, "7.5"), "at most 36"),
+        ((1.0, 10.0, 0.1, "7.5"), "makes over 36 renders"),
+        ((None, 2.0, 0.5, "7.5"), "αV start must be a number, got NoneType"),
+        ((1.0, "2", 0.5, "7.5"), "αV stop must be a number, got str"),
+        ((1.0, 2.0, [0.5], "7.5"), "αV step must be a number, got list"),
+        ((1.0, 2.0, True, "7.5"), "αV step must be a number, got bool"),
+        ((1.0, 2.0, 1e-320, "7.5"), "makes over 36 renders"),
+        ((-1e308, 2.0, 0.5, "7.5"), r"αV start must be a number in \[0, 100\]"),
+        ((1.0, float("nan"), 0.5, "7.5"), "αV stop must be a number in"),
+        ((1.0, 2.0, 0.5, "1e400"), "αX value must be a number in"),
+        ((1.0, 2.0, 0.5, None), "αX values must be text"),
     ]:
         with pytest.raises(ValueError, match=message):
             Sweep.parse(*args)

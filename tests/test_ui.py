@@ -221,10 +221,13 @@ def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(connect, tmp_p
     bomb.write_bytes(_png_claiming(40_000, 40_000))
     cases = [
         (dict(image=handle_file(notes), instruction="x"), "could not read 'notes.txt' as an image"),
-        (dict(image=handle_file(bomb), instruction="x"), "too large: 1,600,000,000 pixels"),
+        (dict(image=handle_file(bomb), instruction="x"), "too large: 1,600,000,000 pixels, the limit is 40,000,000"),
         (dict(image=handle_file(CAT), instruction="   "), "instruction is empty"),
-        (dict(image=handle_file(CAT), instruction="x", steps=0), "less than minimum value 1"),
-        (dict(image=handle_file(CAT), instruction="x", image_guidance=50), "greater than maximum value 5"),
+        (dict(image=handle_file(CAT), instruction="x", steps=0), r"steps must be a whole number in \[1, 150\], got 0"),
+        (
+            dict(image=handle_file(CAT), instruction="x", image_guidance=50),
+            r"image_guidance must be a number in \[1, 5\], got 50",
+        ),
         (dict(image=None, instruction="x"), "no input image"),
     ]
     for args, message in cases:
@@ -254,3 +257,25 @@ def test_compare_runs_two_models_on_one_input_and_seed_without_touching_history(
     assert image_a.size == image_b.size == (64, 48) and isinstance(seed, int)  # a random seed, drawn once, shown
     with pytest.raises(gr.Error, match="no input image"):
         handlers.compare("fake", "other", None, "x", 3, 7.5, 1.5, 0, False, "keep_aspect", 64, None)
+
+
+def test_session_state_expires_and_its_temporary_files_are_removed():
+    from editor.ui.handlers import AppState, remove_files
+    from editor.ui.layout import CACHE_SWEEP, SESSION_TTL_S
+
+    demo = build_demo({"fake": FakeEditor()}, examples_dir=None)
+    state_block = next(b for b in demo.blocks.values() if isinstance(b, gr.State))
+    assert state_block.time_to_live == SESSION_TTL_S and demo.delete_cache == CACHE_SWEEP
+    handlers = Handlers({"fake": FakeEditor()}, preview_every=None)
+    image = Image.new("RGB", (64, 48), (200, 40, 10))
+    *_, state = list(handlers.edit("fake", image, "make it blue", "", 2, 7.5, 1.5, 1, False, "keep_aspect", 64, None))[
+        -1
+    ]
+    archive = Path(handlers.export(state))
+    folder = Path(state.folder)
+    assert archive.parent == folder and len(list(folder.iterdir())) >= 3  # display PNGs and the export, together
+    restored = handlers.restore(str(archive), state)[-1]
+    assert not folder.exists() and isinstance(restored, AppState)  # the replaced session's files went at once
+    assert len(restored.history.turns) == 1 and restored.folder is not None
+    remove_files(restored)  # what gr.State calls when the session ends or expires
+    assert not Path(restored.folder).exists()

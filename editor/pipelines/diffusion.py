@@ -3,10 +3,13 @@
 MGIE (apple/ml-mgie demo.ipynb cell 3-4) drives this very pipeline through `prompt_embeds` /
 `negative_prompt_embeds`; we do the same, so guidance order ([cond, null, null] with image latents [z, z, 0]),
 the on/off rule (text > 1 and image >= 1) and the Euler-ancestral noise draws are diffusers' own.
+Each render runs on its own shallow copy of the pipeline with a fresh scheduler (`render_pipeline`): the models are
+shared, the per-run state (timesteps, step index, guidance scales) is not.
 """
 
 from __future__ import annotations
 
+import copy
 import secrets
 import time
 from dataclasses import replace
@@ -58,6 +61,16 @@ def native_size(pipe: StableDiffusionInstructPix2PixPipeline) -> int:
     return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
 
 
+def render_pipeline(pipe: StableDiffusionInstructPix2PixPipeline) -> StableDiffusionInstructPix2PixPipeline:
+    """A shallow copy of `pipe` with a new scheduler made from the pipeline's own scheduler config. A scheduler keeps
+    per-run state (timesteps, sigmas, step index) and the pipeline per-call attributes (guidance scales, number of
+    timesteps); a render that owns both cannot be disturbed by another render still stepping (a cancelled render
+    stops only at its next step). The models are the same objects; the scheduler costs microseconds to build."""
+    own = copy.copy(pipe)
+    own.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    return own
+
+
 def fresh_seed() -> int:
     return secrets.randbelow(2**32)
 
@@ -79,6 +92,7 @@ def run_ip2p(
 ) -> tuple[Image.Image, EditParams, dict[str, float]]:
     """One edit; returns (image, params with the seed used, stats)."""
     seed = params.seed if params.seed is not None else fresh_seed()
+    pipe = render_pipeline(pipe)
     device = pipe._execution_device
     dtype = pipe.unet.dtype
 

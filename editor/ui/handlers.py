@@ -32,6 +32,7 @@ from editor.params import DEFAULT_IMAGE_GUIDANCE, DEFAULT_TEXT_GUIDANCE, EditPar
 from editor.pipelines.diffusion import fresh_seed
 from editor.streaming import PREVIEW_EVERY_S, Progress, stream_render
 from editor.ui import views
+from editor.ui.guard import public_message
 
 GPU_SECONDS = 120  # ZeroGPU reservation per model call
 
@@ -60,23 +61,28 @@ class AppState:
     folder: str | None = None  # this session's PNGs for display, each written once (see `png`)
     files: dict[tuple, str] = field(default_factory=dict)
 
+    def scratch(self) -> Path:
+        """This session's folder of temporary files (display PNGs, exports), removed with the session."""
+        self.folder = self.folder or tempfile.mkdtemp(prefix="editor-session-")
+        return Path(self.folder)
+
     def png(self, key: tuple, make: Callable[[], Image.Image]) -> str:
         """The path of a PNG of `make()`, written on first use (fast zlib level 1; lossless). Returning paths
         instead of PIL images spares Gradio re-encoding every image of every turn on every event."""
         if key not in self.files:
-            self.folder = self.folder or tempfile.mkdtemp(prefix="editor-session-")
-            path = Path(self.folder) / f"{len(self.files):05d}.png"
+            path = self.scratch() / f"{len(self.files):05d}.png"
             make().save(path, format="PNG", compress_level=1)
             self.files[key] = str(path)
         return self.files[key]
 
     def restart(self, history: History) -> AppState:
-        """A new session state that keeps this one's file folder (removed when the browser session ends)."""
-        return AppState(history=history, folder=self.folder)
+        """A new session state; the old one's temporary files go now (Gradio has served its own copies)."""
+        remove_files(self)
+        return AppState(history=history)
 
 
 def remove_files(state: AppState | None) -> None:
-    """gr.State's delete_callback: the display PNGs go when the session does (exports are the user's copy)."""
+    """gr.State's delete_callback (the session ended or expired): its temporary files go with it."""
     if state is not None and state.folder is not None:
         shutil.rmtree(state.folder, ignore_errors=True)
 
@@ -109,7 +115,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (ValueError, MissingWeightsError, CheckpointError) as err:
-        raise gr.Error(str(err)) from err
+        raise gr.Error(public_message(str(err))) from err
     except torch.OutOfMemoryError as err:
         torch.cuda.empty_cache()
         raise gr.Error("out of GPU memory: try a smaller size, or wait for other edits to finish") from err
@@ -304,8 +310,7 @@ class Handlers:
             if not state.history.turns:
                 raise ValueError("nothing to export yet: make an edit first")
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            folder = Path(tempfile.mkdtemp(prefix="editor-session-"))
-            return str(state.history.to_archive(folder / f"edit-session-{stamp}.zip"))
+            return str(state.history.to_archive(state.scratch() / f"edit-session-{stamp}.zip"))
 
     def restore(self, archive: str | None, state: AppState | None):
         """Replaces this session by the one in an exported zip."""

@@ -15,14 +15,19 @@ import gradio as gr
 
 from editor.core import Editor
 from editor.examples import EXAMPLES_DIR, load_examples
-from editor.images import load_image
-from editor.params import DEFAULT_SEED, DEFAULT_SIZE
+from editor.explore import MAX_CELLS
+from editor.history import MAX_TURNS
+from editor.params import DEFAULT_SEED, DEFAULT_SIZE, MAX_GUIDANCE, MAX_SIZE
 from editor.streaming import PREVIEW_EVERY_S
+from editor.ui.guard import guard_inputs, upload_reader
 from editor.ui.handlers import Handlers, remove_files
 
 GPU = "gpu"
 MAX_UI_STEPS = 150
 MAX_UI_SIZE = 1024
+SESSION_TTL_S = 3 * 3600  # a session's state (history, images) is dropped after 3 h without an event
+CACHE_SWEEP = (1800, SESSION_TTL_S)  # every 30 min, Gradio deletes its cached files older than a session lives
+MAX_UI_SEED = 2**32 - 1  # random seeds are drawn below 2**32 (editor.pipelines.diffusion.fresh_seed)
 # Once there is something to lose, leaving or reloading the page asks first; a reset or restore clears the flag.
 WARN_ON_LEAVE = "() => { window.onbeforeunload = (e) => { e.preventDefault(); return ''; }; }"
 NO_WARN = "() => { window.onbeforeunload = null; }"
@@ -30,27 +35,6 @@ TIPS = (
     "**Too little change?** Lower αV or raise αX. **Too much?** The reverse. Other seeds and more concrete "
     "wording help too; the trade-off explorer sweeps αV for you."
 )
-
-
-def with_clear_upload_errors(image: gr.Image) -> gr.Image:
-    """Makes `image` (type "filepath", `image_mode=None`: the upload reaches the handler untouched) turn a file
-    Pillow cannot open, a decompression bomb included, into the editor's own clear message instead of a bare server
-    error. Wraps this instance's `preprocess`; a gr.Image subclass would make Gradio write a .pyi into the package."""
-    preprocess = image.preprocess
-
-    def checked(payload):
-        try:
-            return preprocess(payload)
-        except Exception as err:  # Pillow raises many types here; the editor's loader says what is wrong
-            name = getattr(payload, "orig_name", None) or "the uploaded file"
-            try:
-                load_image(payload.path)
-            except ValueError as reason:
-                raise gr.Error(str(reason).replace(repr(payload.path), repr(name))) from err
-            raise gr.Error(f"could not open {name!r} as an image: {err}") from err
-
-    image.preprocess = checked
-    return image
 
 
 def build_demo(
@@ -67,7 +51,12 @@ def build_demo(
     defaults = settings[next(iter(editors))]
     gpu = {"concurrency_limit": 1, "concurrency_id": GPU}
 
-    with gr.Blocks(title="Instruction-based image editor (MGIE)", analytics_enabled=False, fill_width=True) as demo:
+    with gr.Blocks(
+        title="Instruction-based image editor (MGIE)",
+        analytics_enabled=False,
+        fill_width=True,
+        delete_cache=CACHE_SWEEP,
+    ) as demo:
         if notice:
             gr.Markdown(f"**Note:** {notice}", elem_id="notice")
         gr.Markdown(
@@ -75,13 +64,12 @@ def build_demo(
             "Type a terse instruction. **Think** shows how the model understands it (rewrite it if you like); "
             "**Edit** renders it. Each result becomes the next input; the history keeps every turn."
         )
-        state = gr.State(None, delete_callback=remove_files)  # an AppState per browser session, made on first use
+        # An AppState per browser session, made on first use; dropped (files too) after SESSION_TTL_S idle.
+        state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=remove_files)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
                 model = gr.Dropdown(list(editors), value=next(iter(editors)), label="Model", visible=len(editors) > 1)
-                image = with_clear_upload_errors(
-                    gr.Image(type="filepath", image_mode=None, format="png", label="Input image", height=420)
-                )
+                image = gr.Image(type="filepath", image_mode=None, format="png", label="Input image", height=420)
                 instruction = gr.Textbox(label="Instruction", placeholder="make the sky blue", max_lines=2)
                 with gr.Row():
                     think_button = gr.Button("Think")
@@ -118,7 +106,9 @@ def build_demo(
                     info="Higher keeps more of the input; lower lets the edit change more.",
                 )
             with gr.Row():
-                seed = gr.Number(value=DEFAULT_SEED, precision=0, minimum=0, label="Seed (shows the one used)")
+                seed = gr.Number(
+                    value=DEFAULT_SEED, precision=0, minimum=0, maximum=MAX_UI_SEED, label="Seed (shows the one used)"
+                )
                 randomize_seed = gr.Checkbox(value=False, label="Randomize seed")
                 resize = gr.Radio(
                     [("keep aspect ratio", "keep_aspect"), ("centre crop (reference demo)", "center_crop")],
@@ -138,7 +128,9 @@ def build_demo(
                 )
                 with gr.Row():
                     undo_button = gr.Button("Undo")
-                    turn = gr.Number(value=0, precision=0, minimum=0, label="Turn #", min_width=80)
+                    turn = gr.Number(
+                        value=0, precision=0, minimum=0, maximum=MAX_TURNS - 1, label="Turn #", min_width=80
+                    )
                     revert_button = gr.Button("Go to turn")
                     reset_button = gr.Button("Reset", variant="stop")
                     export_button = gr.Button("Export session")
@@ -148,9 +140,9 @@ def build_demo(
             with gr.Tab("Trade-off explorer"):
                 gr.Markdown("Same instruction and seed over a grid of αV (and αX). Click a cell to adopt its values.")
                 with gr.Row():
-                    sweep_start = gr.Number(value=1.0, label="αV from")
-                    sweep_stop = gr.Number(value=2.2, label="αV to")
-                    sweep_step = gr.Number(value=0.2, label="αV step")
+                    sweep_start = gr.Number(value=1.0, minimum=0, maximum=MAX_GUIDANCE, label="αV from")
+                    sweep_stop = gr.Number(value=2.2, minimum=0, maximum=MAX_GUIDANCE, label="αV to")
+                    sweep_step = gr.Number(value=0.2, minimum=0.01, maximum=MAX_GUIDANCE, label="αV step")
                     sweep_text = gr.Textbox(value="7.5", label="αX values (comma-separated)")
                     explore_button = gr.Button("Explore", variant="primary")
                 grid = gr.Gallery(label="Sweep", columns=7, height=260, allow_preview=False, format="png")
@@ -158,7 +150,7 @@ def build_demo(
                     plot = gr.ScatterPlot(label="Edit strength vs consistency", height=300)
                     table = gr.Dataframe(label="Metrics vs the input", interactive=False)
                 with gr.Row():
-                    cell = gr.Number(value=0, precision=0, minimum=0, label="Cell #")
+                    cell = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_CELLS - 1, label="Cell #")
                     keep_button = gr.Button("Keep this cell as a turn")
             with gr.Tab("Compare models", visible=len(editors) > 1):
                 gr.Markdown(
@@ -239,4 +231,5 @@ def build_demo(
             **gpu,
         )
         keep_button.click(handlers.keep_cell, [cell, state], [used, seed, *history_outputs], api_name="keep")
-    return demo
+    # Every input is checked first; the handlers get the upload read by editor.images (checked, downscaled).
+    return guard_inputs(demo, readers={image: upload_reader(max_side=MAX_SIZE)})
