@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         for part in args.parts:
             if any(r["model"] == MODELS[part] and r["step"] == step and r["settings"] == settings(args) for r in rows):
                 continue
-            rows.append(point(args.out, part, step, args))
+            row = point(args.out, part, step, args)
+            rows = (json.loads(path.read_text()) if path.exists() else []) + [row]  # another process may have added
             path.write_text(json.dumps(rows, indent=1))
     plot([r for r in rows if r["settings"] == settings(args)], args.plot or args.out / "curve.png")
 
