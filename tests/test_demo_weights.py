@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import torch
 
 from editor.demo import judge, world
 from editor.eval import EVAL_SEED
@@ -54,3 +57,21 @@ def test_the_demo_model_keeps_the_scene(demo_mgie, samples):
 def test_the_demo_model_decodes_without_the_trigram_ban(demo_mgie):
     assert demo_mgie.decode.no_repeat_ngram_size == 0  # its targets repeat the instruction's trigrams
     assert load_editor("ip2p-demo", device="cpu").native_size == world.SIZE
+
+
+RESUME_DIR = DEMO_DIR.parent / "demo-resume"
+
+
+def test_committed_resume_points_unpack_into_checkpoints(tmp_path):
+    """The recipe's latest weights (weights/demo-resume, fp16) become training checkpoints for the next stretch."""
+    from editor.demo.train import TRAINING_FILE, unpack
+
+    files = [p for p in RESUME_DIR.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 30 * 2**20
+    assert not [p for p in files if p.suffix in (".pt", ".bin", ".pkl", ".ckpt")]
+    record = json.loads((RESUME_DIR / TRAINING_FILE).read_text())
+    unpack(RESUME_DIR, tmp_path)
+    for stage in ("vae", "mllm", "mgie", "ip2p"):
+        ckpt = torch.load(tmp_path / f"{stage}.ckpt", weights_only=True)
+        assert ckpt["step"] == record[stage]["step"] > 0 and "optimizer" not in ckpt
+    assert torch.load(tmp_path / "vae.ckpt", weights_only=True)["scaling_factor"] > 0

@@ -231,7 +231,8 @@ def export(
         text, unet = demo.build_text_encoder(sizes), demo.build_unet(sizes)
         load_checkpoint(weights("ip2p"), {"text": text, "unet": unet})
         demo.export_ip2p(to / "ip2p", unet, vae, text)
-    (to / TRAINING_FILE).write_text(json.dumps(training_record(out, ("vae", "mllm", *parts), step), indent=1))
+    done = ("vae", *(("decoder",) if (out / "decoder.ckpt").exists() else ()), "mllm", *parts)
+    (to / TRAINING_FILE).write_text(json.dumps(training_record(out, done, step), indent=1))
     print(f"wrote {', '.join(str(to / part) for part in parts)}")
 
 
