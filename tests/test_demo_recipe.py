@@ -66,7 +66,8 @@ def test_cache_holds_the_stream_encoded_and_walks_epochs(built, monkeypatch):
     data = cache.Cache(out, 10, with_states=False)
     with torch.no_grad():
         expected = vae.encode(stages.to_tensor([stages.train_sample(0, 7).source], "cpu")).latent_dist.mode()
-    torch.testing.assert_close(data.source[7].float(), expected[0].half().float())
+    # batched vs single encodes sum in another order on several threads: equal up to one fp16 step
+    torch.testing.assert_close(data.source[7].float(), expected[0].half().float(), atol=2e-3, rtol=2e-3)
     assert data.terse[7] == stages.train_sample(0, 7).terse
     rows = [data.batch(1, step, 5, "cpu") for step in range(4)]  # two epochs of 10
     first = sorted(t for b in rows[:2] for t in b.terse)
