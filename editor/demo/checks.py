@@ -59,15 +59,16 @@ def vae_ceiling(vae, per_split: int = 125, drawn: int = 200) -> dict[str, str]:
     results = {}
     for name, group in (("world held-out", samples), ("other backgrounds", restyled)):
         outputs = round_trip(vae, to_tensor([s.target for s in group], "cpu"))
-        results[name] = _rate([judge.score(o, s) for o, s in zip(outputs, group, strict=True)])
+        scores = [judge.score(o, s) for o, s in zip(outputs, group, strict=True)]
+        results[name] = _rate(scores)
         for op in world.OPS:
-            scores = [judge.score(o, s) for o, s in zip(outputs, group, strict=True) if s.op == op]
-            results[f"{name}: {op}"] = _rate(scores) if scores else "-"
+            mine = [score for score, s in zip(scores, group, strict=True) if s.op == op]
+            results[f"{name}: {op}"] = _rate(mine) if mine else "-"
     edits = [variety.user_edit(random.Random(f"drawn/{i}")) for i in range(drawn)]
-    small = [(e.source.resize((world.SIZE,) * 2, Image.Resampling.BOX), e) for e in edits]
+    sources = [e.source.resize((world.SIZE,) * 2, Image.Resampling.BOX) for e in edits]
     targets = [e.target.resize((world.SIZE,) * 2, Image.Resampling.BOX) for e in edits]
     outputs = round_trip(vae, arrays_to_tensor([np.asarray(t, dtype=np.float32) for t in targets], "cpu"))
-    scores = [judge.score_images(o, s, t, tone=False) for o, (s, _), t in zip(outputs, small, targets, strict=True)]
+    scores = [judge.score_images(o, s, t, tone=False) for o, s, t in zip(outputs, sources, targets, strict=True)]
     results["drawn outside the world"] = _rate(scores)
     return results
 

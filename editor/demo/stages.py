@@ -134,9 +134,6 @@ class DecoderStage(VAEStage):
         self.modules = {"vae": self.vae}
         self.device = next(vae.parameters()).device
 
-    def extra(self, seed: int) -> dict:
-        return {}
-
 
 class MLLMStage:
     """(a) L_ins alone: the token cross-entropy of "<expressive> [IMG0..7]</s>" after MGIE's prompt. Every MLLM
