@@ -12,9 +12,11 @@ import pickle
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import diffusers
 import torch
 from accelerate import init_empty_weights
-from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from safetensors.torch import load_file
 from torch import nn
 from transformers import CLIPVisionConfig, LlamaConfig
@@ -199,6 +201,15 @@ def load_ip2p_shell(ip2p_dir: Path, unet_state: Mapping[str, torch.Tensor], unet
         vae = AutoencoderKL.from_pretrained(ip2p_dir / "vae", torch_dtype=dtype)
     except (OSError, ValueError) as err:
         raise MissingWeightsError(f"could not load the VAE from {ip2p_dir / 'vae'} ({err}). {hint}") from None
-    read_json(ip2p_dir / "scheduler" / "scheduler_config.json", hint)
-    scheduler = EulerAncestralDiscreteScheduler.from_pretrained(ip2p_dir / "scheduler")
-    return unet.eval(), vae.eval(), scheduler
+    return unet.eval(), vae.eval(), load_scheduler(ip2p_dir / "scheduler", hint)
+
+
+def load_scheduler(folder: Path, hint: str) -> SchedulerMixin:
+    """The scheduler class the folder's config names: Euler ancestral in MGIE's instruct-pix2pix folder (its demo
+    sets the same one), Euler in the demo model's (x0 prediction, which Euler ancestral cannot step)."""
+    config = read_json(folder / "scheduler_config.json", hint)
+    name = config.get("_class_name", "EulerAncestralDiscreteScheduler")
+    cls = getattr(diffusers, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
+        raise CheckpointError(f"{folder / 'scheduler_config.json'} names {name!r}, not a diffusers scheduler. {hint}")
+    return cls.from_pretrained(folder)

@@ -7,9 +7,10 @@ import shutil
 import pytest
 import torch
 
-from editor.loading import CheckpointError, MissingWeightsError
+from editor.loading import CheckpointError, MissingWeightsError, load_scheduler
 from editor.pipelines.mgie import MGIEPaths, load_mgie
 from editor.tiny import build_tiny_mgie_tree
+from editor.tiny.diffusion import ip2p_scheduler_config
 
 
 @pytest.fixture
@@ -125,3 +126,21 @@ def test_layout_variants_load_to_the_same_model(mgie, tmp_path, fmt, emb):
     a = mgie.guidance_from_text(torch.zeros(16, 16, 3).numpy(), "make it red", "It turns red.")
     b = other.guidance_from_text(torch.zeros(16, 16, 3).numpy(), "make it red", "It turns red.")
     assert torch.equal(a.prompt_embeds, b.prompt_embeds)
+
+
+def test_the_scheduler_is_the_class_its_config_names(tmp_path):
+    folder = tmp_path / "scheduler"
+    folder.mkdir()
+    for name, expected in (
+        ("EulerDiscreteScheduler", "EulerDiscreteScheduler"),
+        (None, "EulerAncestralDiscreteScheduler"),
+    ):
+        config = ip2p_scheduler_config() | {"_class_name": name}
+        if name is None:
+            del config["_class_name"]  # a config without a class: Euler ancestral, as MGIE's demo sets
+        (folder / "scheduler_config.json").write_text(json.dumps(config))
+        assert type(load_scheduler(folder, "hint")).__name__ == expected
+    for name in ("UNet2DConditionModel", "load_file", 3):
+        (folder / "scheduler_config.json").write_text(json.dumps(ip2p_scheduler_config() | {"_class_name": name}))
+        with pytest.raises(CheckpointError, match="not a diffusers scheduler"):
+            load_scheduler(folder, "hint")
