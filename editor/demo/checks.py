@@ -2,6 +2,7 @@
 
     python -m editor.demo.checks vae   --out runs/demo   # the VAE's ceiling: each target's round trip, judged
     python -m editor.demo.checks probe --out runs/demo   # what the frozen MLLM's [IMG] states hold (linear probes)
+    python -m editor.demo.checks condition --weights W   # does the UNet use its condition (teacher-forced x0 error)
 
 `vae`: every held-out target is encoded and decoded by the VAE and judged as if it were a model's output; no
 model trained on these latents can score above it. Three sets: the world's four held-out splits (the samples of
@@ -11,6 +12,12 @@ reduced to 64 px as the app does).
 
 `probe`: linear classifiers from the 8 cached states (flattened) to the edit's facts (operation, the object's
 colour, shape and place, the new colour or place), trained on cached training samples, scored on held-out ones.
+
+`condition`: for an exported editor, how much its condition differs between samples (spread across samples over
+mean size), and the UNet's one-step estimate of the goal latent from a noised goal at a few timesteps, with the
+sample's condition and with the null one, inside the edited region and outside it (mean squared error in scaled
+latent units). A UNet that ignores its condition scores the same in both columns; "copy" is the error of
+answering with the source latent.
 """
 
 from __future__ import annotations
@@ -21,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import DDPMScheduler
 from PIL import Image
 
 from editor.demo import judge, variety, world
 from editor.demo import model as demo
-from editor.demo.stages import arrays_to_tensor, to_tensor
+from editor.demo.stages import arrays_to_tensor, region_weights, to_tensor
 from editor.eval_data import DEMO_SEED, DEMO_SPLITS
 
 
@@ -88,6 +96,44 @@ def drawn_edits(editor, count: int, params) -> dict[str, str]:
     return {name: _rate(group) for name, group in sorted(scores.items())}
 
 
+@torch.no_grad()
+def condition_use(editor, samples: list[world.Sample], timesteps=(200, 600, 999)) -> list[str]:
+    """Table rows (see the module docstring); MGIE's condition comes from the ground-truth expressive text."""
+    pipe = editor.pipe
+    vae, unet, config = pipe.vae, pipe.unet, pipe.scheduler.config
+    conds = []
+    for s in samples:
+        image = world.render(s.source)
+        mgie = hasattr(editor, "head")
+        guidance = editor.guidance_from_text(image, s.terse, s.expressive) if mgie else editor.think(image, s.terse)
+        conds.append(guidance.prompt_embeds.float())
+    cond = torch.cat(conds)
+    null = guidance.negative_prompt_embeds.float().expand_as(cond)
+    source = vae.encode(to_tensor([s.source for s in samples], "cpu")).latent_dist.mode()
+    goal_latent = vae.encode(to_tensor([s.target for s in samples], "cpu")).latent_dist.mode()
+    edited = (region_weights(source, goal_latent) > 1).float()
+    goal = goal_latent * vae.config.scaling_factor
+    alphas = DDPMScheduler.from_config(config).alphas_cumprod
+    spread = (cond.std(0).mean() / cond.abs().mean()).item()
+    rows = [f"condition spread across samples / mean size: {spread:.3f}", "| t | cond: edit | cond: outside | "
+            "null: edit | null: outside | copy: edit |", "|---|---|---|---|---|---|"]  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+    for t in timesteps:
+        a, s = alphas[t].sqrt(), (1 - alphas[t]).sqrt()
+        noise = torch.randn(goal.shape, generator=generator)
+        noisy = a * goal + s * noise
+        cells = []
+        for c in (cond, null):
+            out = unet(torch.cat([noisy, source], 1), torch.full((len(samples),), t), c).sample
+            kind = config.prediction_type
+            x0 = out if kind == "sample" else a * noisy - s * out if kind == "v_prediction" else (noisy - s * out) / a
+            error = (x0 - goal) ** 2
+            cells += [(error * edited).sum() / edited.sum(), (error * (1 - edited)).sum() / (1 - edited).sum()]
+        copy = ((source * vae.config.scaling_factor - goal) ** 2 * edited).sum() / edited.sum()
+        rows.append(f"| {t} | " + " | ".join(f"{v:.3f}" for v in [*cells, copy]) + " |")
+    return rows
+
+
 def edit_facts(sample: world.Sample) -> dict[str, str]:
     """What an edit's condition must carry, read off its expressive text: the operation, the object, the result."""
     words = judge.facts(sample.expressive)
@@ -132,19 +178,19 @@ def probe(states_train, facts_train, states_test, facts_test, steps: int = 600) 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m editor.demo.checks", description=__doc__.split("\n")[0])
-    parser.add_argument("check", choices=("vae", "probe", "drawn"))
+    parser.add_argument("check", choices=("vae", "probe", "drawn", "condition"))
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="vae, probe: the training folder")
     parser.add_argument("--per-split", type=int, default=125)
     parser.add_argument("--samples", type=int, default=8192, help="probe: cached training states used")
     parser.add_argument("--seed", type=int, default=0, help="probe: the training stream's seed")
-    parser.add_argument("--weights", type=Path, help="drawn: a weights folder holding demo/ (default: the app's)")
-    parser.add_argument("--models", nargs="+", default=["mgie-demo", "ip2p-demo"], help="drawn: editors")
+    parser.add_argument("--weights", type=Path, help="drawn, condition: a folder holding demo/ (default: the app's)")
+    parser.add_argument("--models", nargs="+", default=["mgie-demo", "ip2p-demo"], help="drawn, condition: editors")
     parser.add_argument("--count", type=int, default=200, help="drawn: how many drawings")
     parser.add_argument("--sampler-steps", type=int, default=20)
     parser.add_argument("--text-guidance", type=float, default=7.5)
     parser.add_argument("--image-guidance", type=float, default=1.5)
     args = parser.parse_args(argv)
-    if args.check == "drawn":
+    if args.check in ("drawn", "condition"):
         from editor.params import EditParams, Resolution
         from editor.registry import DEFAULT_WEIGHTS_DIR, load_editor
 
@@ -152,7 +198,10 @@ def main(argv: list[str] | None = None) -> None:
             args.sampler_steps, args.text_guidance, args.image_guidance, resolution=Resolution(size=world.SIZE)
         )
         for name in args.models:
-            editor = load_editor(name, args.weights or DEFAULT_WEIGHTS_DIR, device="cpu")
+            editor = load_editor(name, args.weights or DEFAULT_WEIGHTS_DIR, device="cpu", dtype=torch.float32)
+            if args.check == "condition":
+                print(f"{name}:", *condition_use(editor, world.dataset("test", args.per_split, DEMO_SEED)), sep="\n")
+                continue
             for group, value in drawn_edits(editor, args.count, params).items():
                 print(f"| {name} | {group} | {value} |")
         return
