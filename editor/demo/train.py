@@ -51,8 +51,8 @@ RECIPES = {  # the CPU recipe; a GPU can afford more steps via --steps / --batch
     "vae": StageConfig(steps=1500, batch=16, lr=2e-3),
     "decoder": StageConfig(steps=2000, batch=16, lr=5e-4),
     "mllm": StageConfig(steps=1600, batch=32, lr=1e-3),
-    "mgie": StageConfig(steps=8000, batch=32, lr=3e-3),
-    "ip2p": StageConfig(steps=8000, batch=32, lr=3e-3),
+    "mgie": StageConfig(steps=5000, batch=32, lr=3e-3),
+    "ip2p": StageConfig(steps=5000, batch=32, lr=3e-3),
 }
 CACHE_SAMPLES = 40960  # the diffusion stages' training set (40 parts of editor.demo.cache.PART)
 
