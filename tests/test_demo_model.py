@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 
+from editor.demo import checks, stages, world
 from editor.demo import model as demo
-from editor.demo import stages, world
 from editor.demo.train import (
     RECIPES,
     TRAINING_FILE,
@@ -169,3 +170,21 @@ def test_shipped_weights_are_resume_points(tmp_path, run):
     (tmp_path / "cache").symlink_to(run / "cache")
     train("mgie", tmp_path, StageConfig(3, 2, 1e-3), sizes=SMALL, samples=CACHED)
     assert torch.load(tmp_path / "mgie.ckpt", weights_only=True)["step"] == 3
+
+
+def test_the_condition_check_tells_a_used_condition_from_an_ignored_one(run, monkeypatch):
+    editor = load_mgie(MGIEPaths.from_weights_dir(run / "export" / "mgie"))
+    samples = world.dataset("test", 3, seed=5)
+
+    def columns(rows):  # t -> (cond edit, cond outside, null edit, null outside, copy edit)
+        return {r.split("|")[1].strip(): [float(c) for c in r.split("|")[2:7]] for r in rows[3:]}
+
+    used = columns(checks.condition_use(editor, samples, timesteps=(999,)))["999"]
+    assert used[0] != used[2] and used[4] > 0
+    real = editor.guidance_from_text
+    monkeypatch.setattr(  # a condition that is the null one for every sample: nothing for the UNet to use
+        editor, "guidance_from_text",
+        lambda *a: (lambda g: replace(g, prompt_embeds=g.negative_prompt_embeds))(real(*a)),
+    )  # fmt: skip
+    ignored = columns(checks.condition_use(editor, samples, timesteps=(999,)))["999"]
+    assert ignored[0] == ignored[2] and ignored[1] == ignored[3]

@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         params = EditParams(
             args.sampler_steps, args.text_guidance, args.image_guidance, resolution=Resolution(size=world.SIZE)
         )
+        if args.weights and not (args.weights / "demo").is_dir():  # the registry would fall back to the shipped ones
+            parser.error(f"{args.weights} holds no demo/ folder (give the folder above demo/, e.g. runs/demo/curve/N)")
         for name in args.models:
             editor = load_editor(name, args.weights or DEFAULT_WEIGHTS_DIR, device="cpu", dtype=torch.float32)
             if args.check == "condition":
