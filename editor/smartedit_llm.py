@@ -28,6 +28,7 @@ from transformers import LlamaForCausalLM
 from editor.loading import CheckpointError
 from editor.models.llava import greedy_decode
 from editor.prompts import EOS, IM_END, IM_START, check_text
+from editor.slow_llama import SlowLlamaTokenizer
 
 # --- vocabulary and prompt text (smartedit.md §2.2, §2.3) ---------------------------------------------------
 
@@ -43,10 +44,11 @@ SYSTEM = (
     "The assistant needs to conduct the image to image translation task based on given image and text information. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
-# The reference draws one of 30 Human lines of data/ConversationTemplateEditing_use.txt with an unseeded
-# random.choice. That file is not available here: only the line seen in TencentARC/SmartEdit#15 is reproduced,
-# the other 29 are not. More lines can be passed to `choose_human_template` / `build_prompt_ids`.
-DEFAULT_HUMAN_TEMPLATE = "Please generate a visual that represents the former picture and message [cap]"
+# The reference draws one of the 30 Human lines of data/ConversationTemplateEditing_use.txt with an unseeded
+# random.choice. The project uses line 29 by default, the one TencentARC/SmartEdit#15 shows; its "." after [cap] is
+# part of the line (the file's text, whitespace-stripped). More lines can be passed to `choose_human_template` /
+# `build_prompt_ids`.
+DEFAULT_HUMAN_TEMPLATE = "Please generate a visual that represents the former picture and message [cap]."
 HUMAN_TEMPLATES = (DEFAULT_HUMAN_TEMPLATE,)
 
 # --- 1. weights: LoRA merge and vocabulary rows (smartedit.md §3.3 A/B, §3.4) -----------------------------------
@@ -201,24 +203,16 @@ def smartedit_prompt(instruction: str, template_human_line: str = DEFAULT_HUMAN_
     return f"{SYSTEM} USER: {human} ASSISTANT:".replace("\n", "")
 
 
-_ADDED_SPLIT = re.compile("(" + "|".join(re.escape(t) for t in sorted(ADDED_TOKENS, key=len, reverse=True)) + ")")
+def slow_tokenizer(sp: spm.SentencePieceProcessor) -> SlowLlamaTokenizer:
+    """The reference's tokenizer: Vicuna's SentencePiece model + the 35 added tokens, ids V.. in ADDED_TOKENS order."""
+    return SlowLlamaTokenizer(sp, {token: added_token_id(sp, token) for token in ADDED_TOKENS})
 
 
 def encode_like_slow_llama(sp: spm.SentencePieceProcessor, text: str) -> list[int]:
     """BOS + ids as transformers 4.28's slow LlamaTokenizer gave them once the 35 tokens were added: the text is cut
     around added tokens, whitespace touching an added token is dropped, and every remaining chunk is encoded on its
-    own (so each starts with a fresh "▁", e.g. "<img>. The" -> <img>, "▁.", "▁The")."""
-    parts = _ADDED_SPLIT.split(text)  # even indices: text chunks (maybe empty); odd: added tokens
-    ids = [sp.bos_id()]
-    for i, part in enumerate(parts):
-        if i % 2:
-            ids.append(added_token_id(sp, part))
-            continue
-        chunk = part.lstrip() if i > 0 else part
-        chunk = chunk.rstrip() if i < len(parts) - 1 else chunk
-        if chunk:
-            ids += sp.encode(chunk)
-    return ids
+    own (so each starts with a fresh "▁", e.g. "<img>. The" -> <img>, "▁.", "▁The"); editor.slow_llama."""
+    return slow_tokenizer(sp).encode(text)
 
 
 def build_prompt_ids(

@@ -34,8 +34,8 @@ def scripted(mgie, script: list[int]):
 
 
 def _script(mgie, text: str, extra: int = 5) -> tuple[list[int], list[int]]:
-    text_ids = mgie.tokenizer(text, add_special_tokens=False).input_ids
-    filler = mgie.tokenizer(" zebra quartz violin kiwi yacht", add_special_tokens=False).input_ids[:extra]
+    text_ids = mgie.tokenizer.encode(text, bos=False)
+    filler = mgie.tokenizer.encode(" zebra quartz violin kiwi yacht", bos=False)[:extra]
     return text_ids, text_ids + list(mgie.img_ids) + [2] + filler
 
 
@@ -162,7 +162,7 @@ def test_decoding_stops_one_token_after_img7_with_the_same_condition(mgie):
 
 def test_rewritten_text_condition_equals_the_generated_one_for_the_same_text(mgie):
     """Teacher-forcing "<text> [IMG0..7]" reads the same 8 states that decoding that text would produce."""
-    _, script = _script(mgie, " A crimson border appears.")
+    _, script = _script(mgie, "A crimson border appears.")
     with scripted(mgie, script):
         generated = mgie.think(IMAGE, "make the frame red")
     rewritten = mgie.guidance_from_text(IMAGE, "make the frame red", "A crimson border appears.")

@@ -45,11 +45,12 @@ def test_prompt_token_ids(mgie):
     assert ids[0] == 1 and ids[-1] != 2 and ids.count(1) == 1
     s = ids.index(start)
     assert ids[s + 1 : s + 1 + n] == [patch] * n and ids[s + 1 + n] == end and ids.count(patch) == n
-    assert tok.decode(ids[1:s], skip_special_tokens=False).endswith("if 'make the frame red'\n")
-    assert tok.decode(ids[s + n + 2 :]).strip() == "ASSISTANT:"
-    assert tok.decode(ids, skip_special_tokens=False).replace(" <im_start>", "<im_start>").endswith("ASSISTANT:")
-    # the newline before <im_start> is a token of its own (byte fallback), not merged into the quote
-    assert tok.convert_ids_to_tokens(ids[s - 1]) in ("<0x0A>", "\n", "▁\n")
+    assert tok.decode(ids[1:s]).endswith("if 'make the frame red'")
+    assert tok.decode(ids[s + n + 2 :]) == "ASSISTANT:"
+    assert tok.decode(ids).endswith("<im_patch> <im_end> ASSISTANT:")
+    # the newline before <im_start> is stripped, as the reference's transformers-4.28 slow tokenizer strips the
+    # whitespace next to an added token (tests/test_golden_ids.py pins the ids)
+    assert ids[s - 1] != tok.convert_tokens_to_ids("<0x0A>")
 
 
 @pytest.mark.parametrize(

@@ -218,14 +218,14 @@ MIDDLE = (
 def test_prompt_string_follows_the_reference():
     assert smartedit_prompt("  make the sky\nblue ") == (
         f"{SYSTEM} USER: Please generate a visual that represents the former picture and message "
-        '"<im_start> <img_0> <im_end>make the skyblue" ASSISTANT:'
+        '"<im_start> <img_0> <im_end>make the skyblue". ASSISTANT:'
     )
 
 
 def test_prompt_ids_are_encoded_chunk_by_chunk_around_added_tokens(sp):
     ids = build_prompt_ids(sp, "make the sky blue")
     expected = [1, *sp.encode(HEAD), IMG, *sp.encode(MIDDLE), IM_START, IMG0, IM_END]
-    expected += sp.encode('make the sky blue" ASSISTANT:')
+    expected += sp.encode('make the sky blue". ASSISTANT:')
     assert ids == expected
     assert ids.count(IMG0) == 1 and ids[ids.index(IM_START) : ids.index(IM_START) + 3] == [IM_START, IMG0, IM_END]
     for i, token in enumerate(ids):  # no whitespace-only piece right before an added token
@@ -383,7 +383,8 @@ def _vicuna_tokenizer():
 def test_prompt_ids_match_the_reference_run():
     sp = _vicuna_tokenizer()
     start, end = REFERENCE_PROMPT.index(32002) + 1, len(REFERENCE_PROMPT) - 5  # 5 = "▁A SS IST ANT :"
-    quoted = sp.decode(REFERENCE_PROMPT[start:end])  # the instruction + closing quote
-    assert quoted.endswith('"'), quoted
-    assert build_prompt_ids(sp, quoted[:-1]) == REFERENCE_PROMPT
+    quoted = sp.decode(REFERENCE_PROMPT[start:end])  # the instruction, the closing quote, the template's "."
+    tail = '"' + DEFAULT_HUMAN_TEMPLATE.split("[cap]")[1]
+    assert quoted.endswith(tail), quoted
+    assert build_prompt_ids(sp, quoted[: -len(tail)]) == REFERENCE_PROMPT
     assert answer_text(sp, REFERENCE_ANSWER) == "Certainly, I can generate the visual you're looking for"

@@ -26,8 +26,8 @@ from transformers import CLIPTokenizer
 
 from editor.demo import model as demo
 from editor.demo import variety, world
-from editor.pipelines.mgie import load_tokenizer
-from editor.prompts import IM_START, IMG_TOKENS, mgie_prompt
+from editor.pipelines.mgie import load_tokenizer, training_token_ids
+from editor.prompts import IM_START, IMG_TOKENS
 from editor.tiny.tree import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 RESTYLE = 0.25  # share of training samples whose background is redrawn (editor.demo.variety)
@@ -149,15 +149,11 @@ class MLLMStage:
         self.num_patches = self.mllm.config.num_patches
         self.im_start = self.tokenizer.convert_tokens_to_ids(IM_START)
         self.img_ids = self.tokenizer.convert_tokens_to_ids(list(IMG_TOKENS))
-        self._prompts: dict[str, list[int]] = {}
 
     def sequence(self, sample: world.Sample) -> tuple[list[int], int]:
-        """Prompt + "<expressive> [IMG0..7]</s>" ids (the answer tokenised as MGIE.answer_ids does), prompt length."""
-        if sample.terse not in self._prompts:
-            self._prompts[sample.terse] = self.tokenizer(mgie_prompt(sample.terse, self.num_patches)).input_ids
-        prompt = self._prompts[sample.terse]
-        answer = self.tokenizer(sample.expressive, add_special_tokens=False).input_ids + self.img_ids
-        return prompt + answer + [self.tokenizer.eos_token_id], len(prompt)
+        """Prompt + "<expressive> [IMG0..7]</s>" ids and the prompt length, from `training_token_ids`: the function
+        MGIE's inference takes its prompt ids from, so training and inference cannot tokenize differently."""
+        return training_token_ids(self.tokenizer, sample.terse, sample.expressive, self.num_patches)
 
     def forward(self, samples: list[world.Sample]) -> tuple[torch.Tensor, torch.Tensor]:
         """(L_ins, B x 8 x hidden final-norm states at the positions that predict [IMG0..7])."""

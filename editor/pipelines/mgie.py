@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import CLIPImageProcessorPil, LlamaTokenizer
+from transformers import CLIPImageProcessorPil
 
 from editor.core import EditResult, Guidance, StepCallback
 from editor.images import ImageSource, load_image
@@ -46,6 +46,7 @@ from editor.models.llava import LlavaV1, LlavaV1Config, greedy_decode
 from editor.params import EditParams
 from editor.pipelines.diffusion import build_pipeline, native_size, offload_pipeline, offload_target, render_edit
 from editor.prompts import (
+    EOS,
     IM_END,
     IM_PATCH,
     IM_START,
@@ -56,6 +57,7 @@ from editor.prompts import (
     mgie_answer,
     mgie_prompt,
 )
+from editor.slow_llama import SlowLlamaTokenizer
 
 # Where each component comes from; shown whenever one is missing or does not match.
 GET_LLAVA = (
@@ -99,6 +101,26 @@ def img_window_start(ids: list[int], num_states: int, img0_id: int, n: int = len
     [IMG0], the reference's fallback len(H) - n - 1 (the n states before the last one; mgie.md §2.6, G13)."""
     fallback = num_states - n - 1
     return min(ids.index(img0_id) - 1, fallback) if img0_id in ids else fallback
+
+
+def prompt_token_ids(tokenizer: SlowLlamaTokenizer, instruction: str, num_patches: int) -> list[int]:
+    """The inference prompt's ids, BOS first, no EOS, as the reference's slow tokenizer gave them (editor.slow_llama):
+    the newline before `<im_start>` and the space after `<im_end>` are stripped, so neither is a token."""
+    return tokenizer.encode(mgie_prompt(instruction, num_patches))
+
+
+def training_token_ids(
+    tokenizer: SlowLlamaTokenizer, instruction: str, expressive: str, num_patches: int
+) -> tuple[list[int], int]:
+    """(ids, prompt length) of the training sequence: prompt + "<expressive> [IMG0] ... [IMG7]</s>" tokenized in one
+    call, as apple/ml-mgie mgie_train.py does. The spaces around the [IMG] tokens are stripped, so the 8 ids sit back
+    to back after the text. The prompt's ids are a prefix (checked), so inference and training share them; the demo
+    model trains on exactly these ids (editor.demo.stages)."""
+    prompt = prompt_token_ids(tokenizer, instruction, num_patches)
+    ids = tokenizer.encode(mgie_prompt(instruction, num_patches) + mgie_answer(expressive) + EOS)
+    if ids[: len(prompt)] != prompt:
+        raise ValueError(f"the prompt's ids are not a prefix of the training sequence for {expressive!r}")
+    return ids, len(prompt)
 
 
 def _clock(device: torch.device) -> float:
@@ -166,16 +188,13 @@ class MGIE:
     # --- stage 1: the MLLM ------------------------------------------------------------------------------------
 
     def prompt_ids(self, instruction: str) -> torch.Tensor:
-        text = mgie_prompt(instruction, self.num_patches)
-        return self.tokenizer(text, return_tensors="pt").input_ids.to(self.device)  # 1 x L, BOS first, no EOS
+        """1 x L prompt ids (`prompt_token_ids`)."""
+        return torch.tensor([prompt_token_ids(self.tokenizer, instruction, self.num_patches)], device=self.device)
 
-    def answer_ids(self, expressive: str) -> torch.Tensor:
-        """The trained answer "<text> [IMG0] ... [IMG7]" as ids: the text's tokens, then the 8 [IMG] ids back to
-        back. Training tokenized with the slow LLaMA tokenizer, which strips the spaces around these added tokens
-        (mgie.md G11), so no "▁" pieces sit between them; tokenizing the string with a fast tokenizer would add
-        some and shift the 8-state window."""
-        text = self.tokenizer(expressive, add_special_tokens=False).input_ids
-        return torch.tensor([text + list(self.img_ids)], device=self.device)
+    def teacher_forced_ids(self, instruction: str, expressive: str) -> torch.Tensor:
+        """1 x L ids of prompt + "<expressive> [IMG0] ... [IMG7]": the training sequence without its closing </s>."""
+        ids, _ = training_token_ids(self.tokenizer, instruction, expressive, self.num_patches)
+        return torch.tensor([ids[:-1]], device=self.device)
 
     def _pixels(self, image: ImageSource) -> torch.Tensor:
         """`image` as the CLIP tower takes it: 1 x 3 x S x S on the model's device and dtype."""
@@ -222,12 +241,12 @@ class MGIE:
         t2 = _clock(self.device)
         # 3. the states that predict [IMG0..7] -> edit head
         start = img_window_start(out.ids, out.states.shape[0], self.img_ids[0])
-        text = self.tokenizer.decode(out.ids, skip_special_tokens=False)
+        text = self.tokenizer.decode(out.ids)  # as the demo decodes: special tokens kept (editor.slow_llama)
         guidance = self.guidance_from_states(
             out.states[start : start + len(IMG_TOKENS)],
             instruction=instruction,
             expressive=clean_expressive(text),
-            raw_text=self.tokenizer.decode(out.ids[num_prompt:], skip_special_tokens=False),
+            raw_text=self.tokenizer.decode(out.ids[num_prompt:]),
             source="generated",
         )
         new_tokens = len(out.ids) - num_prompt
@@ -253,8 +272,7 @@ class MGIE:
         instruction = check_text(instruction, reserved=RESERVED_TOKENS)
         expressive = check_text(expressive_text, name="expressive instruction", reserved=RESERVED_TOKENS)
         t0 = _clock(self.device)
-        prompt = self.prompt_ids(instruction)
-        ids = torch.cat([prompt, self.answer_ids(expressive)], dim=1)
+        ids = self.teacher_forced_ids(instruction, expressive)
         states = self.mllm.final_states(self._embed(image, ids))[0]  # L x hidden
         k = ids.shape[1] - len(IMG_TOKENS)  # position of [IMG0]
         guidance = self.guidance_from_states(
@@ -289,10 +307,12 @@ def weights_file(folder: Path, stem: str) -> Path:
     return converted if converted.exists() else folder / f"{stem}.pt"
 
 
-def load_tokenizer(llava_dir: Path):
-    require(llava_dir / "tokenizer_config.json", "LLaVA tokenizer", GET_LLAVA)
-    tokenizer = LlamaTokenizer.from_pretrained(llava_dir)
-    tokenizer.add_tokens(list(IMG_TOKENS), special_tokens=True)  # apple/ml-mgie demo.ipynb cell 2
+def load_tokenizer(llava_dir: Path) -> SlowLlamaTokenizer:
+    """The LLaVA folder's SentencePiece model and added tokens, then [IMG0..7] (apple/ml-mgie demo.ipynb cell 2),
+    encoding and decoding as the reference's transformers 4.28 slow tokenizer did (editor.slow_llama)."""
+    require(llava_dir / "tokenizer.model", "LLaVA tokenizer", GET_LLAVA)
+    tokenizer = SlowLlamaTokenizer.from_folder(llava_dir)
+    tokenizer.add_tokens(IMG_TOKENS)
     return tokenizer
 
 
