@@ -33,7 +33,6 @@ from editor.tiny.tree import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 RESTYLE = 0.25  # share of training samples whose background is redrawn (editor.demo.variety)
 REGION_WEIGHT = 4.0
 REGION_THRESHOLD = 0.05  # unscaled latent units
-HIGH_T_SHARE = 0.5
 LOGVAR_INIT = -6.0
 
 
@@ -202,20 +201,11 @@ class DiffusionStage:
         keep_image = ~((u >= 0.05) & (u < 0.15)).view(b, 1, 1, 1)
         cond = torch.where(drop_text, null.expand_as(cond), cond)
         noise = torch.randn(tgt.shape, generator=gen, device=self.device)
-        t = self.timesteps(b, gen)
+        t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), generator=gen, device=self.device)
         noisy = self.noise.add_noise(tgt, noise, t)
         pred = self.unet(torch.cat([noisy, src * keep_image], dim=1), t, cond).sample
         weight = region_weights(src, batch.target_mean.float())
         return (weight * (pred - self.objective(tgt, noise, t)) ** 2).mean() / weight.mean()
-
-    def timesteps(self, b: int, gen) -> torch.Tensor:
-        """Uniform, with a share HIGH_T_SHARE drawn from the top fifth (where the edit is decided from the source and
-        the condition alone: the noisy target holds almost nothing of it)."""
-        n = self.noise.config.num_train_timesteps
-        t = torch.randint(0, n, (b,), generator=gen, device=self.device)
-        high = torch.randint(int(0.8 * n), n, (b,), generator=gen, device=self.device)
-        pick = torch.rand(b, generator=gen, device=self.device) < HIGH_T_SHARE
-        return torch.where(pick, high, t)
 
     def objective(self, target: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What the UNet predicts, by the scheduler config's `prediction_type`."""
@@ -225,71 +215,18 @@ class DiffusionStage:
         return self.noise.get_velocity(target, noise, t) if kind == "v_prediction" else noise
 
 
-class Preconditioner(torch.nn.Module):
-    """A fixed linear map of the edit head's input, `states + emb -> (states + emb - mu) @ A.T`, applied in training
-    and folded into the head's first layer (`llm2hid`, itself linear) on export, so the shipped head is MGIE's.
-
-    Why: a frozen MLLM trained on L_ins alone needs its [IMG] states only to predict the next [IMG] token, so they
-    are nearly the same for every edit: the part that differs between samples is ~9 % of their size (measured on
-    the cache), and the edit head passed on a condition that was the same for every sample (its spread across
-    samples 0.004 against a mean size of 0.1; the UNet's output did not change with it). `fit` makes the
-    per-sample variation unit-variance (whitened) and shrinks the 8 positions' mean offsets to the same scale, so
-    the head starts from inputs in which the edit is the signal. In MGIE-7B, L_edit's gradient through the MLLM
-    puts the edit into these states instead; here the MLLM is frozen before stage (b) (docs/demo-recipe.md)."""
-
-    def __init__(self, hidden: int) -> None:
-        super().__init__()
-        self.register_buffer("matrix", torch.eye(hidden))
-        self.register_buffer("mean", torch.zeros(hidden))
-
-    @torch.no_grad()
-    def fit(self, states: torch.Tensor, emb: torch.Tensor, ridge: float = 0.01) -> Preconditioner:
-        x = states.float() + emb.float()  # N x 8 x H
-        hidden = x.shape[-1]
-        self.mean.copy_(x.mean((0, 1)))
-        offsets = x.mean(0) - self.mean  # 8 x H: what tells the positions apart
-        basis = torch.linalg.svd(offsets, full_matrices=False).Vh  # <= 8 x H, orthonormal rows
-        on_offsets = basis.T @ basis
-        rest = torch.eye(hidden) - on_offsets
-        within = (x - x.mean(0)).reshape(-1, hidden) @ rest  # per-sample variation, offsets' span removed
-        values, vectors = torch.linalg.eigh(within.T @ within / within.shape[0])
-        values = values.clamp(min=0) + ridge * values.max()
-        whiten = vectors @ torch.diag(values.rsqrt()) @ vectors.T
-        offset_scale = (hidden**0.5) / offsets.norm(dim=1).mean()  # offsets as long as a whitened sample's spread
-        self.matrix.copy_(whiten @ rest + offset_scale * on_offsets)
-        return self
-
-    def forward(self, states: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """The states to give the head in place of `states` (it adds `emb` back)."""
-        return (states + emb - self.mean) @ self.matrix.T - emb
-
-    @torch.no_grad()
-    def fold_into(self, head) -> None:
-        """head.llm2hid(P(states) + emb) == head'.llm2hid(states + emb) afterwards; P becomes the identity."""
-        layer = head.llm2hid
-        weight = layer.weight @ self.matrix
-        layer.bias.sub_(weight @ self.mean)
-        layer.weight.copy_(weight)
-        self.matrix.copy_(torch.eye(len(self.mean)))
-        self.mean.zero_()
-
-
 class MGIEStage(DiffusionStage):
     """(b) The edit head and the UNet on the frozen MLLM's cached [IMG] states: L_edit only (L_ins was stage a)."""
 
-    def __init__(
-        self, sizes: demo.DemoSizes, device, scaling_factor: float, img_embeddings: torch.Tensor, states: torch.Tensor
-    ) -> None:
+    def __init__(self, sizes: demo.DemoSizes, device, scaling_factor: float, img_embeddings: torch.Tensor) -> None:
         super().__init__(sizes, device, scaling_factor)
         self.head = demo.build_head(sizes).to(device)
-        self.precondition = Preconditioner(sizes.llm_hidden).fit(states, img_embeddings).to(device)
-        self.modules = {"head": self.head, "unet": self.unet, "precondition": self.precondition}
+        self.modules = {"head": self.head, "unet": self.unet}
         self.emb = img_embeddings.to(device)
 
     def loss(self, batch, gen) -> dict[str, torch.Tensor]:
-        states = self.precondition(batch.states.float(), self.emb)
-        null = self.precondition(torch.zeros_like(states[:1]), self.emb)
-        cond, null = self.head(states, self.emb), self.head(null, self.emb)
+        states = batch.states.float()
+        cond, null = self.head(states, self.emb), self.head(torch.zeros_like(states[:1]), self.emb)
         l_edit = self.edit_loss(batch, cond, null, gen)
         return {"loss": l_edit, "edit": l_edit}
 

@@ -51,8 +51,8 @@ RECIPES = {  # the CPU recipe; a GPU can afford more steps via --steps / --batch
     "vae": StageConfig(steps=1500, batch=16, lr=2e-3),
     "decoder": StageConfig(steps=2000, batch=16, lr=5e-4),
     "mllm": StageConfig(steps=1600, batch=32, lr=1e-3),
-    "mgie": StageConfig(steps=5000, batch=32, lr=3e-3),
-    "ip2p": StageConfig(steps=5000, batch=32, lr=3e-3),
+    "mgie": StageConfig(steps=6000, batch=32, lr=1e-3),
+    "ip2p": StageConfig(steps=6000, batch=32, lr=1e-3),
 }
 CACHE_SAMPLES = 40960  # the diffusion stages' training set (40 parts of editor.demo.cache.PART)
 
@@ -136,7 +136,7 @@ def make_runner(stage: str, out: Path, sizes: demo.DemoSizes, device, samples: i
     if stage == "mgie":
         mllm_step = load_checkpoint(out / "mllm.ckpt", {})["step"]
         data = cached.Cache(out, samples, with_states=True, mllm_step=mllm_step)
-        runner = stages.MGIEStage(sizes, device, scaling, data.emb, data.states[:8192])
+        runner = stages.MGIEStage(sizes, device, scaling, data.emb)
     else:
         data = cached.Cache(out, samples, with_states=False)
         runner = stages.IP2PStage(sizes, device, scaling, out)
@@ -225,12 +225,7 @@ def export(
     if "mgie" in parts:
         mllm, head, unet = demo.build_mllm(sizes), demo.build_head(sizes), demo.build_unet(sizes)
         load_checkpoint(out / "mllm.ckpt", {"mllm": mllm})
-        precondition = stages.Preconditioner(sizes.llm_hidden)  # the identity in checkpoints made before it
-        trained = {"head": head, "unet": unet, "precondition": precondition}
-        if "precondition" not in torch.load(weights("mgie"), "cpu", weights_only=True)["modules"]:
-            del trained["precondition"]
-        load_checkpoint(weights("mgie"), trained)
-        precondition.fold_into(head)  # the head MGIE's loader reads (stages.Preconditioner)
+        load_checkpoint(weights("mgie"), {"head": head, "unet": unet})
         demo.export_mgie(to / "mgie", sizes, mllm, head, unet, vae)
     if "ip2p" in parts:
         text, unet = demo.build_text_encoder(sizes), demo.build_unet(sizes)
@@ -266,7 +261,7 @@ def unpack(weights: Path, out: Path, sizes: demo.DemoSizes = demo.DemoSizes()) -
     modules = {
         "vae": {"vae": mgie.pipe.vae},
         "mllm": {"mllm": mgie.mllm},
-        "mgie": {"head": mgie.head, "unet": mgie.pipe.unet, "precondition": stages.Preconditioner(sizes.llm_hidden)},
+        "mgie": {"head": mgie.head, "unet": mgie.pipe.unet},
         "ip2p": {"text": ip2p.pipe.text_encoder, "unet": ip2p.pipe.unet},
     }
     out.mkdir(parents=True, exist_ok=True)
