@@ -26,9 +26,9 @@ from typing import IO, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from editor.history import ARCHIVE_FORMAT, ARCHIVE_VERSION, MAX_TURNS, History, Turn, image_key
 from editor.images import MAX_PIXELS, load_image
 from editor.params import EditParams, Resolution
+from editor.ui.history import ARCHIVE_FORMAT, ARCHIVE_VERSION, MAX_TURNS, History, Turn, image_key
 
 MAX_UNPACKED_BYTES = 1024**3  # a thousand 512-px turns are ~0.4 GB of PNG
 MAX_JSON_BYTES = 16 * 1024**2  # a turn's record is ~2-4 KB

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from editor.examples import EXAMPLES_DIR
+from editor.ui.examples import EXAMPLES_DIR
 
 try:
     from playwright.sync_api import Locator, Page, expect, sync_playwright

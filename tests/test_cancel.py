@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from editor.params import EditParams, Resolution
-from editor.streaming import Progress, stream_render
+from editor.ui.streaming import Progress, stream_render
 
 IMAGE = Image.new("RGB", (64, 48), (40, 160, 90))
 PARAMS = EditParams(steps=6, seed=7, resolution=Resolution(size=64))

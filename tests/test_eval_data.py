@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from editor import eval_data
 from editor.demo import judge, world
-from editor.eval_data import EvalDataset, load_dataset, open_image
+from editor.eval import data as eval_data
+from editor.eval.data import EvalDataset, load_dataset, open_image
 from editor.images import load_image
 
 

@@ -1,4 +1,4 @@
-"""The evaluation harness (editor.eval_run, editor.eval_report, `python -m editor.eval`): scoring against an oracle
+"""The evaluation harness (editor.eval.run, editor.eval.report, `python -m editor.eval`): scoring against an oracle
 and an identity editor on the demo world, single- and multi-turn chaining, the per-sample cache and resume, the αV
 sweep, reports and plots, sharding (by hand and under `accelerate launch` with two CPU processes)."""
 
@@ -17,14 +17,14 @@ import pytest
 import torch
 from PIL import Image
 
-from editor import eval as eval_cli
 from editor import metrics
 from editor.core import EditResult, Guidance
 from editor.demo import world
-from editor.eval_data import EvalDataset, load_dataset, open_image
-from editor.eval_metrics import ClipScorer
-from editor.eval_report import paper_table, write_report
-from editor.eval_run import RunConfig, Scorers, prepare_folder, read_records, run
+from editor.eval import cli as eval_cli
+from editor.eval.data import EvalDataset, load_dataset, open_image
+from editor.eval.metrics import ClipScorer
+from editor.eval.report import paper_table, write_report
+from editor.eval.run import RunConfig, Scorers, prepare_folder, read_records, run
 from editor.params import EditParams, Resolution
 from editor.tiny.backbones import build_tiny_clip, build_tiny_dino
 
@@ -158,8 +158,8 @@ def test_shards_partition_the_samples(tmp_path, demo):
 
 
 def test_feature_scores_with_tiny_backbones(tmp_path, demo):
-    from editor.eval_metrics import DinoScorer
-    from editor.lpips import LpipsScorer
+    from editor.eval.lpips import LpipsScorer
+    from editor.eval.metrics import DinoScorer
     from tests.test_lpips import write_tiny_lpips
 
     write_tiny_lpips(tmp_path / "lpips")
@@ -340,7 +340,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_backbones_added_later_rescore_from_the_kept_images(tmp_path, demo):
-    from editor.eval_metrics import DinoScorer
+    from editor.eval.metrics import DinoScorer
 
     small = EvalDataset(demo.name, None, demo.samples[:3], demo.columns, demo.clip, demo.groups)
     darker = ScriptedEditor(lambda image, _: image.point(lambda v: v // 2))
@@ -359,8 +359,8 @@ def test_backbones_added_later_rescore_from_the_kept_images(tmp_path, demo):
 
 
 def test_a_mask_too_thin_for_a_box_leaves_only_the_foreground_score_out(tmp_path, demo):
-    from editor.eval_data import Turn
-    from editor.eval_run import score_turn
+    from editor.eval.data import Turn
+    from editor.eval.run import score_turn
 
     clip = Scorers(clip=ClipScorer(build_tiny_clip(tmp_path / "clip")))
     image = open_image(demo.samples[0].turns[0].source).resize((256, 256))  # Reason-Edit's size: no resampling

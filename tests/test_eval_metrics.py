@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
 from editor import metrics
-from editor.eval_metrics import (
+from editor.eval.metrics import (
     ClipScorer,
     DinoScorer,
     background_scores,

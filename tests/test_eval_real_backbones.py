@@ -8,8 +8,8 @@ import pytest
 from PIL import Image, ImageFilter
 from skimage import data
 
-from editor.eval_metrics import ClipScorer, DinoScorer
-from editor.lpips import LpipsScorer
+from editor.eval.lpips import LpipsScorer
+from editor.eval.metrics import ClipScorer, DinoScorer
 from editor.registry import DEFAULT_WEIGHTS_DIR
 
 pytestmark = pytest.mark.slow

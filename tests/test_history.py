@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from editor.history import History, image_key
 from editor.params import EditParams
+from editor.ui.history import History, image_key
 
 
 def _image(seed: int, size=(24, 16)) -> Image.Image:

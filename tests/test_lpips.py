@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 
+from editor.eval.lpips import LpipsScorer, load_lpips, lpips_input
 from editor.loading import CheckpointError, MissingWeightsError
-from editor.lpips import LpipsScorer, load_lpips, lpips_input
 from editor.metrics import to_tensor
 
 FILES = {"alex": "alexnet-owt-7be5be79", "squeeze": "squeezenet1_1-b8a52dc0", "vgg": "vgg16-397923af"}

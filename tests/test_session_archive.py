@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from editor import session_archive
-from editor.history import History, image_key
 from editor.params import EditParams
 from editor.session_archive import read_archive
+from editor.ui.history import History, image_key
 
 
 def _image(seed: int, size=(24, 16)) -> Image.Image:
@@ -172,7 +172,7 @@ def test_a_good_archive_still_restores_exactly(good):
 
 
 def test_a_session_stops_at_the_turn_limit(monkeypatch):
-    monkeypatch.setattr("editor.history.MAX_TURNS", 2)
+    monkeypatch.setattr("editor.ui.history.MAX_TURNS", 2)
     history = _history(turns=2)
     with pytest.raises(ValueError, match="this session has 2 turns, the limit: export it"):
         _history_add(history)

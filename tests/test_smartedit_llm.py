@@ -15,7 +15,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
 
 from editor.loading import CheckpointError
-from editor.smartedit_llm import (
+from editor.models.smartedit_llm import (
     DEFAULT_HUMAN_TEMPLATE,
     SYSTEM,
     answer_text,

@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 from editor.core import EditResult
-from editor.explore import Sweep, explore, measure
 from editor.params import EditParams, Resolution
-from editor.streaming import Progress, stream_render
+from editor.ui.explore import Sweep, explore, measure
+from editor.ui.streaming import Progress, stream_render
 from tests.fakes import FakeEditor
 
 IMAGE = Image.new("RGB", (96, 64), (200, 40, 40))

@@ -17,12 +17,12 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from editor.examples import EXAMPLES_DIR, load_examples, write_examples
-from editor.history import image_key
 from editor.images import prepare_image
 from editor.params import DEFAULT_SEED, EditParams, Resolution
 from editor.ui import Session, build_demo, resolve_guidance
+from editor.ui.examples import EXAMPLES_DIR, load_examples, write_examples
 from editor.ui.handlers import Handlers
+from editor.ui.history import image_key
 from tests.fakes import FakeEditor
 
 ENDPOINTS = {"think", "edit", "undo", "revert", "reset", "export", "restore", "explore", "keep", "compare"}

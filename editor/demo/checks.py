@@ -34,7 +34,7 @@ from PIL import Image
 from editor.demo import judge, variety, world
 from editor.demo import model as demo
 from editor.demo.stages import arrays_to_tensor, region_weights, to_tensor
-from editor.eval_data import DEMO_SEED, DEMO_SPLITS
+from editor.eval.data import DEMO_SEED, DEMO_SPLITS
 
 
 def held_out(per_split: int) -> list[world.Sample]:

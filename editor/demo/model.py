@@ -25,13 +25,13 @@ from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig
 
 from editor.demo import world
+from editor.layouts.files import write_json, write_sharded
 from editor.loading import llama_config_from_llava
 from editor.models.edit_head import EditHead, EditHeadConfig
 from editor.models.llava import LlavaV1, LlavaV1Config
 from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR
 from editor.prompts import IMG_TOKENS
 from editor.registry import DEFAULTS_FILE
-from editor.tiny._common import write_json
 from editor.tiny.diffusion import ip2p_model_index, ip2p_scheduler_config
 from editor.tiny.tokenizers import (
     CLIP_BOS,
@@ -40,7 +40,7 @@ from editor.tiny.tokenizers import (
     build_llama_tokenizer,
     clip_vocab_and_merges,
 )
-from editor.tiny.tree import TinySizes, _write_sharded, clip_config, clip_preprocessor_config, llava_config
+from editor.tiny.tree import TinySizes, clip_config, clip_preprocessor_config, llava_config
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ def export_mgie(out: Path, sizes: DemoSizes, mllm: LlavaV1, head: EditHead, unet
     write_llama_tokenizer(folder, sizes)
     write_json(folder / "config.json", llava_config(t) | {"torch_dtype": "float16"})
     write_json(folder / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0})
-    _write_sharded(folder, [_half(llava)], "safetensors")
+    write_sharded(folder, [_half(llava)], "safetensors")
     # mgie_7b: the grown embeddings/lm_head, the edit head and emb (= rows [IMG0..7], as MGIE trains it)
     embed = state["llm.model.embed_tokens.weight"]
     mllm_state = {

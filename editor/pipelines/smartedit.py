@@ -46,11 +46,7 @@ from editor.models.bim import released_to_module as bim_keys
 from editor.models.llava import LlavaV1, LlavaV1Config
 from editor.models.qformer import SDQFormer, SDQFormerConfig
 from editor.models.qformer import released_to_module as qformer_keys
-from editor.models.unet_residual import residual_after_conv_in
-from editor.params import EditParams
-from editor.pipelines.diffusion import build_pipeline, offload_pipeline, offload_target, render_edit
-from editor.prompts import check_text
-from editor.smartedit_llm import (
+from editor.models.smartedit_llm import (
     ADDED_TOKENS,
     DEFAULT_HUMAN_TEMPLATE,
     IMG_I_TOKENS,
@@ -63,6 +59,10 @@ from editor.smartedit_llm import (
     merge_lora,
     splice_image,
 )
+from editor.models.unet_residual import residual_after_conv_in
+from editor.params import EditParams
+from editor.pipelines.diffusion import build_pipeline, offload_pipeline, offload_target, render_edit
+from editor.prompts import check_text
 from editor.weights.catalog import download_command
 from editor.weights.convert import open_tensors, weight_files
 

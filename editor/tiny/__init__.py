@@ -14,7 +14,8 @@ So the project's real loaders can be exercised end to end without network or GPU
 deterministic given `seed`; building takes a couple of seconds on a small CPU.
 
 Modules: `tokenizers` (LLaMA SentencePiece and CLIP tokenizers), `diffusion` (UNet, VAE, the IP2P folder),
-`tree` (sizes, the LLaVA / mgie_7b / CLIP folders, and the whole tree); `_common` holds shared helpers.
+`sizes` (`TinySizes`), `tree` (the LLaVA / mgie_7b / CLIP folders, and the whole tree); `_common` holds the
+seeding helpers, and editor.layouts.files writes the files.
 """
 
 from editor.tiny._common import WEIGHT_STD
@@ -27,6 +28,7 @@ from editor.tiny.diffusion import (
     unet_config,
     vae_config,
 )
+from editor.tiny.sizes import TinySizes
 from editor.tiny.tokenizers import LLAVA_TOKENS, VICUNA_SYSTEM, build_clip_tokenizer, build_llama_tokenizer
 from editor.tiny.tree import (
     CLIP_DIR,
@@ -36,7 +38,6 @@ from editor.tiny.tree import (
     MGIE_DIR,
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
-    TinySizes,
     build_clip_folder,
     build_edit_mapper_transformer,
     build_llava_folder,

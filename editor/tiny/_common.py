@@ -1,12 +1,10 @@
-"""Helpers shared by the tiny-tree builders: JSON files, per-component seeding, and weight tensors."""
+"""Helpers shared by the tiny-tree builders: per-component seeding and weight tensors (the files themselves are
+written by editor.layouts.files)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -14,12 +12,6 @@ WEIGHT_STD = 0.02
 
 # Sub-seeds: each component draws from its own stream, so changing one never shifts another.
 SEED_LLAVA, SEED_MLLM, SEED_IP2P_UNET, SEED_MGIE_UNET, SEED_VAE, SEED_TEXT, SEED_CLIP = range(7)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write `data` as sorted, indented JSON (stable bytes), creating parent folders."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def sub_seed(seed: int, component: int) -> int:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from editor.tiny._common import SEED_IP2P_UNET, SEED_TEXT, SEED_VAE, seeded, sub_seed, write_json
+from editor.layouts.files import write_json
+from editor.tiny._common import SEED_IP2P_UNET, SEED_TEXT, SEED_VAE, seeded, sub_seed
+from editor.tiny.sizes import TinySizes
 from editor.tiny.tokenizers import CLIP_BOS, CLIP_EOS, build_clip_tokenizer, clip_vocab_and_merges
 
 if TYPE_CHECKING:
     from diffusers import UNet2DConditionModel
-
-    from editor.tiny.tree import TinySizes
 
 IP2P_DIFFUSERS_VERSION = "0.12.0.dev0"
 

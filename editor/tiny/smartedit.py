@@ -19,14 +19,16 @@ from pathlib import Path
 
 import torch
 
+from editor.layouts.files import write_json
 from editor.models.bim import BidirectionalInteractionModule, BIMConfig
 from editor.models.bim import module_to_released as bim_released
 from editor.models.qformer import SDQFormer, SDQFormerConfig
 from editor.models.qformer import module_to_released as qformer_released
-from editor.tiny._common import randn, seeded, sub_seed, write_json
+from editor.tiny._common import randn, seeded, sub_seed
 from editor.tiny.diffusion import build_ip2p_folder, build_unet
+from editor.tiny.sizes import TinySizes
 from editor.tiny.tokenizers import build_llama_tokenizer
-from editor.tiny.tree import CLIP_DIR, IP2P_DIR, LLAVA_DIR, TinySizes, build_clip_folder, build_llava_folder
+from editor.tiny.tree import CLIP_DIR, IP2P_DIR, LLAVA_DIR, build_clip_folder, build_llava_folder
 
 SMARTEDIT_DIR, VICUNA_DIR = "SmartEdit-7B", "vicuna-7b-v1-1"
 NEW_TOKENS = 35  # <img>, <im_start>, <im_end>, <img_0> .. <img_31>

@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from editor.layouts.files import write_json
 from editor.prompts import IM_END, IM_PATCH, IM_START
 from editor.prompts import VICUNA_V1_1_SYSTEM as VICUNA_SYSTEM
-from editor.tiny._common import write_json
 
 LLAVA_TOKENS = (IM_PATCH, IM_START, IM_END)  # ids V, V+1, V+2 after the SentencePiece vocab
 CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"

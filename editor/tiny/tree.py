@@ -1,18 +1,18 @@
 """The four official MGIE folders at tiny sizes: LLaVA, mgie_7b, instruct-pix2pix and CLIP.
 
-`TinySizes` sets every model's size; one `build_*_folder` per folder; `build_tiny_mgie_tree` writes all four.
+`TinySizes` (sizes.py) sets every model's size; one `build_*_folder` per folder; `build_tiny_mgie_tree` writes all four.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from editor.layouts.files import ShardFormat, write_json, write_sharded
 from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR
 from editor.prompts import IMG_TOKENS  # MGIE's visual tokens, ids V+3 .. V+10
 from editor.tiny._common import (
@@ -25,50 +25,15 @@ from editor.tiny._common import (
     randn,
     seeded,
     sub_seed,
-    write_json,
 )
 from editor.tiny.diffusion import build_ip2p_folder, build_unet, clip_text_config
-from editor.tiny.tokenizers import LLAVA_TOKENS, build_clip_tokenizer, build_llama_tokenizer
+from editor.tiny.sizes import TinySizes
+from editor.tiny.tokenizers import build_clip_tokenizer, build_llama_tokenizer
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 EmbShape = Literal["2d", "3d", "missing"]
-ShardFormat = Literal["bin", "safetensors"]
-
-
-@dataclass(frozen=True)
-class TinySizes:
-    """Sizes of every tiny model; the defaults build in about a second."""
-
-    llm_hidden: int = 32
-    llm_intermediate: int = 64
-    llm_layers: int = 2
-    llm_heads: int = 4
-    vision_hidden: int = 32
-    vision_intermediate: int = 64
-    vision_layers: int = 3
-    vision_heads: int = 4
-    vision_image_size: int = 32
-    vision_patch_size: int = 8  # -> 16 image patches
-    head_dim_model: int = 32
-    head_heads: int = 4
-    head_encoder_layers: int = 2
-    head_decoder_layers: int = 2
-    head_ffn: int = 64
-    head_queries: int = 77
-    cross_attention_dim: int = 32  # UNet cross-attention dim == edit head output dim
-    sp_vocab: int = 512  # sentencepiece vocabulary (LLaMA has 32000)
-
-    @property
-    def llava_vocab(self) -> int:
-        """LLaVA's vocabulary: SentencePiece pieces + <im_patch>, <im_start>, <im_end>."""
-        return self.sp_vocab + len(LLAVA_TOKENS)
-
-    @property
-    def mgie_vocab(self) -> int:
-        """MGIE's vocabulary: LLaVA's + [IMG0] .. [IMG7]."""
-        return self.llava_vocab + len(IMG_TOKENS)
 
 
 def _check_emb(emb: str) -> None:
@@ -146,35 +111,12 @@ def llava_shards(sizes: TinySizes, seed: int) -> list[dict[str, torch.Tensor]]:
     return [first, second]
 
 
-def _write_sharded(folder: Path, shards: list[dict[str, torch.Tensor]], fmt: ShardFormat) -> None:
-    """Write shards + index the way HF `save_pretrained(max_shard_size=...)` names them."""
-    stem, suffix, index_name = {
-        "bin": ("pytorch_model", "bin", "pytorch_model.bin.index.json"),
-        "safetensors": ("model", "safetensors", "model.safetensors.index.json"),
-    }[fmt]
-    for stale in [*folder.glob("pytorch_model*.bin*"), *folder.glob("model*.safetensors*")]:
-        stale.unlink()  # a rebuild in the other format must not leave the old shards behind
-    weight_map: dict[str, str] = {}
-    total_size = 0
-    for number, shard in enumerate(shards, start=1):
-        name = f"{stem}-{number:05d}-of-{len(shards):05d}.{suffix}"
-        if fmt == "bin":
-            torch.save(shard, folder / name)
-        else:
-            from safetensors.torch import save_file
-
-            save_file(shard, str(folder / name), metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(shard, name))
-        total_size += sum(t.numel() * t.element_size() for t in shard.values())
-    write_json(folder / index_name, {"metadata": {"total_size": total_size}, "weight_map": weight_map})
-
-
 def build_llava_folder(folder: Path, sizes: TinySizes, seed: int, fmt: ShardFormat = "bin") -> None:
     build_llama_tokenizer(folder, vocab_size=sizes.sp_vocab)  # first: it loads from the folder
     write_json(folder / "config.json", llava_config(sizes))
     generation = {"_from_model_config": True, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 0}
     write_json(folder / "generation_config.json", {**generation, "transformers_version": "4.30.2"})
-    _write_sharded(folder, llava_shards(sizes, seed), fmt)
+    write_sharded(folder, llava_shards(sizes, seed), fmt)
 
 
 # ------------------------------------------------------------------------------------------- MGIE folder

@@ -24,15 +24,15 @@ import torch
 from PIL import Image
 
 from editor.core import Editor, EditResult, Guidance
-from editor.explore import Cell, Sweep, explore
-from editor.history import History, image_key
 from editor.images import load_image
 from editor.loading import CheckpointError, MissingWeightsError
 from editor.params import DEFAULT_IMAGE_GUIDANCE, DEFAULT_TEXT_GUIDANCE, EditParams, Resolution
 from editor.pipelines.diffusion import fresh_seed
-from editor.streaming import PREVIEW_EVERY_S, Progress, stream_render
 from editor.ui import views
+from editor.ui.explore import Cell, Sweep, explore
 from editor.ui.guard import public_message
+from editor.ui.history import History, image_key
+from editor.ui.streaming import PREVIEW_EVERY_S, Progress, stream_render
 
 GPU_SECONDS = 120  # ZeroGPU reservation per model call
 

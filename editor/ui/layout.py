@@ -14,13 +14,13 @@ from pathlib import Path
 import gradio as gr
 
 from editor.core import Editor
-from editor.examples import EXAMPLES_DIR, load_examples
-from editor.explore import MAX_CELLS
-from editor.history import MAX_TURNS
 from editor.params import DEFAULT_SEED, DEFAULT_SIZE, MAX_GUIDANCE, MAX_SIZE
-from editor.streaming import PREVIEW_EVERY_S
+from editor.ui.examples import EXAMPLES_DIR, load_examples
+from editor.ui.explore import MAX_CELLS
 from editor.ui.guard import guard_inputs, upload_reader
 from editor.ui.handlers import Handlers, remove_files
+from editor.ui.history import MAX_TURNS
+from editor.ui.streaming import PREVIEW_EVERY_S
 
 GPU = "gpu"
 MAX_UI_STEPS = 150

@@ -9,9 +9,9 @@ import pandas as pd
 from PIL import Image
 
 from editor.core import EditResult
-from editor.explore import Cell
-from editor.history import History, Turn
 from editor.params import EditParams
+from editor.ui.explore import Cell
+from editor.ui.history import History, Turn
 
 THUMB_SIZE = 160
 

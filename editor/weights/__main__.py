@@ -72,8 +72,8 @@ def check_backbone_loads(entry: catalog.ModelEntry, weights_dir: Path) -> list[P
     float16), LPIPS with each of its nets; returns verify's Problems."""
     import torch
 
-    from editor.eval_metrics import ClipScorer, DinoScorer
-    from editor.lpips import NETS, load_lpips
+    from editor.eval.lpips import NETS, load_lpips
+    from editor.eval.metrics import ClipScorer, DinoScorer
     from editor.weights.verify import Problem
 
     loaders = {

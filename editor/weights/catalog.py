@@ -11,7 +11,7 @@ each folder's `.download.json`, which `verify` checks. Revisions are pinned wher
 
 Besides the editors, one entry is not a model the app runs: `eval-metrics`, the backbones editor.eval scores with
 (CLIP, DINO, LPIPS; `kind="metrics"`). `list` shows it after the editors, `verify` loads each backbone through its
-scorer (editor.eval_metrics, editor.lpips) instead of an editor, and the registry never offers it.
+scorer (editor.eval.metrics, editor.eval.lpips) instead of an editor, and the registry never offers it.
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ LPIPS = Component(
     folder="lpips",
     title="LPIPS v0.1: torchvision's AlexNet, SqueezeNet 1.1 and VGG16 + the lpips package's lin heads",
     sources=(FileSet(LPIPS_FILES),),
-    # editor.lpips reads a `.safetensors` twin instead when there is one (what `convert` writes)
+    # editor.eval.lpips reads a `.safetensors` twin instead when there is one (what `convert` writes)
     needs=tuple(f"{f.filename}|{f.filename.removesuffix('.pth')}.safetensors" for f in LPIPS_FILES),
     sizes={f.filename: f.size for f in LPIPS_FILES if f.size},
 )

@@ -5,7 +5,7 @@ project), then four photos bundled with scikit-image, each with a terse MGIE-sty
 committed under `examples/`, so the app itself does not need scikit-image. `load_examples(folder)` reads them back.
 Licences are those stated in scikit-image's docstrings for each image.
 
-    python -m editor.examples [FOLDER]    # default: <repo>/examples
+    python -m editor.ui.examples [FOLDER]    # default: <repo>/examples
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 LONG_SIDE = 512
 
 # (skimage.data function, instruction, licence as skimage's docs state it)
@@ -74,7 +74,7 @@ def load_examples(folder: str | Path = EXAMPLES_DIR) -> list[dict[str, str]]:
     try:
         entries = json.loads(index.read_text())
     except FileNotFoundError:
-        raise ValueError(f"no examples index at {index}; run `python -m editor.examples {folder}`") from None
+        raise ValueError(f"no examples index at {index}; run `python -m editor.ui.examples {folder}`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{index} is not valid JSON: {err}") from None
     if not isinstance(entries, list):

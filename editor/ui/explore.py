@@ -19,7 +19,7 @@ from editor.core import Editor, EditResult, Guidance
 from editor.metrics import cosine, l1, psnr, ssim
 from editor.params import MAX_GUIDANCE, EditParams
 from editor.pipelines.diffusion import fresh_seed
-from editor.streaming import render_lock
+from editor.ui.streaming import render_lock
 
 MAX_CELLS = 36
 
@@ -97,7 +97,7 @@ def explore(editor: Editor, image: Image.Image, guidance: Guidance, params: Edit
     reference = None  # every cell has the same source (same resolution policy): embed it once
     for text, image_scale in sweep.cells():
         cell_params = replace(params, text_guidance=text, image_guidance=image_scale, seed=seed)
-        with render_lock(editor):  # never beside a cancelled render still finishing its step (editor.streaming)
+        with render_lock(editor):  # never beside a cancelled render still finishing its step (editor.ui.streaming)
             result = editor.render(image, guidance, cell_params)
         if embed is not None and reference is None:
             reference = embed(result.source)

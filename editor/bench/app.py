@@ -1,4 +1,4 @@
-"""What the app costs on top of the model: `python -m editor.bench_app [--size 512] [--turns 30] [--steps 30]`.
+"""What the app costs on top of the model: `python -m editor.bench.app [--size 512] [--turns 30] [--steps 30]`.
 
 1. Overhead per edit: the app served locally and driven by gradio_client, with an editor that takes no time (it
    inverts the picture), so the whole latency of /edit is the app's: state, history strip, PNG outputs, queue,
@@ -128,7 +128,7 @@ def previews(image: Path, size: int, steps: int, repeats: int, folder: Path) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m editor.bench.app", description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--turns", type=int, default=30)
     parser.add_argument("--steps", type=int, default=30)

@@ -15,7 +15,7 @@ Turns (`RunConfig.turns`):
 - multi-turn (`--turns`): turn 1 starts from the session's input and every later turn from the model's previous
   output, as the app's multi-turn editing does; each turn is still scored against that turn's ground truth.
 
-Scores of one turn (`score_turn`; the definitions are in editor.eval_metrics and editor.lpips):
+Scores of one turn (`score_turn`; the definitions are in editor.eval.metrics and editor.eval.lpips):
 - against the ground-truth output, when the dataset has one: l1, l2 (MagicBrush's, generated resized to the truth),
   psnr, ssim (after the same resize), clip_i (CVS), dino, lpips;
 - clip_t (CTS): the output against the turn's caption;
@@ -48,8 +48,8 @@ from tqdm import tqdm
 
 from editor import metrics
 from editor.core import Editor
-from editor.eval_data import EvalDataset, EvalSample, Turn, open_image
-from editor.eval_metrics import (
+from editor.eval.data import EvalDataset, EvalSample, Turn, open_image
+from editor.eval.metrics import (
     ClipScorer,
     DinoScorer,
     background_scores,
@@ -69,7 +69,7 @@ class RunConfig:
     """What identifies a run: the model, the data read, and every setting that changes an output image."""
 
     model: str
-    dataset: str  # the benchmark kind (editor.eval_data KINDS)
+    dataset: str  # the benchmark kind (editor.eval.data KINDS)
     params: EditParams
     turns: bool = False
     dtype: str = "float32"  # the editor's weights dtype (editor.registry DTYPES name)
@@ -118,7 +118,7 @@ class Scorers:
 
     clip: ClipScorer | None = None
     dino: DinoScorer | None = None
-    lpips: Any = None  # editor.lpips.LpipsScorer
+    lpips: Any = None  # editor.eval.lpips.LpipsScorer
     missing: dict[str, str] = field(default_factory=dict)  # backbone -> why it is absent and how to get it
 
     def signature(self) -> dict[str, str]:

@@ -31,7 +31,7 @@ instead of the `.pth` when present. Loading is strict: backbone keys `features.<
 exactly `lin<k>.model.1.weight` (k over the taps; `model.0` is the package's Dropout, which has no weights).
 
 Background LPIPS (Reason-Edit, TencentARC/SmartEdit test/metrics_evaluation.py `calculate_lpips`): both images
-multiplied by `eval_metrics.background_weights(mask)` (w = 1 − mask/255 on 3 channels) in [0, 1], then mapped to
+multiplied by `editor.eval.metrics.background_weights(mask)` (w = 1 − mask/255 on 3 channels) in [0, 1], then mapped to
 [-1, 1] and scored; Reason-Edit uses net_type='squeeze' through torchmetrics. The default net here is 'alex', the
 lpips package's default, for the plain LPIPS that MGIE reports on MA5k.
 
@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from editor.eval_metrics import background_weights, check_sizes
+from editor.eval.metrics import background_weights, check_sizes
 from editor.metrics import to_tensor
 
 Net = Literal["alex", "squeeze", "vgg"]
@@ -67,7 +67,7 @@ EPS = 1e-10
 LIN_DIR = "v0.1"
 GET_LPIPS = (
     "`python -m editor.weights download eval-metrics` (torchvision's backbones from download.pytorch.org and the lpips "
-    "package's v0.1 lin files), or copy the files by hand into the LPIPS folder; editor/lpips.py gives the layout"
+    "package's v0.1 lin files), or copy the files by hand into the LPIPS folder; editor/eval/lpips.py gives the layout"
 )
 
 
@@ -290,7 +290,7 @@ class LpipsScorer:
 
     def background_distance(self, source: Image.Image, edit: Image.Image, mask: Image.Image) -> float:
         """Reason-Edit's background LPIPS: source and edit both weighted by `background_weights(mask)` in [0, 1],
-        then scored. Give it the 256 x 256 images of `eval_metrics.reason_edit_resize` to match the paper."""
+        then scored. Give it the 256 x 256 images of `editor.eval.metrics.reason_edit_resize` to match the paper."""
         check_sizes(source=source, edit=edit, mask=mask)
         weights = background_weights(mask)
         return self.score(lpips_input(to_tensor(source) * weights), lpips_input(to_tensor(edit) * weights))

@@ -7,9 +7,9 @@
     python -m editor.eval demo [--weights weights] [--per-split 125] [--steps 100] [--models mgie-demo ip2p-demo]
 
 The first form scores any installed model on a dataset folder (MagicBrush test, Reason-Edit, EVR / GIER / MA5k /
-any pairs in `edits.jsonl`: layouts in editor.eval_data) or the built-in demo world, with the metrics of
-editor.eval_metrics and editor.lpips; it caches every sample (an interrupted run resumes), keeps every output image
-and writes report.md, CSV and plots (editor.eval_run, editor.eval_report) to <out>/<dataset>/report/, covering
+any pairs in `edits.jsonl`: layouts in editor.eval.data) or the built-in demo world, with the metrics of
+editor.eval.metrics and editor.eval.lpips; it caches every sample (an interrupted run resumes), keeps every output image
+and writes report.md, CSV and plots (editor.eval.run, editor.eval.report) to <out>/<dataset>/report/, covering
 every finished run on that dataset's samples under <out> (earlier commands' too, so one report compares them).
 
 `demo` is the training-time check of the demo models: for each held-out split (unseen scenes, unseen shape/colour
@@ -35,10 +35,10 @@ import torch
 from tqdm import tqdm
 
 from editor.demo import judge, world
-from editor.eval_data import DEMO_SEED, DEMO_SPLITS, KINDS, EvalDataset, load_dataset
-from editor.eval_metrics import ClipScorer, DinoScorer
-from editor.eval_report import paper_table, write_report
-from editor.eval_run import (
+from editor.eval.data import DEMO_SEED, DEMO_SPLITS, KINDS, EvalDataset, load_dataset
+from editor.eval.metrics import ClipScorer, DinoScorer
+from editor.eval.report import paper_table, write_report
+from editor.eval.run import (
     RunConfig,
     Scorers,
     data_id,
@@ -174,7 +174,7 @@ def parse_sweep(spec: str) -> list[float]:
 def load_scorers(args, dataset: EvalDataset, device: str) -> Scorers:
     """The feature backbones from --clip / --dino / --lpips, else from the weights folder; a folder named on the
     command line must exist, a default one that is absent only leaves its scores out (listed in the report)."""
-    from editor.lpips import LpipsScorer
+    from editor.eval.lpips import LpipsScorer
 
     scorers = Scorers()
     get = "`python -m editor.weights download eval-metrics`"

@@ -44,7 +44,7 @@ Deviations from the original scripts
   Resize and crop scale with the config's image_size (resize = image_size · 256 // 224), exactly 256 / 224 for
   the real model, so tiny test ViTs work.
 - Float64 arithmetic throughout (the originals use float32).
-- LPIPS (Reason-Edit's background LPIPS with net_type='squeeze', MA5k's) lives in editor.lpips.
+- LPIPS (Reason-Edit's background LPIPS with net_type='squeeze', MA5k's) lives in editor.eval.lpips.
 """
 
 from __future__ import annotations

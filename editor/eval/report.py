@@ -1,8 +1,8 @@
-"""Reports of evaluation runs (editor.eval_run): Markdown tables in the layout of the papers' tables, CSV, PNG plots.
+"""Reports of evaluation runs (editor.eval.run): Markdown tables in the layout of the papers' tables, CSV, PNG plots.
 
 For a dataset and the runs on it (models × settings), `write_report` writes into one folder:
     report.md     one table per setting group: a row per model and slice (turn, final turn, all turns, category,
-                  pooled categories), the dataset's paper columns (editor.eval_data `EvalDataset.columns`) as means
+                  pooled categories), the dataset's paper columns (editor.eval.data `EvalDataset.columns`) as means
     summary.csv   the same means, every metric, one row per (model, setting, slice)
     samples.csv   every scored turn of every sample: model, setting, sample, category, turn, each metric
     tradeoff.png  with several αV values: the αV trade-off curve, edit (x) against consistency with the input (y),
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from editor.eval_data import EvalDataset
-from editor.eval_run import RunConfig
+from editor.eval.data import EvalDataset
+from editor.eval.run import RunConfig
 
 
 @dataclass(frozen=True)
@@ -278,7 +278,7 @@ def paper_table(out: Path) -> str:
     model): each dataset's paper columns for the slices its paper reports (`PAPER_SLICES`; "reasoning" is the
     6-Reasoning category when it is the only one), from every `<out>/<dataset>/report/summary.csv`, one row per model
     and setting (single-/multi-turn, αX, αV, steps, seed, size, dtype)."""
-    from editor.eval_data import COLUMNS
+    from editor.eval.data import COLUMNS
 
     tables: dict[tuple[str, str], list[dict]] = {}
     for path in sorted(Path(out).glob("*/report/summary.csv")):

@@ -1,4 +1,4 @@
-"""Load and fuzz benchmark of the served app: `python -m editor.bench_load [--clients 20] [--turns 2] [--fuzz]`.
+"""Load and fuzz benchmark of the served app: `python -m editor.bench.load [--clients 20] [--turns 2] [--fuzz]`.
 
 Serves the app in this process with the tiny random-weight MGIE (as app.py does: one model slot, queue of 64),
 then:
@@ -132,7 +132,7 @@ def fuzz(url: str, image: str, folder: Path) -> tuple[int, int, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m editor.bench.load", description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--fuzz", action="store_true", help="also send the hostile inputs")

@@ -3,7 +3,7 @@ while the model works, and stop it when the user leaves.
 
 Previews are throttled by time: one at most every `preview_every` seconds (never after the last step, which the
 final image replaces). A preview is a 4x3 matmul on the latents (editor.preview) plus a small PNG for the UI, so
-at the default 0.5 s their cost stays far below 5 % of render time on any device (measured in editor.bench_app).
+at the default 0.5 s their cost stays far below 5 % of render time on any device (measured in editor.bench.app).
 
 Cancelling (closing the iterator: a client disconnect or /cancel) stops the render at its next step, without
 waiting for it. Renders of one editor take turns (`render_lock`): one that starts while a cancelled render of the

@@ -91,8 +91,8 @@ REASON_EDIT_TEXTS = {
 REASONING = "6-Reasoning"
 REASONING_ALIAS = "Reasoning-231115"  # the release's folder name ends with this
 PAIR_FIELDS = ("input", "instruction", "goal", "id", "caption", "mask")
-DEMO_SPLITS = ("test", "combo", "paraphrase", "reasoning")  # the held-out splits (editor.eval.HELD_OUT)
-DEMO_SEED = 1  # training draws from seed 0's stream; evaluation from seed 1's (editor.eval.EVAL_SEED)
+DEMO_SPLITS = ("test", "combo", "paraphrase", "reasoning")  # the held-out splits (editor.eval.cli.HELD_OUT)
+DEMO_SEED = 1  # training draws from seed 0's stream; evaluation from seed 1's (editor.eval.cli.EVAL_SEED)
 DEMO_PER_SPLIT = 25
 DEMO_TURNS = 3
 ID_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
@@ -188,7 +188,7 @@ def _detect(root: Path) -> str:
     raise ValueError(
         f"unrecognised dataset layout in {root}: looked for edit_sessions.json or test/edit_sessions.json "
         f"(MagicBrush), the Reason-Edit folders {', '.join(REASON_EDIT_TEXTS)} (or *{REASONING_ALIAS}), and "
-        "edits.jsonl (evr / gier / ma5k / pairs); the layouts are described in editor/eval_data.py"
+        "edits.jsonl (evr / gier / ma5k / pairs); the layouts are described in editor/eval/data.py"
     )
 
 
@@ -317,7 +317,7 @@ def _reason_edit(root: Path) -> EvalDataset:
 def _pairs(root: Path, kind: str) -> EvalDataset:
     path = root / "edits.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: a {kind} dataset is a folder with edits.jsonl (see eval_data.py)")
+        raise FileNotFoundError(f"{path} not found: a {kind} dataset is a folder with edits.jsonl (see eval/data.py)")
     samples = []
     for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip():
