@@ -205,8 +205,9 @@ def load_ip2p_shell(ip2p_dir: Path, unet_state: Mapping[str, torch.Tensor], unet
 
 
 def load_scheduler(folder: Path, hint: str) -> SchedulerMixin:
-    """The scheduler class the folder's config names: Euler ancestral in MGIE's instruct-pix2pix folder (its demo
-    sets the same one), Euler in the demo model's (x0 prediction, which Euler ancestral cannot step)."""
+    """The scheduler class the folder's config names (Euler ancestral in MGIE's instruct-pix2pix folder, which its
+    demo also sets; Euler ancestral when the config names none), so a folder trained for another sampler or
+    prediction type (e.g. x0, which Euler ancestral cannot step) runs as it was trained."""
     config = read_json(folder / "scheduler_config.json", hint)
     name = config.get("_class_name", "EulerAncestralDiscreteScheduler")
     cls = getattr(diffusers, str(name), None)

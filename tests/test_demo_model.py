@@ -175,12 +175,12 @@ def test_the_condition_check_tells_a_used_condition_from_an_ignored_one(run, mon
     def columns(rows):  # t -> (cond edit, cond outside, null edit, null outside, copy edit)
         return {r.split("|")[1].strip(): [float(c) for c in r.split("|")[2:7]] for r in rows[3:]}
 
-    used = columns(checks.condition_use(editor, samples, timesteps=(999,)))["999"]
+    used = columns(checks.condition_use(editor, samples, expressive=True, timesteps=(999,)))["999"]
     assert used[0] != used[2] and used[4] > 0
     real = editor.guidance_from_text
     monkeypatch.setattr(  # a condition that is the null one for every sample: nothing for the UNet to use
         editor, "guidance_from_text",
         lambda *a: (lambda g: replace(g, prompt_embeds=g.negative_prompt_embeds))(real(*a)),
     )  # fmt: skip
-    ignored = columns(checks.condition_use(editor, samples, timesteps=(999,)))["999"]
+    ignored = columns(checks.condition_use(editor, samples, expressive=True, timesteps=(999,)))["999"]
     assert ignored[0] == ignored[2] and ignored[1] == ignored[3]

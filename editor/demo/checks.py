@@ -97,15 +97,20 @@ def drawn_edits(editor, count: int, params) -> dict[str, str]:
 
 
 @torch.no_grad()
-def condition_use(editor, samples: list[world.Sample], timesteps=(200, 600, 999)) -> list[str]:
-    """Table rows (see the module docstring); MGIE's condition comes from the ground-truth expressive text."""
+def condition_use(
+    editor, samples: list[world.Sample], expressive: bool, timesteps: tuple[int, ...] = (200, 600, 999)
+) -> list[str]:
+    """Table rows (see the module docstring). `expressive`: condition on the ground-truth expressive text (MGIE's
+    stage b), else on the terse instruction (the ablation)."""
     pipe = editor.pipe
     vae, unet, config = pipe.vae, pipe.unet, pipe.scheduler.config
     conds = []
     for s in samples:
         image = world.render(s.source)
-        mgie = hasattr(editor, "head")
-        guidance = editor.guidance_from_text(image, s.terse, s.expressive) if mgie else editor.think(image, s.terse)
+        if expressive:
+            guidance = editor.guidance_from_text(image, s.terse, s.expressive)
+        else:
+            guidance = editor.think(image, s.terse)
         conds.append(guidance.prompt_embeds.float())
     cond = torch.cat(conds)
     null = guidance.negative_prompt_embeds.float().expand_as(cond)
@@ -113,7 +118,9 @@ def condition_use(editor, samples: list[world.Sample], timesteps=(200, 600, 999)
     goal_latent = vae.encode(to_tensor([s.target for s in samples], "cpu")).latent_dist.mode()
     edited = (region_weights(source, goal_latent) > 1).float()
     goal = goal_latent * vae.config.scaling_factor
+    copy = ((source * vae.config.scaling_factor - goal) ** 2 * edited).sum() / edited.sum()
     alphas = DDPMScheduler.from_config(config).alphas_cumprod
+    kind = config.prediction_type
     spread = (cond.std(0).mean() / cond.abs().mean()).item()
     rows = [f"condition spread across samples / mean size: {spread:.3f}", "| t | cond: edit | cond: outside | "
             "null: edit | null: outside | copy: edit |", "|---|---|---|---|---|---|"]  # fmt: skip
@@ -125,11 +132,9 @@ def condition_use(editor, samples: list[world.Sample], timesteps=(200, 600, 999)
         cells = []
         for c in (cond, null):
             out = unet(torch.cat([noisy, source], 1), torch.full((len(samples),), t), c).sample
-            kind = config.prediction_type
             x0 = out if kind == "sample" else a * noisy - s * out if kind == "v_prediction" else (noisy - s * out) / a
             error = (x0 - goal) ** 2
             cells += [(error * edited).sum() / edited.sum(), (error * (1 - edited)).sum() / (1 - edited).sum()]
-        copy = ((source * vae.config.scaling_factor - goal) ** 2 * edited).sum() / edited.sum()
         rows.append(f"| {t} | " + " | ".join(f"{v:.3f}" for v in [*cells, copy]) + " |")
     return rows
 
@@ -202,7 +207,8 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.models:
             editor = load_editor(name, args.weights or DEFAULT_WEIGHTS_DIR, device="cpu", dtype=torch.float32)
             if args.check == "condition":
-                print(f"{name}:", *condition_use(editor, world.dataset("test", args.per_split, DEMO_SEED)), sep="\n")
+                samples = world.dataset("test", args.per_split, DEMO_SEED)
+                print(f"{name}:", *condition_use(editor, samples, expressive=name == "mgie-demo"), sep="\n")
                 continue
             for group, value in drawn_edits(editor, args.count, params).items():
                 print(f"| {name} | {group} | {value} |")
