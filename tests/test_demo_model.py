@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from editor.demo import checks, world
+from editor.demo import checks, stages, world
 from editor.demo import model as demo
 from editor.demo.train import (
     RECIPES,
@@ -45,7 +45,7 @@ def run(tmp_path_factory):
     train("vae", out, StageConfig(2, 2, 1e-3), sizes=SMALL)
     train("mllm", out, StageConfig(2, 2, 1e-3), sizes=SMALL)
     build_cache(out, SMALL, "cpu", CACHED, 0, ("latents", "states"))
-    train("mgie", out, StageConfig(2, 2, 1e-3), sizes=SMALL, samples=CACHED)
+    train("mgie", out, StageConfig(2, 2, 1e-3), sizes=SMALL, samples=CACHED, precondition=True)
     train("ip2p", out, StageConfig(2, 2, 1e-3), sizes=SMALL, samples=CACHED)
     export(out, out / "export", sizes=SMALL)
     export(out, out / "weights" / "demo", sizes=SMALL)  # where the registry looks under a weights folder
@@ -72,10 +72,28 @@ def test_training_resumes_exactly(tmp_path, run):
             torch.testing.assert_close(b["modules"][part][key], value, rtol=0, atol=0, msg=f"{part}.{key}")
 
 
+def test_a_new_run_starts_from_given_weights_and_stops_on_its_clock(tmp_path, run):
+    shutil.copytree(run, tmp_path / "new", ignore=shutil.ignore_patterns("mgie*", "ip2p*", "export", "weights"))
+    given = torch.load(run / "mgie.ckpt", weights_only=True)
+    init = tmp_path / "unet-only.pt"
+    torch.save({"modules": {"unet": given["modules"]["unet"]}}, init)
+    recipe = StageConfig(50, 2, 0.0)
+    train("mgie", tmp_path / "new", recipe, sizes=SMALL, samples=CACHED, init=init, max_minutes=0.0)
+    got = torch.load(tmp_path / "new" / "mgie.ckpt", weights_only=True)
+    assert got["step"] == 1  # out of time after the first step, checkpointed so that a rerun resumes
+    for key, value in given["modules"]["unet"].items():  # lr 0: the UNet is still the given one
+        torch.testing.assert_close(got["modules"]["unet"][key], value, rtol=0, atol=0, msg=key)
+    head = given["modules"]["head"]
+    assert any(not torch.equal(got["modules"]["head"][k], v) for k, v in head.items())  # not given: a fresh head
+
+
 def test_export_loads_strictly_into_mgie(run):
     mllm, head, unet = demo.build_mllm(SMALL), demo.build_head(SMALL), demo.build_unet(SMALL)
     load_checkpoint(run / "mllm.ckpt", {"mllm": mllm})
-    load_checkpoint(run / "mgie.ckpt", {"head": head, "unet": unet})
+    precondition = stages.Preconditioner(SMALL.llm_hidden)
+    load_checkpoint(run / "mgie.ckpt", {"head": head, "unet": unet, "precondition": precondition})
+    assert not torch.equal(precondition.matrix, torch.eye(SMALL.llm_hidden))  # fitted on the cached states
+    precondition.fold_into(head)  # what export does: the shipped head is MGIE's own
     editor = load_mgie(MGIEPaths.from_weights_dir(run / "export" / "mgie"))
     for trained, loaded in ((mllm, editor.mllm), (head, editor.head), (unet, editor.pipe.unet)):
         expected, got = _fp16(trained.state_dict()), loaded.state_dict()

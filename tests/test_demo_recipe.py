@@ -188,3 +188,23 @@ def test_the_vae_posterior_std_stays_fixed_while_training():
     posterior = stage.vae.encode(stages.to_tensor([world.dataset("test", 1)[0].source], "cpu")).latent_dist
     torch.testing.assert_close(posterior.std, torch.full_like(posterior.std, math.exp(stages.LOGVAR_INIT / 2)))
     assert not torch.equal(stage.vae.encoder.conv_in.weight, before)  # the rest of the encoder trains
+
+
+def test_the_head_preconditioner_whitens_the_spread_and_folds_into_the_head_exactly():
+    gen = torch.Generator().manual_seed(0)
+    hidden = SMALL.llm_hidden
+    emb = torch.randn(8, hidden, generator=gen)
+    offsets = 5 * torch.randn(8, hidden, generator=gen)  # large per-position constants, small per-sample spread
+    states = offsets + 0.05 * torch.randn(256, 8, hidden, generator=gen)
+    pre = stages.Preconditioner(hidden).fit(states, emb)
+    x = pre(states, emb) + emb
+    spread = (x - x.mean(0)).pow(2).mean().sqrt()
+    assert 0.5 < spread < 1.5  # the per-sample variation is unit-size now (it was 0.05)
+    assert (x.mean(0) - x.mean((0, 1))).norm(dim=1).mean() < 2 * hidden**0.5  # the offsets no longer dominate
+    head = demo.build_head(SMALL).eval()
+    with torch.no_grad():
+        before = head(pre(states[:3], emb), emb)
+        pre.fold_into(head)
+        after = head(states[:3], emb)
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(pre(states[:3], emb), states[:3])  # the identity once folded

@@ -16,7 +16,10 @@ target latents differ), so that the few positions an edit touches are not drowne
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -135,13 +138,24 @@ class DecoderStage(VAEStage):
         self.device = next(vae.parameters()).device
 
 
+def write_tokenizer(folder: Path, sizes: demo.DemoSizes) -> None:
+    """The MLLM's tokenizer files, built in a private folder and then moved into place file by file (`os.replace`
+    is atomic): the processes that build the cache side by side never read a half-written file."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        demo.write_llama_tokenizer(Path(tmp), sizes)
+        folder.mkdir(exist_ok=True)
+        for file in Path(tmp).iterdir():
+            os.replace(file, folder / file.name)
+
+
 class MLLMStage:
     """(a) L_ins alone: the token cross-entropy of "<expressive> [IMG0..7]</s>" after MGIE's prompt. Every MLLM
     weight trains (no pretrained LLaVA exists for this world); `states` gives stage (b) its conditions."""
 
     def __init__(self, sizes: demo.DemoSizes, device, out) -> None:
-        demo.write_llama_tokenizer(out / "tokenizer", sizes)
-        self.tokenizer = load_tokenizer(out / "tokenizer")
+        write_tokenizer(Path(out) / "tokenizer", sizes)
+        self.tokenizer = load_tokenizer(Path(out) / "tokenizer")
         self.mllm = demo.build_mllm(sizes).to(device)
         self.modules = {"mllm": self.mllm}
         self.device = device
@@ -215,18 +229,76 @@ class DiffusionStage:
         return self.noise.get_velocity(target, noise, t) if kind == "v_prediction" else noise
 
 
-class MGIEStage(DiffusionStage):
-    """(b) The edit head and the UNet on the frozen MLLM's cached [IMG] states: L_edit only (L_ins was stage a)."""
+class Preconditioner(torch.nn.Module):
+    """A fixed linear map of the edit head's input, `states + emb -> (states + emb - mu) @ A.T`, applied in training
+    and folded into the head's first layer (`llm2hid`, itself linear) on export, so the shipped head is MGIE's.
 
-    def __init__(self, sizes: demo.DemoSizes, device, scaling_factor: float, img_embeddings: torch.Tensor) -> None:
+    Why: a frozen MLLM trained on L_ins alone needs its [IMG] states only to predict the next [IMG] token, so they
+    are nearly the same for every edit: the part that differs between samples is ~9 % of their size (measured on
+    the cache), and the edit head gave the UNet a condition that barely differed between samples (docs/demo-recipe.md,
+    "Does the UNet use its condition?"). `fit` makes the per-sample variation unit-variance (whitened) and shrinks
+    the 8 positions' mean offsets to the same scale, so the head starts from inputs in which the edit is the signal.
+    In MGIE-7B, L_edit's gradient through the MLLM puts the edit into these states instead; here the MLLM is frozen
+    before stage (b)."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.register_buffer("matrix", torch.eye(hidden))
+        self.register_buffer("mean", torch.zeros(hidden))
+
+    @torch.no_grad()
+    def fit(self, states: torch.Tensor, emb: torch.Tensor, ridge: float = 0.01) -> Preconditioner:
+        x = states.float() + emb.float()  # N x 8 x H
+        hidden = x.shape[-1]
+        self.mean.copy_(x.mean((0, 1)))
+        offsets = x.mean(0) - self.mean  # 8 x H: what tells the positions apart
+        basis = torch.linalg.svd(offsets, full_matrices=False).Vh  # <= 8 x H, orthonormal rows
+        on_offsets = basis.T @ basis
+        rest = torch.eye(hidden) - on_offsets
+        within = (x - x.mean(0)).reshape(-1, hidden) @ rest  # per-sample variation, the offsets' span removed
+        values, vectors = torch.linalg.eigh(within.T @ within / within.shape[0])
+        values = values.clamp(min=0) + ridge * values.max()
+        whiten = vectors @ torch.diag(values.rsqrt()) @ vectors.T
+        offset_scale = (hidden**0.5) / offsets.norm(dim=1).mean()  # offsets as long as a whitened sample's spread
+        self.matrix.copy_(whiten @ rest + offset_scale * on_offsets)
+        return self
+
+    def forward(self, states: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The states to give the head in place of `states` (the head adds `emb` back)."""
+        return (states + emb - self.mean) @ self.matrix.T - emb
+
+    @torch.no_grad()
+    def fold_into(self, head) -> None:
+        """head.llm2hid(P(states) + emb) == head'.llm2hid(states + emb) afterwards; P becomes the identity."""
+        layer = head.llm2hid
+        weight = layer.weight @ self.matrix
+        layer.bias.sub_(weight @ self.mean)
+        layer.weight.copy_(weight)
+        self.matrix.copy_(torch.eye(len(self.mean)))
+        self.mean.zero_()
+
+
+class MGIEStage(DiffusionStage):
+    """(b) The edit head and the UNet on the frozen MLLM's cached [IMG] states: L_edit only (L_ins was stage a).
+    With `states` (a sample of the cache), the head's input is preconditioned (`Preconditioner`)."""
+
+    def __init__(
+        self, sizes: demo.DemoSizes, device, scaling_factor: float, img_embeddings: torch.Tensor,
+        states: torch.Tensor | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(sizes, device, scaling_factor)
         self.head = demo.build_head(sizes).to(device)
-        self.modules = {"head": self.head, "unet": self.unet}
+        self.precondition = Preconditioner(sizes.llm_hidden)
+        if states is not None:
+            self.precondition.fit(states, img_embeddings)
+        self.precondition.to(device)
+        self.modules = {"head": self.head, "unet": self.unet, "precondition": self.precondition}
         self.emb = img_embeddings.to(device)
 
     def loss(self, batch, gen) -> dict[str, torch.Tensor]:
-        states = batch.states.float()
-        cond, null = self.head(states, self.emb), self.head(torch.zeros_like(states[:1]), self.emb)
+        states = self.precondition(batch.states.float(), self.emb)
+        null = self.precondition(torch.zeros_like(states[:1]), self.emb)
+        cond, null = self.head(states, self.emb), self.head(null, self.emb)
         l_edit = self.edit_loss(batch, cond, null, gen)
         return {"loss": l_edit, "edit": l_edit}
 
@@ -238,10 +310,15 @@ class IP2PStage(DiffusionStage):
         self.tokenizer = CLIPTokenizer.from_pretrained(out / "clip_tokenizer")
         self.text = demo.build_text_encoder(sizes).to(device)
         self.modules = {"text": self.text, "unet": self.unet}
+        self.ids: dict[str, torch.Tensor] = {}
 
     def encode(self, texts: list[str]) -> torch.Tensor:
-        ids = self.tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
-        return self.text(ids.input_ids.to(self.device))[0]  # what the IP2P pipeline feeds the UNet
+        new = sorted(set(texts) - self.ids.keys())  # the world's instructions repeat: each is tokenized once
+        if new:
+            rows = self.tokenizer(new, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+            self.ids |= dict(zip(new, rows.input_ids, strict=True))
+        ids = torch.stack([self.ids[t] for t in texts])
+        return self.text(ids.to(self.device))[0]  # what the IP2P pipeline feeds the UNet
 
     def loss(self, batch, gen) -> dict[str, torch.Tensor]:
         cond, null = self.encode(batch.terse), self.encode([""])  # IP2P's null prompt is ""

@@ -55,6 +55,7 @@ RECIPES = {  # the CPU recipe; a GPU can afford more steps via --steps / --batch
     "ip2p": StageConfig(steps=6000, batch=32, lr=1e-3),
 }
 CACHE_SAMPLES = 40960  # the diffusion stages' training set (40 parts of editor.demo.cache.PART)
+PRECONDITION_SAMPLES = 8192
 
 
 # --- checkpoints -------------------------------------------------------------------------------------------------
@@ -68,9 +69,14 @@ def save_checkpoint(path: Path, modules: dict, optimizer, scheduler, step: int, 
     os.replace(tmp, path)  # never a half-written checkpoint
 
 
+OPTIONAL_MODULES = ("precondition",)  # checkpoints made before it hold none: it stays the identity
+
+
 def load_checkpoint(path: Path, modules: dict, optimizer=None, scheduler=None) -> dict:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     for key, module in modules.items():
+        if key in OPTIONAL_MODULES and key not in ckpt["modules"]:
+            continue
         module.load_state_dict(ckpt["modules"][key])
     if optimizer is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -117,8 +123,9 @@ def build_cache(
         cached.build_states(out, stage, step, samples, seed, shard=shard)
 
 
-def make_runner(stage: str, out: Path, sizes: demo.DemoSizes, device, samples: int):
-    """The stage object and the function that gives batch `step` (samples drawn afresh, or cached latents)."""
+def make_runner(stage: str, out: Path, sizes: demo.DemoSizes, device, samples: int, precondition: bool = False):
+    """The stage object and the function that gives batch `step` (samples drawn afresh, or cached latents).
+    `precondition`: MGIE's head input is whitened (stages.Preconditioner, fitted on the first cached states)."""
     if stage == "vae":
         runner = stages.VAEStage(sizes, device)
         return runner, lambda seed, step, size, gen: runner.loss(
@@ -136,7 +143,8 @@ def make_runner(stage: str, out: Path, sizes: demo.DemoSizes, device, samples: i
     if stage == "mgie":
         mllm_step = load_checkpoint(out / "mllm.ckpt", {})["step"]
         data = cached.Cache(out, samples, with_states=True, mllm_step=mllm_step)
-        runner = stages.MGIEStage(sizes, device, scaling, data.emb)
+        fit_on = data.states[:PRECONDITION_SAMPLES] if precondition else None
+        runner = stages.MGIEStage(sizes, device, scaling, data.emb, fit_on)
     else:
         data = cached.Cache(out, samples, with_states=False)
         runner = stages.IP2PStage(sizes, device, scaling, out)
@@ -154,12 +162,16 @@ def train(
     until: int | None = None,
     samples: int = CACHE_SAMPLES,
     keep_every: int | None = None,
+    precondition: bool = False,
+    init: Path | None = None,
+    max_minutes: float | None = None,
 ) -> None:
-    """Run (or resume) one stage up to `recipe.steps` (or stop after step `until`, to resume later),
-    checkpointing to <out>/<stage>.ckpt."""
+    """Run (or resume) one stage up to `recipe.steps` (or stop after step `until`, or after `max_minutes` of this
+    run, to resume later), checkpointing to <out>/<stage>.ckpt. `init`: a new run (step 0) starts from the weights
+    in that checkpoint for the modules it holds (e.g. a UNet trained elsewhere); the others start fresh."""
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
-    runner, step_loss = make_runner(stage, out, sizes, device, samples)
+    runner, step_loss = make_runner(stage, out, sizes, device, samples, precondition)
     params = [p for m in runner.modules.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
     schedule = get_cosine_schedule_with_warmup(optimizer, math.ceil(recipe.warmup * recipe.steps), recipe.steps)
@@ -177,12 +189,18 @@ def train(
             warmup = math.ceil(recipe.warmup * recipe.steps)
             schedule = get_cosine_schedule_with_warmup(optimizer, warmup, recipe.steps, last_epoch=start - 1)
         print(f"resuming {stage} from step {start} ({path})")
+    elif init is not None:
+        given = torch.load(init, map_location="cpu", weights_only=True)["modules"]
+        for key in given.keys() & runner.modules.keys() - set(OPTIONAL_MODULES):
+            runner.modules[key].load_state_dict(given[key])
+        print(f"{stage} starts from {init} for {sorted(given.keys() & runner.modules.keys())}")
     for module in runner.modules.values():
         module.train()
     log = (out / f"{stage}.log").open("a")
     stop = min(recipe.steps, until or recipe.steps)
     bar = tqdm(range(start, stop), initial=start, total=recipe.steps, desc=stage, file=sys.stdout)
     began = time.perf_counter() - spent
+    deadline = time.perf_counter() + 60 * max_minutes if max_minutes is not None else math.inf
     for step in bar:
         gen = torch.Generator(device).manual_seed(seed * 1_000_003 + step)
         losses = step_loss(seed, step, recipe.batch, gen)
@@ -196,7 +214,8 @@ def train(
         if (step + 1) % 25 == 0:
             log.write(f"{step + 1} {time.perf_counter() - began:.0f}s {values}\n")
             log.flush()
-        if (step + 1) % ckpt_every == 0 or step + 1 in (stop, recipe.steps):
+        out_of_time = time.perf_counter() > deadline
+        if (step + 1) % ckpt_every == 0 or step + 1 in (stop, recipe.steps) or out_of_time:
             extra = runner.extra(seed) if stage == "vae" and step + 1 == recipe.steps else {}
             extra |= {"recipe": asdict(recipe), "seconds": time.perf_counter() - began}
             save_checkpoint(path, runner.modules, optimizer, schedule, step + 1, extra)
@@ -205,6 +224,9 @@ def train(
             seconds = time.perf_counter() - began
             kept = {"modules": weights, "step": step + 1, "seconds": seconds, "recipe": asdict(recipe)}
             torch.save(kept, out / f"{stage}-{step + 1:06d}.pt")
+        if out_of_time:
+            print(f"{stage}: {max_minutes} minutes spent, stopped after step {step + 1} (rerun to resume)")
+            break
     log.close()
 
 
@@ -225,7 +247,9 @@ def export(
     if "mgie" in parts:
         mllm, head, unet = demo.build_mllm(sizes), demo.build_head(sizes), demo.build_unet(sizes)
         load_checkpoint(out / "mllm.ckpt", {"mllm": mllm})
-        load_checkpoint(weights("mgie"), {"head": head, "unet": unet})
+        precondition = stages.Preconditioner(sizes.llm_hidden)
+        load_checkpoint(weights("mgie"), {"head": head, "unet": unet, "precondition": precondition})
+        precondition.fold_into(head)  # the shipped head is MGIE's own (stages.Preconditioner)
         demo.export_mgie(to / "mgie", sizes, mllm, head, unet, vae)
     if "ip2p" in parts:
         text, unet = demo.build_text_encoder(sizes), demo.build_unet(sizes)
@@ -293,6 +317,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shard", default="0/1", help="cache: K/N builds every N-th part from K (N processes)")
     parser.add_argument("--keep-every", type=int, help="also keep <stage>-<step>.pt weights every N steps")
     parser.add_argument("--step", type=int, help="export: the weights kept at this step instead of the latest")
+    parser.add_argument("--precondition", action="store_true", help="mgie: whiten the edit head's input")
+    parser.add_argument("--init", type=Path, help="a new run starts from this checkpoint's weights (modules it holds)")
+    parser.add_argument("--max-minutes", type=float, help="stop after this many minutes of this run (resumable)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -310,7 +337,8 @@ def main(argv: list[str] | None = None) -> None:
     recipe = StageConfig(args.steps or base.steps, args.batch or base.batch, args.lr or base.lr, base.warmup)
     train(
         args.stage, args.out, recipe, args.seed, args.device, args.ckpt_every, until=args.until,
-        samples=args.samples, keep_every=args.keep_every,
+        samples=args.samples, keep_every=args.keep_every, precondition=args.precondition, init=args.init,
+        max_minutes=args.max_minutes,
     )  # fmt: skip
 
 
