@@ -134,7 +134,7 @@ def assign_state(module: nn.Module, state: Mapping[str, torch.Tensor], dtype: to
 
 def llama_config_from_llava(cfg: Mapping, vocab_size: int) -> LlamaConfig:
     """LLaVA v1's `config.json` says `model_type: llava` (a name current transformers uses for LLaVA-1.5), so the
-    LLaMA sizes are read from it by hand instead of through AutoConfig (mgie.md G6, §2.12)."""
+    LLaMA sizes are read from it by hand instead of through AutoConfig (docs/mgie.md G6, §2.12)."""
     heads = cfg["num_attention_heads"]
     return LlamaConfig(
         vocab_size=vocab_size,
@@ -175,7 +175,7 @@ def read_clip_vision_state(clip_dir: Path, hint: str, module_keys: Iterable[str]
 
 def read_llava_v1_state(llava_dir: Path, hint: str) -> dict[str, torch.Tensor]:
     """LLaVA v1 shards -> keys of `LlavaV1` (llm.*, projector.*). Rotary `inv_freq` buffers written by old
-    transformers are dropped (recomputed); no vision-tower keys exist in these shards (mgie.md §3.2)."""
+    transformers are dropped (recomputed); no vision-tower keys exist in these shards (docs/mgie.md §3.2)."""
     state: dict[str, torch.Tensor] = {}
     for _, shard in read_model_folder(llava_dir, hint):
         for key, tensor in shard.items():

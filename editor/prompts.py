@@ -71,8 +71,8 @@ def clean_expressive(decoded: str) -> str:
     1. drop everything up to and including the first "ASSISTANT:"; 2. cut at the first "</s>";
     3. cut at the first "alternative" (any case; also catches "Alternatively"); 4. cut at the first "[IMG0]";
     5. keep the first two "."-separated pieces, each stripped, joined by "." (no space, as the reference does),
-    and end with ".". The reference indexes the last character of an empty string here and crashes (mgie.md
-    G12); an empty result is returned as "" instead.
+    and end with ".". The reference indexes the last character of an empty string here and crashes
+    (docs/mgie.md G12); an empty result is returned as "" instead.
     """
     text = decoded
     marker = "ASSISTANT:"

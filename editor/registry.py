@@ -94,7 +94,7 @@ def _load_mgie_demo(weights_dir: Path, options: LoadOptions) -> Editor:
     editor = load_mgie(MGIEPaths.from_weights_dir(folder), options.device, options.dtype, offload=options.offload)
     editor.name = "mgie-demo"
     # No trigram ban: the world's expressive texts repeat the instruction's words ("... at the top left turns
-    # blue"), which MGIE's ban over prompt + output (mgie.md G8) would forbid; MGIE's own training targets were
+    # blue"), which MGIE's ban over prompt + output (docs/mgie.md G8) would forbid; MGIE's own training targets were
     # written under such a ban, these were not.
     editor.decode = DecodeConfig(no_repeat_ngram_size=0)
     editor.defaults = folder_defaults(folder)

@@ -12,7 +12,7 @@ SMALL = EditHeadConfig(llm_hidden=24, d_model=16, num_heads=4, encoder_layers=2,
 def test_full_size_parameter_count_matches_the_release():
     with torch.device("meta"):
         head = EditHead(EditHeadConfig())
-    assert sum(p.numel() for p in head.parameters()) == 31_958_784  # mgie.md §2.7
+    assert sum(p.numel() for p in head.parameters()) == 31_958_784  # docs/mgie.md §2.7
     assert sum(p.numel() for p in head.mapper.parameters()) == 29_427_712
 
 

@@ -178,7 +178,7 @@ def test_without_img_tokens_the_reference_fallback_window_is_used(mgie):
     with scripted(mgie, script):
         guidance = mgie.think(IMAGE, "make the frame red")
     assert guidance.stats["new_tokens"] == 96 and guidance.stats["found_img"] == 0.0
-    # fallback: the 8 states before the last one (mgie.md §2.6)
+    # fallback: the 8 states before the last one (docs/mgie.md §2.6)
     from editor.models.llava import greedy_decode
 
     ids = mgie.prompt_ids("make the frame red")

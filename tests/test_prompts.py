@@ -1,4 +1,4 @@
-"""The MGIE prompt string, its token ids, and the reference's expressive-text cleanup, pinned against mgie.md."""
+"""The MGIE prompt string, its token ids, and the reference's expressive-text cleanup, pinned against docs/mgie.md."""
 
 import pytest
 

@@ -32,7 +32,7 @@ def smartedit(tree):
 
 
 def test_the_official_layout_has_the_released_key_counts(tree):
-    layers = 2  # tiny; the 7B file has 32 layers -> 14 * 32 + 2 = 450 keys (smartedit.md §3.3 A)
+    layers = 2  # tiny; the 7B file has 32 layers -> 14 * 32 + 2 = 450 keys (docs/smartedit.md §3.3 A)
     files = {p.relative_to(tree / "SmartEdit-7B").as_posix(): p for p in (tree / "SmartEdit-7B").rglob("*.bin")}
     assert len(torch.load(files["LLM-15000/adapter_model.bin"])) == 14 * layers + 2
     assert len(torch.load(files["embeddings_qformer/checkpoint-15000_embeddings_qformer.bin"])) == 133

@@ -1,6 +1,6 @@
-"""SmartEdit's LLM side (smartedit.md §2.3, §2.4, §3.3, §3.4): the LoRA merge equals PEFT's unmerged forward, the
-vocabulary rows come from the right files, the prompt ids follow transformers 4.28's slow tokenizer, and decoding
-keeps the states at the positions whose input is an `<img_i>`.
+"""SmartEdit's LLM side (docs/smartedit.md §2.3, §2.4, §3.3, §3.4): the LoRA merge equals PEFT's unmerged forward,
+the vocabulary rows come from the right files, the prompt ids follow transformers 4.28's slow tokenizer, and
+decoding keeps the states at the positions whose input is an `<img_i>`.
 
 Tiny and offline: a 300-piece SentencePiece model trained on the spot, 32-wide 2-layer LLaMAs. `peft` is needed only
 by the merge test (a dev dependency). The exact ids of the reference run need Vicuna's tokenizer.model (slow test).

@@ -1,5 +1,5 @@
 """SmartEdit's SD-QFormer and BIM: released key layout, sizes read from tensors, and the maths checked against
-from-scratch implementations of smartedit.md §2.5 / §2.6 that read the released key names directly."""
+from-scratch implementations of docs/smartedit.md §2.5 / §2.6 that read the released key names directly."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def reference_bim(sd, v_clip, c_q, heads, latent_size, eps=1e-5):
     return r_txt, r_img
 
 
-# ---- released layouts (smartedit.md §3.3 B and C) ------------------------------------------------------------------
+# ---- released layouts (docs/smartedit.md §3.3 B and C) -------------------------------------------------------------
 
 
 def released_qformer_shapes(c: SDQFormerConfig) -> dict[str, tuple[int, ...]]:
@@ -170,7 +170,7 @@ def shapes_of(sd):
 def test_qformer_full_size_parameter_count_matches_the_spec():
     with torch.device("meta"):
         n = sum(p.numel() for p in SDQFormer(SDQFormerConfig()).parameters())
-    assert round(n / 1e6, 1) == 65.0  # smartedit.md §2.5, 7B
+    assert round(n / 1e6, 1) == 65.0  # docs/smartedit.md §2.5, 7B
 
 
 def test_qformer_writes_and_strictly_loads_the_released_layout():
@@ -224,7 +224,7 @@ def test_qformer_sizes_are_read_from_the_state_dict(config):
 def test_bim_full_size_parameter_count_matches_the_spec():
     with torch.device("meta"):
         n = sum(p.numel() for p in BidirectionalInteractionModule(BIMConfig()).parameters())
-    assert round(n / 1e6, 1) == 29.2  # smartedit.md §2.6
+    assert round(n / 1e6, 1) == 29.2  # docs/smartedit.md §2.6
 
 
 def test_bim_writes_and_strictly_loads_the_released_layout():

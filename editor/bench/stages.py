@@ -36,7 +36,7 @@ from editor.pipelines.diffusion import build_pipeline
 from editor.pipelines.mgie import MGIE, MGIEPaths, load_mgie, load_tokenizer
 from editor.tiny import build_tiny_mgie_tree
 
-# Full-size architecture (mgie.md §1): used only to build compute-identical random models for timing.
+# Full-size architecture (docs/mgie.md §1): used only to build compute-identical random models for timing.
 LLAMA_7B = dict(
     vocab_size=32011,
     hidden_size=4096,

@@ -3,7 +3,7 @@
 Images are RGB PIL images; pixels are scaled to [0, 1] by `editor.metrics.to_tensor`, and all arithmetic is float64.
 
 Pixel metrics
-- Reason-Edit background preservation (TencentARC/SmartEdit test/metrics_evaluation.py; smartedit.md §5.1).
+- Reason-Edit background preservation (TencentARC/SmartEdit test/metrics_evaluation.py; docs/smartedit.md §5.1).
   Weight map w = 1 − mask/255 from the grey mask as read (not binarised: its JPEG masks have soft edges), the same
   on all 3 channels, multiplied into both the source x and the edit y; then, on the full 3 × H × W images:
     MSE  = mean((w·x − w·y)²)                  torchmetrics MeanSquaredError

@@ -268,7 +268,7 @@ def write_report(
 
 
 PAPER_SLICES = {  # the slices each benchmark's paper reports; "all turns" for the rest
-    "magicbrush": ("final turn", "all turns"),  # MagicBrush's two settings (smartedit.md §5.2)
+    "magicbrush": ("final turn", "all turns"),  # MagicBrush's two settings (docs/smartedit.md §5.2)
     "reason-edit": ("understanding", "reasoning"),  # SmartEdit's Reason-Edit table
 }
 

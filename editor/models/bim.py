@@ -1,6 +1,6 @@
 """SmartEdit's Bidirectional Interaction Module (BIM): QFormer output <-> CLIP patch features, two ways.
 
-Follows smartedit.md §2.6 (algorithm), §2.7 (where the outputs go) and §3.3 C (keys and shapes of
+Follows docs/smartedit.md §2.6 (algorithm), §2.7 (where the outputs go) and §3.3 C (keys and shapes of
 `modulate-15000/adapter_model.bin`); the original is SAM's two-way transformer (TencentARC/SmartEdit
 model/two_way_transformer.py, from Meta's Segment-Anything):
 
@@ -39,7 +39,7 @@ from torch import nn
 from transformers.models.sam.configuration_sam import SamMaskDecoderConfig
 from transformers.models.sam.modeling_sam import SamTwoWayTransformer
 
-TEXT_RESIDUAL_SCALE = 0.5  # c = c_q + 0.5 * r_txt, in training and inference (smartedit.md §2.6 step 8)
+TEXT_RESIDUAL_SCALE = 0.5  # c = c_q + 0.5 * r_txt, in training and inference (docs/smartedit.md §2.6 step 8)
 ATTENTION_DOWNSAMPLE_RATE = 2  # cross-attention internal width = embed_dim / 2; fixed in SamTwoWayAttentionBlock
 
 _LAYER_KEY = re.compile(r"^modulate_transformer\.layers\.(\d+)\.")

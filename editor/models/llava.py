@@ -79,7 +79,7 @@ def greedy_decode(
     pick: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Decoded:
     """Greedy decoding equal to `generate(do_sample=False, no_repeat_ngram_size=n)` called with both the prompt
-    ids and the spliced embeddings, so the n-gram ban sees the prompt ids (mgie.md G8).
+    ids and the spliced embeddings, so the n-gram ban sees the prompt ids (docs/mgie.md G8).
 
     Unlike `generate(output_hidden_states=True)` it keeps only the last-layer state per position, and it stops
     as soon as `should_stop(ids)` holds (checked after each new token) or after `max_new_tokens`. `pick` maps the

@@ -1,6 +1,6 @@
 """SmartEdit's SD-QFormer: LLM hidden states at the 32 image tokens -> a 77 x 768 condition for the SD-1.5 UNet.
 
-Follows smartedit.md §2.5 (architecture) and §3.3 B (keys and shapes of
+Follows docs/smartedit.md §2.5 (architecture) and §3.3 B (keys and shapes of
 `embeddings_qformer/checkpoint-15000_embeddings_qformer.bin`). The original is a LAVIS-style BERT
 (TencentARC/SmartEdit model/LLMSD_QFormerv01.py); here it is transformers' `Blip2QFormerModel`, which computes the same
 thing for query-only input:

@@ -1,6 +1,6 @@
 """SmartEdit's language-model side (TencentARC/SmartEdit @a65f126, CVPR 2024), rebuilt on transformers 5 without PEFT.
 
-Read top to bottom, as the reference uses it (smartedit.md §2.2-2.4, §3.3-3.4):
+Read top to bottom, as the reference uses it (docs/smartedit.md §2.2-2.4, §3.3-3.4):
 1. weights: merge the PEFT-0.4 LoRA of `LLM-15000/adapter_model.bin` into the plain LLaMA weights (W' = W + a/r·BA),
    then take the 35 new vocabulary rows from the SmartEdit files and rows 0..V-1 from LLaVA-1.1;
 2. prompt: the "vicuna_v1.3" chat string with the caption "<im_start> <img_0> <im_end>instruction", tokenised the
@@ -30,7 +30,7 @@ from editor.models.llava import greedy_decode
 from editor.prompts import EOS, IM_END, IM_START, check_text
 from editor.slow_llama import SlowLlamaTokenizer
 
-# --- vocabulary and prompt text (smartedit.md §2.2, §2.3) ---------------------------------------------------
+# --- vocabulary and prompt text (docs/smartedit.md §2.2, §2.3) ---------------------------------------------------
 
 IMG = "<img>"  # named in the system prompt, never generated
 NUM_IMG_TOKENS = 32  # SmartEdit's r: the "[IMG]" tokens whose states feed the QFormer
@@ -51,7 +51,7 @@ SYSTEM = (
 DEFAULT_HUMAN_TEMPLATE = "Please generate a visual that represents the former picture and message [cap]."
 HUMAN_TEMPLATES = (DEFAULT_HUMAN_TEMPLATE,)
 
-# --- 1. weights: LoRA merge and vocabulary rows (smartedit.md §3.3 A/B, §3.4) -----------------------------------
+# --- 1. weights: LoRA merge and vocabulary rows (docs/smartedit.md §3.3 A/B, §3.4) -------------------------------
 
 DEFAULT_LORA_R, DEFAULT_LORA_ALPHA = 8, 16  # TencentARC/SmartEdit data/adapter_config.json
 _PREFIXES = ("model.base_model.model.", "base_model.model.")  # released file, then a PeftModel's own state_dict
@@ -80,9 +80,10 @@ def merge_lora(
 
     Each `X.lora_A.<adapter>.weight` [r, in] / `X.lora_B.<adapter>.weight` [out, r] pair is folded into `X.weight`
     (or PEFT >= 0.7's `X.base_layer.weight`) as W + scale·B·A, computed in float32 and cast back to W's dtype;
-    scale = `scale` if given, else lora_alpha / r of `adapter_config` (the Hub repo lacks that file, §3.2, so
-    r=8, alpha=16 by default), with r checked against lora_A. Rotary `inv_freq` buffers are dropped and the
-    `model.base_model.model.` prefix is stripped: keys come out as `embed_tokens.weight`, `layers.*`, `norm.weight`.
+    scale = `scale` if given, else lora_alpha / r of `adapter_config` (the Hub repo lacks that file,
+    docs/smartedit.md §3.2, so r=8, alpha=16 by default), with r checked against lora_A. Rotary `inv_freq` buffers
+    are dropped and the `model.base_model.model.` prefix is stripped: keys come out as `embed_tokens.weight`,
+    `layers.*`, `norm.weight`.
     """
     plain: dict[str, torch.Tensor] = {}
     lora: dict[str, dict[str, tuple[str, torch.Tensor]]] = {}
@@ -135,7 +136,8 @@ def assemble_llm_state(
     qformer_file_state: Mapping[str, torch.Tensor],
     base_vocab_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The `LlamaForCausalLM` state (keys `model.*`, `lm_head.weight`) SmartEdit runs with (§2.2, §3.3).
+    """The `LlamaForCausalLM` state (keys `model.*`, `lm_head.weight`) SmartEdit runs with
+    (docs/smartedit.md §2.2, §3.3).
 
     - everything but the two vocabulary matrices: `lora_merged` (from `merge_lora`);
     - `embed_tokens` rows 0..V-1 from LLaVA, rows V.. from the SmartEdit LLM file (its rows 0..V-1 are unused);
@@ -168,7 +170,7 @@ def assemble_llm_state(
     return state
 
 
-# --- 2. prompt (smartedit.md §2.3) ----------------------------------------------------------------------------
+# --- 2. prompt (docs/smartedit.md §2.3) ----------------------------------------------------------------------------
 
 
 def load_sentencepiece(source: spm.SentencePieceProcessor | str | Path) -> spm.SentencePieceProcessor:
@@ -232,7 +234,7 @@ def answer_text(sp: spm.SentencePieceProcessor, generated_ids: Sequence[int]) ->
     return sp.decode(list(generated_ids[:end])).strip()
 
 
-# --- 3. decoding with the capture rule (smartedit.md §2.4) ----------------------------------------------------
+# --- 3. decoding with the capture rule (docs/smartedit.md §2.4) ----------------------------------------------------
 
 
 class LLMOutput(NamedTuple):

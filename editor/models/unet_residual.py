@@ -1,5 +1,5 @@
 """SmartEdit's image residual: the BIM's image output added to the UNet's features right after `conv_in`, in every
-branch of the classifier-free-guidance batch (smartedit.md §2.7).
+branch of the classifier-free-guidance batch (docs/smartedit.md §2.7).
 
 Done by composing the stock diffusers `UNet2DConditionModel` with a forward hook on `conv_in`, held only for the
 duration of one render, so the same UNet serves other editors unchanged. No fork of the UNet.

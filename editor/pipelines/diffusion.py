@@ -77,7 +77,7 @@ def fresh_seed() -> int:
 
 def make_generator(device: torch.device, seed: int) -> torch.Generator:
     """Noise comes from a generator on the execution device, like the reference (a CUDA generator on GPU), so a
-    seed reproduces the reference's image on the same kind of device (mgie.md G16)."""
+    seed reproduces the reference's image on the same kind of device (docs/mgie.md G16)."""
     return torch.Generator(device=device).manual_seed(seed)
 
 

@@ -1,14 +1,14 @@
 """MGIE (Fu et al., ICLR 2024; apple/ml-mgie): an MLLM writes an expressive instruction + 8 [IMG] tokens; an edit
 head turns their hidden states into the condition of an InstructPix2Pix UNet.
 
-Recipe (mgie.md §2.11):
+Recipe (docs/mgie.md §2.11):
   think:  image -> CLIP penultimate patches -> projector -> spliced into the vicuna_v1_1 prompt -> greedy decoding
           (<= 96 tokens, trigram ban over prompt + output) -> final-norm states H[k-1 : k+7], k = first [IMG0]
           -> edit head -> prompt_embeds; the decoded text -> `clean_expressive`.
   render: the stock diffusers IP2P pipeline with prompt_embeds = E and negative_prompt_embeds = NULL, where
           NULL = edit_head(zeros, emb) is computed once at load.
 Deviation: decoding stops one token after [IMG7] instead of running to 96 tokens (the reference's legacy eos id
-never fires, mgie.md G7). The 8 states are identical either way because the model is causal and that extra token
+never fires, docs/mgie.md G7). The 8 states are identical either way because the model is causal and that extra token
 keeps the reference's window clamp inactive; the text shown is cut at [IMG0] anyway.
 """
 
@@ -98,7 +98,7 @@ class DecodeConfig:
 
 def img_window_start(ids: list[int], num_states: int, img0_id: int, n: int = len(IMG_TOKENS)) -> int:
     """First of the n states fed to the edit head: min(k - 1, len(H) - n - 1), k = first [IMG0] in ids; without
-    [IMG0], the reference's fallback len(H) - n - 1 (the n states before the last one; mgie.md §2.6, G13)."""
+    [IMG0], the reference's fallback len(H) - n - 1 (the n states before the last one; docs/mgie.md §2.6, G13)."""
     fallback = num_states - n - 1
     return min(ids.index(img0_id) - 1, fallback) if img0_id in ids else fallback
 
@@ -383,7 +383,7 @@ def load_mgie(
     for name, (state, source, hint) in parts.items():
         check_keys({k: shape for k, shape in expected.items() if part_of(k) == name}, state, source, hint)
     assign_state(mllm, llava_state | vision_state | embed_state, dtype)
-    # 3. the edit head and its [IMG] embeddings (`emb`; rows [IMG0..7] of embed_tokens when absent, mgie.md §3.3)
+    # 3. the edit head and its [IMG] embeddings (`emb`; rows [IMG0..7] of embed_tokens when absent, docs/mgie.md §3.3)
     head_state = {k.removeprefix("edit_head."): v for k, v in mllm_sd.items() if k.startswith("edit_head.")}
     head = build_empty(EditHead, EditHeadConfig.from_state_dict(head_state))
     check_keys(expected_shapes(head), head_state, f"{mllm_file} (edit_head.*)", GET_MGIE)

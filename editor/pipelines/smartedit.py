@@ -6,7 +6,7 @@
     render: the stock InstructPix2Pix pipeline on c (negative: IP2P's CLIP encoding of ""), with the BIM image map
             resized to the latent grid, through the 1x1 zero conv, added after the UNet's conv_in in every branch
 
-Faithful to smartedit.md §2 except, on purpose: decoding is greedy with the first (deterministic) template by
+Faithful to docs/smartedit.md §2 except, on purpose: decoding is greedy with the first (deterministic) template by
 default, where the reference samples at T=0.7 with a random template (`SmartEditDecode(temperature=0.7)` and a
 seed give that back, reproducibly); the whole model runs in one dtype (fp16 on GPU) where the reference runs the
 MLLM in fp32; seeds are fixed (EditParams) where the reference draws them unseeded.
@@ -237,7 +237,7 @@ def load_smartedit(
     # 1. the LLM: LoRA merged, new vocabulary rows from SmartEdit, the rest from LLaVA-1.1
     sp = load_sentencepiece(require(paths.vicuna / "tokenizer.model", "Vicuna tokenizer", hint))
     llm_file = _one(paths.smartedit, "LLM-*/adapter_model.*", hint)
-    adapter_config = llm_file.parent / "adapter_config.json"  # missing upstream at the top level (smartedit.md §3.2)
+    adapter_config = llm_file.parent / "adapter_config.json"  # not at the top level upstream (docs/smartedit.md §3.2)
     merged = merge_lora(read_state_dict(llm_file, hint), adapter_config=read_json(adapter_config, hint)
                         if adapter_config.exists() else None)  # fmt: skip
     qformer_file = read_state_dict(_one(paths.smartedit, "embeddings_qformer/*", hint), hint)

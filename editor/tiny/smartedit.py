@@ -1,4 +1,4 @@
-"""SmartEdit's official folders at tiny sizes, with the released file names and key names (smartedit.md §3.2, §3.3):
+"""SmartEdit's official folders at tiny sizes, with the released file and key names (docs/smartedit.md §3.2, §3.3):
 
     root/SmartEdit-7B/LLM-15000/adapter_model.bin           LLaMA with PEFT-0.4 LoRA keys (q/v, r=8), embed [V+35]
     root/SmartEdit-7B/LLM-15000/adapter_config.json         (the repo's top-level copy is missing upstream)

@@ -5,8 +5,8 @@ the official downloads name it, with one or more sources tried in order (the off
 share a folder (MGIE and SmartEdit both read `LLaVA-7B-v1/`); a folder is present for a model when every file that
 model needs is there (MGIE needs only the configs, VAE and scheduler of `instruct-pix2pix/`, the baseline needs all).
 
-Sizes are the ones stated by the papers' repositories and Hub pages (mgie.md §3.1, smartedit.md §3.2), in bytes,
-checked within `SIZE_TOLERANCE`; exact sizes and SHA-256 come from the Hub at download time and are recorded in
+Sizes are the ones stated by the papers' repositories and Hub pages (docs/mgie.md §3.1, docs/smartedit.md §3.2), in
+bytes, checked within `SIZE_TOLERANCE`; exact sizes and SHA-256 come from the Hub at download time and are recorded in
 each folder's `.download.json`, which `verify` checks. Revisions are pinned where the commit is known.
 
 Besides the editors, one entry is not a model the app runs: `eval-metrics`, the backbones editor.eval scores with

@@ -1,4 +1,4 @@
-"""Applying a LLaVA v1 weight delta to the original LLaMA (mgie.md §3.5): LLaVA releases deltas, not weights,
+"""Applying a LLaVA v1 weight delta to the original LLaMA (docs/mgie.md §3.5): LLaVA releases deltas, not weights,
 because of LLaMA-1's licence.
 
 Rule, as LLaVA's apply_delta does it: for every delta tensor, add the base tensor of the same name and shape; the
