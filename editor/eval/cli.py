@@ -12,11 +12,13 @@ editor.eval.metrics and editor.eval.lpips; it caches every sample (an interrupte
 and writes report.md, CSV and plots (editor.eval.run, editor.eval.report) to <out>/<dataset>/report/, covering
 every finished run on that dataset's samples under <out> (earlier commands' too, so one report compares them).
 
-`demo` is the training-time check of the demo models: for each held-out split (unseen scenes, unseen shape/colour
-combinations, unseen paraphrases, reasoning) it draws --per-split samples, runs think + render through the same API
-as the app, and scores each output against the generator's rendering of the requested result (editor.demo.judge).
-It prints Markdown tables per model, split and operation (also written to <out>/report.md); every sample's numbers
-go to <out>/<model>.jsonl and the means to <out>/<model>.summary.json.
+`demo` is the training-time check of the demo models, an alias of the first form on the demo world's first turns:
+for each held-out split (unseen scenes, unseen shape/colour combinations, unseen paraphrases, reasoning) it takes
+--per-split samples (`editor.eval.data.demo_first_turns`), and the harness (editor.eval.run) edits them through the
+same API as the app and scores each output against the generator's rendering of the requested result
+(editor.demo.judge). It prints Markdown tables per model, split and operation with the judge's numbers (also written
+to <out>/report.md); every sample's numbers go to <out>/<model>.jsonl, the means to <out>/<model>.summary.json, and
+the harness's records and images to <out>/demo/<model>/<setting>/.
 """
 
 from __future__ import annotations
@@ -24,20 +26,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
-import time
 from collections import defaultdict
-from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from editor.demo import judge, world
-from editor.eval.data import DEMO_SEED, DEMO_SPLITS, KINDS, EvalDataset, load_dataset
+from editor.demo import world
+from editor.eval.data import DEMO_SEED, DEMO_SPLITS, KINDS, EvalDataset, demo_first_turns, load_dataset
 from editor.eval.metrics import ClipScorer, DinoScorer
-from editor.eval.report import paper_table, write_report
+from editor.eval.report import mean, paper_table, write_report
 from editor.eval.run import (
     RunConfig,
     Scorers,
@@ -64,44 +64,38 @@ from editor.weights.catalog import DINO_VITS16, LPIPS, MODELS, component_dir
 HELD_OUT, EVAL_SEED = DEMO_SPLITS, DEMO_SEED  # training draws from seed 0's stream; evaluation from seed 1's
 
 
-def evaluate(editor, samples: list[world.Sample], params: EditParams, label: str) -> list[dict]:
+DEMO_TABLE = {  # the demo check's columns -> the harness's score keys
+    "edit_acc": "edit_acc", "bg_psnr": "judge_bg_psnr", "bg_ssim": "judge_bg_ssim", "l1": "l1",
+    "expressive_acc": "expressive_acc",
+}  # fmt: skip
+
+
+def demo_rows(model: str, dataset: EvalDataset, records: list[dict]) -> list[dict]:
+    """The demo check's per-sample rows (<out>/<model>.jsonl), read from the harness's records of the first turns."""
     rows = []
-    for index, sample in enumerate(tqdm(samples, desc=label, file=sys.stdout)):
-        source = world.render(sample.source)
-        start = time.perf_counter()
-        guidance = editor.think(source, sample.terse)
-        result = editor.render(source, guidance, params)
-        score = judge.score(result.image, sample)
+    for index, (sample, record) in enumerate(zip(dataset.samples, records, strict=True)):
+        reference, (turn,) = sample.turns[0].reference, record["turns"]
+        scores, expressive = turn["scores"], turn["scores"].get("expressive_acc")
         rows.append(
             {
-                "model": label, "index": index, "split": sample.split, "op": sample.op,
-                "reasoning": sample.reasoning, "terse": sample.terse, "expressive_ref": sample.expressive,
-                "expressive": guidance.expressive,
-                "expressive_correct": judge.expressive_correct(guidance.expressive, sample),
-                "seconds": time.perf_counter() - start, **asdict(score),
+                "model": model, "index": index, "split": sample.category, "op": reference.op,
+                "reasoning": reference.reasoning, "terse": reference.terse, "expressive_ref": reference.expressive,
+                "expressive": turn["expressive"], "expressive_correct": None if expressive is None else expressive == 1,
+                "seconds": turn["seconds"], "correct": scores["edit_acc"] == 1, "l1": scores["l1"],
+                "background_psnr": scores.get("judge_bg_psnr"), "background_ssim": scores.get("judge_bg_ssim"),
+                "scores": scores,
             }
         )  # fmt: skip
     return rows
 
 
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    return sum(values) / len(values) if values else None
-
-
 def summarise(rows: list[dict], key) -> dict:
+    """Per group (`key(row)`): n and the harness's means (editor.eval.report.mean) of the demo check's columns."""
     groups: dict = defaultdict(list)
     for row in rows:
-        groups[key(row)].append(row)
+        groups[key(row)].append(row["scores"])
     return {
-        name: {
-            "n": len(group),
-            "edit_acc": _mean([float(r["correct"]) for r in group]),
-            "bg_psnr": _mean([r["background_psnr"] for r in group]),
-            "bg_ssim": _mean([r["background_ssim"] for r in group]),
-            "l1": _mean([r["l1"] for r in group]),
-            "expressive_acc": _mean([float(r["expressive_correct"]) for r in group]),
-        }
+        name: {"n": len(group)} | {column: mean(group, score)[0] for column, score in DEMO_TABLE.items()}
         for name, group in sorted(groups.items())
     }
 
@@ -123,37 +117,42 @@ def markdown(summary: dict, title: str, expressive: bool) -> str:
 
 
 def run_demo(args) -> None:
-    def params_for(editor) -> EditParams:
-        """The given settings, else the model's own defaults (what the app starts from for it)."""
-        own = editor.defaults
-        return EditParams(
+    """`python -m editor.eval demo`: the harness (editor.eval.run) on the demo sessions' first turns, each model at
+    its own settings unless given; the judge's numbers per split and operation. Every call edits afresh (the
+    weights may have been retrained since): the run folders under <out>/demo/ are replaced."""
+    dataset = demo_first_turns(args.per_split)
+    dtype = "float16" if str(args.device).startswith("cuda") else "float32"  # load_editor's defaults
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = []
+    for name in args.models:
+        editor = load_editor(name, args.weights, args.device, DTYPES[dtype])
+        own = editor.defaults  # the given settings, else the model's own (what the app starts from for it)
+        params = EditParams(
             steps=own.steps if args.steps is None else args.steps,
             text_guidance=own.text_guidance if args.text_guidance is None else args.text_guidance,
             image_guidance=own.image_guidance if args.image_guidance is None else args.image_guidance,
             seed=DEFAULT_SEED, resolution=Resolution(size=world.SIZE),
         )  # fmt: skip
-
-    samples = [s for split in HELD_OUT for s in world.dataset(split, args.per_split, EVAL_SEED)]
-    args.out.mkdir(parents=True, exist_ok=True)
-    report = []
-    for name in args.models:
-        editor = load_editor(name, args.weights, device=args.device)
-        params = params_for(editor)
-        rows = evaluate(editor, samples, params, name)
+        config = RunConfig(name, dataset.name, params, False, dtype, data_id(dataset))
+        shutil.rmtree(config.folder(args.out), ignore_errors=True)
+        prepare_folder(config, args.out)
+        run(editor, dataset, config, args.out, Scorers())
+        del editor
+        rows = demo_rows(name, dataset, read_records(dataset, config.folder(args.out)))
         with (args.out / f"{name}.jsonl").open("w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-        is_mgie = name.startswith("mgie")
+            f.writelines(json.dumps({k: v for k, v in r.items() if k != "scores"}) + "\n" for r in rows)
         summary = {
             "overall": summarise(rows, lambda r: "all held-out")["all held-out"],
             "split": summarise(rows, lambda r: r["split"]),
             "op": summarise(rows, lambda r: r["op"]),
         }
         (args.out / f"{name}.summary.json").write_text(json.dumps(summary, indent=2))
+        expressive = any(r["expressive_correct"] is not None for r in rows)  # an MLLM wrote expressive texts
         used = f"{params.steps} steps, αX {params.text_guidance}, αV {params.image_guidance}"
         report.append(f"### {name} ({used})\n")
-        report.append(markdown({"all held-out": summary["overall"]} | summary["split"], "split", is_mgie))
-        report.append("\n" + markdown(summary["op"], "operation", is_mgie) + "\n")
-    settings = f"{len(samples)} held-out samples, seed {DEFAULT_SEED}"
+        report.append(markdown({"all held-out": summary["overall"]} | summary["split"], "split", expressive))
+        report.append("\n" + markdown(summary["op"], "operation", expressive) + "\n")
+    settings = f"{len(dataset.samples)} held-out samples, seed {DEFAULT_SEED}"
     text = f"## Demo evaluation ({settings})\n\n" + "\n".join(report)
     (args.out / "report.md").write_text(text)
     print(text)

@@ -50,6 +50,7 @@ demo: the built-in shapes world (editor/demo/world.py), no files. "demo:N" = N s
   plain `add` (about 15 % of reasoning sessions). Images are rendered PIL images; the mask is the judge's changed
   region (editor.demo.judge.changed_region, the whole image for tone edits); caption = the expressive sentence;
   reference = the world.Sample; category = the split; id "<split>-<i:04d>"; groups {"held-out": the four splits}.
+  `demo_first_turns(N)` is the same sessions cut to turn 1 (what `python -m editor.eval demo` runs).
 """
 
 from __future__ import annotations
@@ -366,12 +367,12 @@ def _relational(scene: world.Scene) -> bool:
     return any(world.reasoning_references(scene.shapes, shape) for shape in scene.shapes)
 
 
-def _demo_session(split: str, index: int, first: world.Sample) -> tuple[world.Sample, ...]:
+def _demo_session(split: str, index: int, first: world.Sample, turns: int) -> tuple[world.Sample, ...]:
     """The world samples of demo session `index` of `split`, whose first edit is `first`. A reasoning turn before
     the last is redrawn (up to 100 times) while it leaves no shape to refer to relationally: the next turn would
     have to be a plain `add` (see world.edit_scene)."""
     edits = [first]
-    for k in range(2, DEMO_TURNS + 1):
+    for k in range(2, turns + 1):
         rng = random.Random(f"{DEMO_SEED}/{split}/{index}/turn{k}")
         for _ in range(100):
             edit = world.edit_scene(rng, edits[-1].target, split)
@@ -390,10 +391,16 @@ def _demo_turn(sample: world.Sample) -> Turn:
     return Turn(sample.terse, source, target, mask, sample.expressive, sample)
 
 
-def _demo(per_split: int) -> EvalDataset:
+def _demo(per_split: int, turns: int = DEMO_TURNS) -> EvalDataset:
     samples = []
     for split in DEMO_SPLITS:
         for index, first in enumerate(world.dataset(split, per_split, DEMO_SEED)):
-            turns = tuple(_demo_turn(edit) for edit in _demo_session(split, index, first))
-            samples.append(EvalSample(f"{split}-{index:04d}", turns, split))
+            session = tuple(_demo_turn(edit) for edit in _demo_session(split, index, first, turns))
+            samples.append(EvalSample(f"{split}-{index:04d}", session, split))
     return EvalDataset("demo", None, tuple(samples), COLUMNS["demo"], CLIP_BASE, {"held-out": DEMO_SPLITS})
+
+
+def demo_first_turns(per_split: int) -> EvalDataset:
+    """The demo sessions cut to their first turn: `world.dataset(split, per_split, seed=1)` for each held-out split,
+    the samples `python -m editor.eval demo` scores (its data id differs, so the two never share a cache)."""
+    return _demo(per_split, turns=1)

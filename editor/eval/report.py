@@ -51,6 +51,7 @@ METRICS: dict[str, Metric] = {
     "edit_acc": Metric("edit acc %", True, True), "expressive_acc": Metric("expressive acc %", True, True),
     "in_l1": Metric("input L1", False), "in_ssim": Metric("input SSIM", True),
     "in_clip_i": Metric("input CLIP-I", True), "in_dino": Metric("input DINO", True),
+    "judge_bg_psnr": Metric("judge bg PSNR", True), "judge_bg_ssim": Metric("judge bg SSIM", True),
 }  # fmt: skip
 EDIT_AXIS = ("clip_t", "clip_i", "dino", "fg_clip", "l1", "edit_acc")  # first one measured: the trade-off's x
 CONSISTENCY_AXIS = ("in_dino", "in_clip_i", "in_ssim")  # and y
@@ -76,7 +77,8 @@ def rows_of(config: RunConfig, records: list[dict[str, Any]]) -> list[dict[str, 
     ]  # fmt: skip
 
 
-def _mean(rows: list[dict[str, Any]], key: str) -> tuple[float | None, int]:
+def mean(rows: list[dict[str, Any]], key: str) -> tuple[float | None, int]:
+    """The mean of `key` over the rows that have it, finite values only, and how many infinite values it skipped."""
     values = [row[key] for row in rows if row.get(key) is not None]
     finite = [v for v in values if math.isfinite(v)]
     if not finite and values:  # every value infinite (identical images throughout): the mean is that infinity
@@ -109,10 +111,10 @@ def summarise(rows: list[dict[str, Any]], dataset: EvalDataset) -> list[dict[str
     keys = [key for key in METRICS if any(key in row for row in rows)]
     summary = []
     for name, group in slices(rows, dataset).items():
-        entry: dict[str, Any] = {"slice": name, "n": len(group), "seconds": _mean(group, "seconds")[0]}
+        entry: dict[str, Any] = {"slice": name, "n": len(group), "seconds": mean(group, "seconds")[0]}
         infinite = 0
         for key in keys:
-            entry[key], n_inf = _mean(group, key)
+            entry[key], n_inf = mean(group, key)
             infinite += n_inf
         entry["n_inf"] = infinite
         summary.append(entry)

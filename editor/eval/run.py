@@ -24,8 +24,9 @@ Scores of one turn (`score_turn`; the definitions are in editor.eval.metrics and
   masks are not used: their encoding of the edit region is not verified here;
 - consistency with the turn's input (the image the model was given): in_l1, in_ssim, in_clip_i, in_dino, for the
   αV trade-off;
-- the demo world's judge: edit_acc (the output matches the rendered goal), and expressive_acc for editors whose MLLM
-  writes an expressive instruction.
+- the demo world's judge: edit_acc (the output matches the rendered goal), judge_bg_psnr / judge_bg_ssim (against
+  the goal outside the changed region, not for tone edits), and expressive_acc for editors whose MLLM writes an
+  expressive instruction.
 Feature scores need their backbones; a missing backbone leaves its scores out and says so (`Scorers.missing`).
 
 Seeds: every sample is edited with the same seed (`EditParams.seed`), so a sample's output does not depend on how
@@ -108,8 +109,11 @@ class RunConfig:
 
 
 def data_id(dataset: EvalDataset) -> str:
-    """`RunConfig.data` of a dataset: its resolved folder, or "demo" for the built-in world."""
-    return "demo" if dataset.root is None else str(Path(dataset.root).resolve())
+    """`RunConfig.data` of a dataset: its resolved folder; for the built-in world "demo", or "demo:first-turn" for
+    its sessions cut to turn 1 (`demo_first_turns`), so the two never share a cache."""
+    if dataset.root is not None:
+        return str(Path(dataset.root).resolve())
+    return "demo" if any(len(sample.turns) > 1 for sample in dataset.samples) else "demo:first-turn"
 
 
 @dataclass
@@ -191,7 +195,12 @@ def score_turn(
     if dataset == "demo" and turn.reference is not None:
         from editor.demo import judge
 
-        scores["edit_acc"] = float(judge.score(resized_to(output, given), turn.reference).correct)
+        verdict = judge.score(resized_to(output, given), turn.reference)
+        scores["edit_acc"] = float(verdict.correct)
+        # the judge's own background numbers (against the goal, outside the changed region; none for tone edits),
+        # which `python -m editor.eval demo` and the demo model card report as bg PSNR / SSIM
+        judged = {"judge_bg_psnr": verdict.background_psnr, "judge_bg_ssim": verdict.background_ssim}
+        scores |= {key: value for key, value in judged.items() if value is not None}
         if expressive is not None:
             scores["expressive_acc"] = float(judge.expressive_correct(expressive, turn.reference))
     return scores
