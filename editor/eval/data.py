@@ -50,7 +50,6 @@ demo: the built-in shapes world (editor/demo/world.py), no files. "demo:N" = N s
   plain `add` (about 15 % of reasoning sessions). Images are rendered PIL images; the mask is the judge's changed
   region (editor.demo.judge.changed_region, the whole image for tone edits); caption = the expressive sentence;
   reference = the world.Sample; category = the split; id "<split>-<i:04d>"; groups {"held-out": the four splits}.
-  `demo_first_turns(N)` is the same sessions cut to turn 1 (what `python -m editor.eval demo` runs).
 """
 
 from __future__ import annotations
@@ -401,6 +400,5 @@ def _demo(per_split: int, turns: int = DEMO_TURNS) -> EvalDataset:
 
 
 def demo_first_turns(per_split: int) -> EvalDataset:
-    """The demo sessions cut to their first turn: `world.dataset(split, per_split, seed=1)` for each held-out split,
-    the samples `python -m editor.eval demo` scores (its data id differs, so the two never share a cache)."""
+    """The demo sessions cut to turn 1 (`world.dataset(split, per_split, seed=1)`): `python -m editor.eval demo`."""
     return _demo(per_split, turns=1)
