@@ -181,6 +181,17 @@ def test_shipped_weights_are_resume_points(tmp_path, run):
     assert resumed["step"] == 2 and "optimizer" not in resumed
     for key, value in _fp16(unet.state_dict()).items():
         torch.testing.assert_close(resumed["modules"]["unet"][key], value, rtol=0, atol=0, msg=key)
+    # MGIE's head comes back in the preconditioned coordinates it trained in: same condition as the trained one
+    head, precondition = demo.build_head(SMALL), stages.Preconditioner(SMALL.llm_hidden)
+    load_checkpoint(run / "mgie.ckpt", {"head": head, "precondition": precondition})
+    again, precondition_again = demo.build_head(SMALL), stages.Preconditioner(SMALL.llm_hidden)
+    load_checkpoint(tmp_path / "mgie.ckpt", {"head": again, "precondition": precondition_again})
+    torch.testing.assert_close(precondition_again.matrix, precondition.matrix, rtol=0, atol=0)
+    states, emb = torch.randn(4, 8, SMALL.llm_hidden), torch.randn(8, SMALL.llm_hidden)
+    with torch.no_grad():
+        expected = head(precondition(states, emb), emb)
+        got = again(precondition_again(states, emb), emb)
+    assert (got - expected).norm() < 0.01 * expected.norm()  # fp16 weights on the way
     (tmp_path / "cache").symlink_to(run / "cache")
     train("mgie", tmp_path, StageConfig(3, 2, 1e-3), sizes=SMALL, samples=CACHED)
     assert torch.load(tmp_path / "mgie.ckpt", weights_only=True)["step"] == 3

@@ -277,6 +277,15 @@ class Preconditioner(torch.nn.Module):
         self.matrix.copy_(torch.eye(len(self.mean)))
         self.mean.zero_()
 
+    @torch.no_grad()
+    def unfold_from(self, head) -> None:
+        """The inverse of `fold_into`, for this (fitted) preconditioner saved beside exported weights: the head's
+        first layer goes back to acting on P(states), so training resumes in the preconditioned coordinates."""
+        layer = head.llm2hid
+        folded = layer.weight.clone()
+        layer.bias.add_(folded @ self.mean)
+        layer.weight.copy_(torch.linalg.solve(self.matrix.T, folded.T).T)  # W = W' A^-1
+
 
 class MGIEStage(DiffusionStage):
     """(b) The edit head and the UNet on the frozen MLLM's cached [IMG] states: L_edit only (L_ins was stage a).

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
@@ -249,6 +250,8 @@ def export(
         load_checkpoint(out / "mllm.ckpt", {"mllm": mllm})
         precondition = stages.Preconditioner(sizes.llm_hidden)
         load_checkpoint(weights("mgie"), {"head": head, "unet": unet, "precondition": precondition})
+        to.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in precondition.state_dict().items()}, to / PRECONDITION_FILE)
         precondition.fold_into(head)  # the shipped head is MGIE's own (stages.Preconditioner)
         demo.export_mgie(to / "mgie", sizes, mllm, head, unet, vae)
     if "ip2p" in parts:
@@ -261,6 +264,7 @@ def export(
 
 
 TRAINING_FILE = "training.json"  # beside the shipped weights: each stage's step, seconds and recipe
+PRECONDITION_FILE = "precondition.safetensors"  # beside them too: MGIE's head preconditioner, for `unpack`
 
 
 def training_record(out: Path, stages_done: tuple[str, ...], step: int | None = None) -> dict:
@@ -275,17 +279,22 @@ def training_record(out: Path, stages_done: tuple[str, ...], step: int | None = 
 def unpack(weights: Path, out: Path, sizes: demo.DemoSizes = demo.DemoSizes()) -> None:  # noqa: B008 - frozen
     """Compact resume points from shipped weights (fp16 safetensors, no optimizer state): <weights>/mgie and
     <weights>/ip2p become <out>/{vae,mllm,mgie,ip2p}.ckpt at the steps in <weights>/training.json, so that training
-    goes on from what is committed (fresh AdamW moments; the schedule at that step)."""
+    goes on from what is committed (fresh AdamW moments; the schedule at that step). MGIE's head comes back in the
+    preconditioned coordinates it trained in (<weights>/precondition.safetensors; the identity when absent)."""
     from editor.pipelines.ip2p import load_ip2p
     from editor.pipelines.mgie import MGIEPaths, load_mgie
 
     record = json.loads((weights / TRAINING_FILE).read_text())
     mgie = load_mgie(MGIEPaths.from_weights_dir(weights / "mgie"), "cpu", torch.float32)
     ip2p = load_ip2p(weights / "ip2p", "", "ip2p-demo", "cpu", torch.float32)
+    precondition = stages.Preconditioner(sizes.llm_hidden)
+    if (weights / PRECONDITION_FILE).exists():  # the exported head has it folded in: back to training coordinates
+        precondition.load_state_dict(load_file(weights / PRECONDITION_FILE))
+        precondition.unfold_from(mgie.head)
     modules = {
         "vae": {"vae": mgie.pipe.vae},
         "mllm": {"mllm": mgie.mllm},
-        "mgie": {"head": mgie.head, "unet": mgie.pipe.unet},
+        "mgie": {"head": mgie.head, "unet": mgie.pipe.unet, "precondition": precondition},
         "ip2p": {"text": ip2p.pipe.text_encoder, "unet": ip2p.pipe.unet},
     }
     out.mkdir(parents=True, exist_ok=True)
