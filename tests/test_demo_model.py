@@ -73,7 +73,8 @@ def test_training_resumes_exactly(tmp_path, run):
 
 
 def test_a_new_run_starts_from_given_weights_and_stops_on_its_clock(tmp_path, run):
-    shutil.copytree(run, tmp_path / "new", ignore=shutil.ignore_patterns("mgie*", "ip2p*", "export", "weights"))
+    for folder in ("new", "raw"):
+        shutil.copytree(run, tmp_path / folder, ignore=shutil.ignore_patterns("mgie*", "ip2p*", "export", "weights"))
     given = torch.load(run / "mgie.ckpt", weights_only=True)
     init = tmp_path / "unet-only.pt"
     torch.save({"modules": {"unet": given["modules"]["unet"]}}, init)
@@ -85,6 +86,13 @@ def test_a_new_run_starts_from_given_weights_and_stops_on_its_clock(tmp_path, ru
         torch.testing.assert_close(got["modules"]["unet"][key], value, rtol=0, atol=0, msg=key)
     head = given["modules"]["head"]
     assert any(not torch.equal(got["modules"]["head"][k], v) for k, v in head.items())  # not given: a fresh head
+    assert not torch.equal(got["modules"]["precondition"]["matrix"], torch.eye(SMALL.llm_hidden))  # fitted for it
+    raw = tmp_path / "head-without-preconditioner.pt"  # a head trained on the raw states (recipe v2)
+    torch.save({"modules": {k: given["modules"][k] for k in ("head", "unet")}}, raw)
+    train("mgie", tmp_path / "raw", recipe, sizes=SMALL, samples=CACHED, init=raw, max_minutes=0.0)
+    got = torch.load(tmp_path / "raw" / "mgie.ckpt", weights_only=True)["modules"]
+    torch.testing.assert_close(got["head"], head, rtol=0, atol=0)  # lr 0: the given head, fed as it was trained
+    assert torch.equal(got["precondition"]["matrix"], torch.eye(SMALL.llm_hidden))
 
 
 def test_export_loads_strictly_into_mgie(run):

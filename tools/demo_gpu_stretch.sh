@@ -4,7 +4,7 @@
 #   2. encode SAMPLES training samples (VAE latents + the frozen MLLM's [IMG] states) in SHARDS processes;
 #   3. three diffusion runs side by side on the one GPU, each stopped after MINUTES (checkpointed, resumable):
 #        ip2p   the ablation, from its resume point
-#        mgie   MGIE's head + UNet, from their resume point
+#        mgie   MGIE's head + UNet, from their resume point (whatever preconditioner it was trained with)
 #        mgiep  MGIE with a fresh, preconditioned head (stages.Preconditioner), the UNet from its resume point
 #   4. export each into runs/gpu/<run>/weights/demo, measure `checks condition`, and score the held-out splits.
 # Weights (fp32, no optimizer state) and one log go to $OUT. Usage: OUT=dir bash tools/demo_gpu_stretch.sh
@@ -45,7 +45,7 @@ common=(--samples "$SAMPLES" --batch "$BATCH" --steps "$STEPS" --max-minutes "$M
 log "train: three runs, $MINUTES minutes each"
 python3 -m editor.demo.train ip2p --out $R/ip2p "${common[@]}" --init $R/base/ip2p.ckpt > $R/ip2p/run.log 2>&1 &
 python3 -m editor.demo.train mgie --out $R/mgie "${common[@]}" --init $R/base/mgie.ckpt > $R/mgie/run.log 2>&1 &
-python3 -m editor.demo.train mgie --out $R/mgiep "${common[@]}" --precondition --init $R/base/mgie-unet.pt \
+python3 -m editor.demo.train mgie --out $R/mgiep "${common[@]}" --init $R/base/mgie-unet.pt \
   > $R/mgiep/run.log 2>&1 &
 wait
 for run in ip2p mgie mgiep; do

@@ -247,6 +247,11 @@ class Preconditioner(torch.nn.Module):
         self.register_buffer("mean", torch.zeros(hidden))
 
     @torch.no_grad()
+    def reset(self) -> None:
+        self.matrix.copy_(torch.eye(len(self.mean)))
+        self.mean.zero_()
+
+    @torch.no_grad()
     def fit(self, states: torch.Tensor, emb: torch.Tensor, ridge: float = 0.01) -> Preconditioner:
         x = states.float() + emb.float()  # N x 8 x H
         hidden = x.shape[-1]
@@ -274,8 +279,7 @@ class Preconditioner(torch.nn.Module):
         weight = layer.weight @ self.matrix
         layer.bias.sub_(weight @ self.mean)
         layer.weight.copy_(weight)
-        self.matrix.copy_(torch.eye(len(self.mean)))
-        self.mean.zero_()
+        self.reset()
 
     @torch.no_grad()
     def unfold_from(self, head) -> None:

@@ -70,13 +70,14 @@ def save_checkpoint(path: Path, modules: dict, optimizer, scheduler, step: int, 
     os.replace(tmp, path)  # never a half-written checkpoint
 
 
-OPTIONAL_MODULES = ("precondition",)  # checkpoints made before it hold none: it stays the identity
+OPTIONAL_MODULES = ("precondition",)  # a checkpoint made without one holds none: it is the identity
 
 
 def load_checkpoint(path: Path, modules: dict, optimizer=None, scheduler=None) -> dict:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     for key, module in modules.items():
         if key in OPTIONAL_MODULES and key not in ckpt["modules"]:
+            module.reset()
             continue
         module.load_state_dict(ckpt["modules"][key])
     if optimizer is not None:
@@ -124,7 +125,7 @@ def build_cache(
         cached.build_states(out, stage, step, samples, seed, shard=shard)
 
 
-def make_runner(stage: str, out: Path, sizes: demo.DemoSizes, device, samples: int, precondition: bool = False):
+def make_runner(stage: str, out: Path, sizes: demo.DemoSizes, device, samples: int, precondition: bool = True):
     """The stage object and the function that gives batch `step` (samples drawn afresh, or cached latents).
     `precondition`: MGIE's head input is whitened (stages.Preconditioner, fitted on the first cached states)."""
     if stage == "vae":
@@ -163,7 +164,7 @@ def train(
     until: int | None = None,
     samples: int = CACHE_SAMPLES,
     keep_every: int | None = None,
-    precondition: bool = False,
+    precondition: bool = True,
     init: Path | None = None,
     max_minutes: float | None = None,
 ) -> None:
@@ -192,8 +193,11 @@ def train(
         print(f"resuming {stage} from step {start} ({path})")
     elif init is not None:
         given = torch.load(init, map_location="cpu", weights_only=True)["modules"]
-        for key in given.keys() & runner.modules.keys() - set(OPTIONAL_MODULES):
-            runner.modules[key].load_state_dict(given[key])
+        for key, module in runner.modules.items():
+            if key in given:
+                module.load_state_dict(given[key])
+            elif key == "precondition" and "head" in given:  # the given head was trained without one
+                module.reset()
         print(f"{stage} starts from {init} for {sorted(given.keys() & runner.modules.keys())}")
     for module in runner.modules.values():
         module.train()
@@ -326,7 +330,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shard", default="0/1", help="cache: K/N builds every N-th part from K (N processes)")
     parser.add_argument("--keep-every", type=int, help="also keep <stage>-<step>.pt weights every N steps")
     parser.add_argument("--step", type=int, help="export: the weights kept at this step instead of the latest")
-    parser.add_argument("--precondition", action="store_true", help="mgie: whiten the edit head's input")
+    parser.add_argument("--no-precondition", dest="precondition", action="store_false",
+                        help="mgie: feed the edit head the raw states (recipe v2; its head collapses)")  # fmt: skip
     parser.add_argument("--init", type=Path, help="a new run starts from this checkpoint's weights (modules it holds)")
     parser.add_argument("--max-minutes", type=float, help="stop after this many minutes of this run (resumable)")
     args = parser.parse_args(argv)
