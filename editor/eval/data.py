@@ -51,7 +51,8 @@ demo: the built-in shapes world (editor/demo/world.py), no files. "demo:N" = N s
   to relationally is redrawn unless it is the last; when turn 1 leaves such a scene (e.g. one shape), turn 2 is a
   plain `add` (about 15 % of reasoning sessions). Images are rendered PIL images; the mask is the judge's changed
   region (editor.demo.judge.changed_region, the whole image for tone edits); caption and expressive = the
-  expressive sentence; reference = the world.Sample; category = the split; id "<split>-<i:04d>"; groups {"held-out": the four splits}.
+  expressive sentence; reference = the world.Sample; category = the split; id "<split>-<i:04d>"; groups
+  {"held-out": the four splits}.
 """
 
 from __future__ import annotations

@@ -50,7 +50,8 @@ def read_triplets(spec: str | Path, kind: str | None = None, limit: int | None =
             name = sample.id if len(sample.turns) == 1 else f"{sample.id}/turn{number}"
             if turn.target is None:
                 raise DataError(
-                    f"sample {name}: no goal image ({dataset.name} has none); fine-tuning needs input, instruction, goal"
+                    f"sample {name}: no goal image ({dataset.name} has none); "
+                    "fine-tuning needs input, instruction and goal"
                 )
             triplets.append(Triplet(name, turn.instruction, turn.source, turn.target, turn.expressive))
     with_text = [t for t in triplets if t.expressive]
@@ -111,7 +112,8 @@ class TripletDataset(torch.utils.data.Dataset):
         triplet = self.triplets[index]
         source, goal = open_checked(triplet)
         if triplet.expressive:
-            ids, n_prompt = training_token_ids(self.tokenizer, triplet.instruction, triplet.expressive, self.num_patches)
+            texts = (triplet.instruction, triplet.expressive)
+            ids, n_prompt = training_token_ids(self.tokenizer, *texts, self.num_patches)
         else:
             ids = prompt_token_ids(self.tokenizer, triplet.instruction, self.num_patches)
             n_prompt = len(ids)

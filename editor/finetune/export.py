@@ -54,7 +54,8 @@ def mllm_state(model: FinetuneModel) -> dict[str, torch.Tensor]:
 def llava_state(model: FinetuneModel) -> dict[str, torch.Tensor]:
     """The LLaVA shards' keys (HF LLaMA names + model.mm_projector.*), LoRA merged; the embeddings and LM head are
     left out (the loader takes them from mllm.safetensors)."""
-    state = {k: v for k, v in merged_state(model.mllm.llm).items() if k not in ("model.embed_tokens.weight", "lm_head.weight")}
+    skip = ("model.embed_tokens.weight", "lm_head.weight")
+    state = {k: v for k, v in merged_state(model.mllm.llm).items() if k not in skip}
     state |= {f"model.mm_projector.{k}": v.detach() for k, v in model.mllm.projector.state_dict().items()}
     return state
 

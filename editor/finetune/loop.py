@@ -30,6 +30,7 @@ from editor.pipelines.mgie import MGIEPaths, load_mgie
 from editor.weights.catalog import DEFAULT_WEIGHTS_DIR, MODELS, component_dir
 
 CHECKPOINTS = "checkpoints"
+EVAL_DRAWS = 4  # fixed draws (timestep, noise, dropout) per sample in `measure`
 BEFORE_FILE = "loss_before.json"  # the fixed-draw losses of step 0, kept for training.json across resumes
 STEP_DIR = re.compile(r"step-(\d+)$")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -86,7 +87,7 @@ class Trainer:
         global_batch = config.batch_size * config.grad_accum * self.accelerator.num_processes
         self.print(f"{n} triplets from {config.data}; base {config.model} from {self.base.mgie.parent}")
         if self.instruct:
-            self.print("objective: L_ins + %.2f * L_edit (the data has expressive texts)" % config.edit_weight)
+            self.print(f"objective: L_ins + {config.edit_weight:.2f} * L_edit (the data has expressive texts)")
         else:
             self.print(
                 "objective: L_edit only: the data has no expressive texts, so the condition comes from the frozen "
@@ -117,14 +118,18 @@ class Trainer:
 
     @torch.no_grad()
     def measure(self, model) -> dict[str, float]:
-        """Losses on the first `eval_samples` triplets with fixed draws (epoch -1): comparable before and after."""
+        """Losses on the first `eval_samples` triplets, averaged over EVAL_DRAWS fixed draws per sample (epochs
+        -1, -2, ...): comparable before and after training."""
         items = [self.dataset[i] for i in range(min(self.config.eval_samples, len(self.dataset)))]
         batch = {k: v.to(self.accelerator.device) for k, v in collate(items).items()}
         model.eval()
+        totals: dict[str, float] = {}
         with self.accelerator.autocast():
-            values = self.losses(model, batch, -1)
+            for draw in range(1, EVAL_DRAWS + 1):
+                for key, value in self.losses(model, batch, -draw).items():
+                    totals[key] = totals.get(key, 0.0) + float(value) / EVAL_DRAWS
         model.train()
-        return {k: round(float(v), 6) for k, v in values.items()}
+        return {k: round(v, 6) for k, v in totals.items()}
 
     def run(self) -> Path | None:
         config, acc = self.config, self.accelerator
@@ -188,7 +193,8 @@ class Trainer:
                 logged = {k: float(acc.reduce(v.detach(), reduction="mean")) for k, v in values.items()}
                 bar.set_postfix({k: round(v, 4) for k, v in logged.items()})
                 if log and step % config.log_every == 0:
-                    row = {"step": step, **logged, "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - began}
+                    row = {"step": step, **logged, "lr": schedule.get_last_lr()[0]}
+                    row["seconds"] = round(time.perf_counter() - began, 3)
                     log.write(json.dumps(row) + "\n")
                     log.flush()
                 if config.save_every and step % config.save_every == 0 or step == stop:

@@ -61,7 +61,8 @@ def estimate(model: torch.nn.Module, config: FinetuneConfig, seq_len: int, instr
     act_bytes = 2  # activations in the autocast dtype (fp32 without mixed precision: twice this)
     if config.mixed_precision in (None, "no"):
         act_bytes = 4
-    per_layer = 2 * s * b * h if config.gradient_checkpointing else s * b * h * (34 + 5 * llm.num_attention_heads * s / h)
+    full = s * b * h * (34 + 5 * llm.num_attention_heads * s / h)
+    per_layer = 2 * s * b * h if config.gradient_checkpointing else full
     llm_act = per_layer * llm.num_hidden_layers * act_bytes / 2 if instruct else 0
     unet_256 = UNET_ACTIVATION_256_CKPT if config.gradient_checkpointing else UNET_ACTIVATION_256
     unet_act = unet_256 * b * (config.resolution / 256) ** 2 * act_bytes / 2

@@ -177,7 +177,8 @@ def configure(model: FinetuneModel, lora_unet: int, lora_llm: int, lora_alpha: f
 def cast_frozen(model: FinetuneModel, dtype: torch.dtype) -> None:
     """Frozen weights in the mixed-precision dtype (bf16/fp16) to halve their memory; trainable ones stay fp32
     (accelerate's autocast runs the matmuls in low precision). Call before `configure` adds adapters."""
-    frozen = [model.mllm.llm.model.layers, model.mllm.llm.model.norm, model.mllm.vision, model.mllm.projector, model.vae]
+    llm = model.mllm.llm.model
+    frozen = [llm.layers, llm.norm, model.mllm.vision, model.mllm.projector, model.vae]
     if not model.instruct:
         frozen += [model.mllm.llm.model.embed_tokens, model.mllm.llm.lm_head]
     for module in frozen:
