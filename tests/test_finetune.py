@@ -5,6 +5,9 @@ an uninterrupted one, bad data stops with one error naming the sample. Every run
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,8 @@ from editor.finetune.loop import Trainer
 from editor.finetune.memory import MemoryEstimate, check_fits
 from editor.params import EditParams, Resolution
 from editor.pipelines.mgie import MGIEPaths, load_mgie
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_pairs(folder: Path, expressive: bool, n: int = 4, broken: dict | None = None) -> Path:
@@ -212,3 +217,35 @@ def test_memory_check_refuses_a_mode_that_cannot_fit_and_names_smaller_ones(monk
     small = MemoryEstimate(weights=4 * 1024**3, gradients=0, optimizer=0, activations=0, trainable=0)
     check_fits(small, cfg, torch.device("cuda"))  # fits: no error
     check_fits(big, cfg, torch.device("cpu"))  # CPU: printed, never refused
+
+
+@pytest.mark.slow  # two launched processes start in ~40-70 s on the 2-core machine
+def test_two_cpu_processes_follow_one_process_with_the_same_global_batch(tiny_tree, expressive_data, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` starts torchrun; with --cpu the processes join over gloo.
+    Batch 1 on each of 2 processes = batch 2 on one: the same samples per step, the same draws per sample."""
+    from tests.fakes import free_port
+
+    common = ["--data", str(expressive_data), "--weights-dir", str(tiny_tree), "--steps", "3", "--resolution", "64",
+              "--lr", "1e-3", "--warmup", "0", "--save-dtype", "float32", "--cpu", "--threads", "1"]  # fmt: skip
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+              str(free_port()), "-m", "editor.finetune", *common, "--batch-size", "1",
+              "--out", str(tmp_path / "two")]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "global batch 2" in done.stdout and done.stdout.count("wrote ") == 1  # only the main process writes
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each launched process
+    try:
+        train(config(expressive_data, tmp_path / "one", tiny_tree, steps=3, batch_size=2, lr=1e-3))
+    finally:
+        torch.set_num_threads(threads)
+    logs = [[json.loads(r) for r in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("one", "two")]
+    assert [r["step"] for r in logs[1]] == [1, 2, 3]
+    for one, two in zip(*logs, strict=True):
+        for key in ("ins", "edit", "loss"):
+            assert two[key] == pytest.approx(one[key], rel=1e-5), (one, two)
+    for name in ("mllm.safetensors", "unet.safetensors"):  # AdamW magnifies float-sum differences of tiny gradients
+        a, b = load_file(tmp_path / "one" / "mgie_7b" / name), load_file(tmp_path / "two" / "mgie_7b" / name)
+        assert all(torch.allclose(a[k], b[k], atol=1e-3) for k in a), name

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embed-rows", choices=EMBED_ROWS, default=d.embed_rows, help="which embedding rows train")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="default: accelerate's setting")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU (launched processes join over gloo)")
     p.add_argument("--resolution", type=int, default=d.resolution, help="side of the VAE's square input")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--save-every", type=int, default=d.save_every, help="resumable state every N steps (0: at end)")

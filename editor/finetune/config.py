@@ -33,6 +33,7 @@ class FinetuneConfig:
     embed_rows: str = "new"  # "new": only the [IMG0..7] embedding rows train; "all": every row, as MGIE did
     gradient_checkpointing: bool = False
     mixed_precision: str | None = None  # no / fp16 / bf16; None = accelerate's (its config file or --mixed_precision)
+    cpu: bool = False  # train on the CPU even with a GPU; several launched CPU processes then join over gloo
     resolution: int = 256  # side of the square the VAE sees (MGIE trained at 256)
     seed: int = 0
     save_every: int = 0  # accelerate state every N steps (0: only at the end or at `stop_after`)

@@ -56,6 +56,7 @@ class Trainer:
         self.accelerator = Accelerator(
             gradient_accumulation_steps=config.grad_accum,
             mixed_precision=config.mixed_precision,
+            cpu=config.cpu,
             step_scheduler_with_optimizer=False,  # stepped once per optimizer step, whatever the process count
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
         )
