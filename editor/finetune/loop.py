@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedType
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
@@ -156,7 +156,9 @@ class Trainer:
         out = Path(config.out)
         step = 0
         if found := latest_checkpoint(out):
-            acc.load_state(str(found[0]), strict=False)
+            # the checkpoint holds the trainable weights only (DeepSpeed keeps its own complete checkpoint)
+            strict = {} if acc.distributed_type == DistributedType.DEEPSPEED else {"strict": False}
+            acc.load_state(str(found[0]), **strict)
             step = found[1]
             self.print(f"resuming from {found[0]} (step {step})")
         elif acc.is_main_process:

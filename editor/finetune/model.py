@@ -170,7 +170,11 @@ def configure(model: FinetuneModel, lora_unet: int, lora_llm: int, lora_alpha: f
     if checkpointing:
         model.unet.enable_gradient_checkpointing()
         if model.instruct:
-            model.mllm.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            llm, kwargs = model.mllm.llm, {"use_reentrant": False}
+            if hasattr(llm, "activation_checkpointing_enable"):  # transformers >= 5.2x names it so
+                llm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return adapters
 
 
