@@ -5,9 +5,11 @@ an uninterrupted one, bad data stops with one error naming the sample. Every run
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +118,8 @@ def lora_run(tiny_tree, expressive_data, tmp_path_factory):
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     out = tmp_path_factory.mktemp("lora") / "run"
-    trainer, _ = train(config(expressive_data, out, tiny_tree, steps=3, lora_unet=4, lora_llm=4, lora_alpha=8))
+    cfg = config(expressive_data, out, tiny_tree, steps=3, lora_unet=4, lora_llm=4, lora_alpha=8)
+    trainer, _ = train(replace(cfg, batch_size=1, grad_accum=2, gradient_checkpointing=True))
     return trainer, out
 
 
@@ -175,6 +178,19 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tiny_tree, expressive_data, t
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     logs = [[json.loads(r) for r in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("whole", "parts")]
     assert [(r["step"], r["loss"]) for r in logs[0]] == [(r["step"], r["loss"]) for r in logs[1]]
+
+
+def test_bf16_mixed_precision_keeps_frozen_weights_low_and_trainable_ones_fp32(tiny_tree, expressive_data, tmp_path):
+    cfg = config(expressive_data, tmp_path / "run", tiny_tree, steps=2, mixed_precision="bf16", cpu=True)
+    trainer, record = train(replace(cfg, lora_unet=4, save_dtype="float16"))
+    model = trainer.model
+    assert model.mllm.llm.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert model.vae.encoder.conv_in.weight.dtype == torch.bfloat16 and model.mllm.vision.dtype == torch.bfloat16
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    assert all(math.isfinite(v) for v in record["loss_after"].values())
+    editor = load_mgie(MGIEPaths.from_weights_dir(tmp_path / "run"), device="cpu")  # fp16 files, the app's loader
+    assert editor.pipe.unet.conv_in.weight.shape[1] == 8
 
 
 @pytest.mark.parametrize(

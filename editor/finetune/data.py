@@ -2,9 +2,10 @@
 reads (editor.eval.data: edits.jsonl pairs, MagicBrush sessions, the demo world), checked once before training.
 
 Every turn with a goal image is one triplet; its id is the sample's id, or "<sample id>/turn<k>" for multi-turn
-sessions. Images are prepared as MGIE's training did (docs: README "Fine-tuning"): the input and the goal are
-centre-cropped to a square and resized to `resolution` for the VAE; the CLIP tower sees the square crop at up to
-512 px through its own image processor. Every problem is a `DataError` naming the sample.
+sessions. Images are prepared as MGIE's training did (README "Fine-tuning"): the input and the goal are
+centre-cropped to a square and resized to `resolution` for the VAE; the CLIP tower sees the square crop, shrunk to
+512 px when larger (MGIE's crop_resize(512), without enlarging smaller images), through its own image processor.
+Every problem is a `DataError` naming the sample.
 """
 
 from __future__ import annotations
@@ -103,7 +104,6 @@ class TripletDataset(torch.utils.data.Dataset):
         self.triplets, self.tokenizer, self.processor = triplets, tokenizer, image_processor
         self.num_patches = num_patches
         self.size = Resolution(mode="center_crop", size=resolution)
-        self.clip_size = Resolution(mode="center_crop", size=CLIP_SIDE)
 
     def __len__(self) -> int:
         return len(self.triplets)
@@ -117,7 +117,8 @@ class TripletDataset(torch.utils.data.Dataset):
         else:
             ids = prompt_token_ids(self.tokenizer, triplet.instruction, self.num_patches)
             n_prompt = len(ids)
-        clip = self.processor(images=prepare_image(source, self.clip_size), return_tensors="pt").pixel_values[0]
+        square = Resolution(mode="center_crop", size=max(64, min(CLIP_SIDE, *source.size)))  # never enlarged
+        clip = self.processor(images=prepare_image(source, square), return_tensors="pt").pixel_values[0]
         return {
             "index": index,
             "ids": ids,
