@@ -119,7 +119,7 @@ def lora_run(tiny_tree, expressive_data, tmp_path_factory):
     GradientState._reset_state()
     out = tmp_path_factory.mktemp("lora") / "run"
     cfg = config(expressive_data, out, tiny_tree, steps=3, lora_unet=4, lora_llm=4, lora_alpha=8)
-    trainer, _ = train(replace(cfg, batch_size=1, grad_accum=2, gradient_checkpointing=True))
+    trainer, _ = train(replace(cfg, batch_size=1, grad_accum=2, gradient_checkpointing=True, held_out=1))
     return trainer, out
 
 
@@ -157,6 +157,9 @@ def test_the_output_opens_in_the_apps_loader_and_edits(lora_run):
     assert torch.equal(editor.head.query, trainer.model.head.query)
     assert torch.equal(editor.mllm.llm.lm_head.weight, trainer.model.mllm.llm.lm_head.weight)
     assert torch.equal(editor.img_embeddings, trainer.model.mllm.llm.get_input_embeddings().weight[-8:])
+    # the held-out triplet was edited at the end of training: input | edit | goal
+    assert [t.id for t in trainer.held_out] == ["s3"] and "s3" not in [t.id for t in trainer.triplets]
+    assert Image.open(out / "samples" / "step-000003" / "s3.png").size == (3 * 64, 64)
     image = Image.open(trainer.triplets[0].source)
     result = editor.render(
         image, editor.think(image, "paint the square"), EditParams(steps=2, resolution=Resolution(size=64))

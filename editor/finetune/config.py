@@ -40,6 +40,8 @@ class FinetuneConfig:
     stop_after: int | None = None  # stop (resumably) after this step
     save_dtype: str = "float16"  # dtype of the written weights (the released files are fp16)
     log_every: int = 1
+    held_out: int = 0  # the last N triplets (by id) do not train; they are edited as samples
+    sample_every: int = 0  # sample edits every N steps (0: at the end only), when triplets are held out
     eval_samples: int = 4  # losses on the first N triplets with fixed draws, before and after training
 
     def __post_init__(self) -> None:
@@ -54,6 +56,8 @@ class FinetuneConfig:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.held_out < 0 or self.sample_every < 0:
+            raise ValueError("--held-out and --sample-every take a count (0 = none)")
         if self.lora_unet < 0 or self.lora_llm < 0:
             raise ValueError("LoRA ranks must be positive (0 = no adapter)")
         if not 64 <= self.resolution <= 1024 or self.resolution % 8:

@@ -26,10 +26,12 @@ from editor.finetune.data import DataError, TripletDataset, check_triplet, colla
 from editor.finetune.export import write_official_layout
 from editor.finetune.memory import check_fits, estimate
 from editor.finetune.model import FinetuneModel, cast_frozen, configure, think_states
+from editor.finetune.samples import write_samples
 from editor.pipelines.mgie import MGIEPaths, load_mgie
 from editor.weights.catalog import DEFAULT_WEIGHTS_DIR, MODELS, component_dir
 
 CHECKPOINTS = "checkpoints"
+SAMPLE_STEPS = 20  # diffusion steps of the sample edits
 EVAL_DRAWS = 4  # fixed draws (timestep, noise, dropout) per sample in `measure`
 BEFORE_FILE = "loss_before.json"  # the fixed-draw losses of step 0, kept for training.json across resumes
 STEP_DIR = re.compile(r"step-(\d+)$")
@@ -61,9 +63,13 @@ class Trainer:
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
         )
         self.print = self.accelerator.print
-        self.triplets = read_triplets(config.data, config.dataset_kind, config.limit)
-        for triplet in self.triplets:
+        triplets = read_triplets(config.data, config.dataset_kind, config.limit)
+        for triplet in triplets:
             check_triplet(triplet)
+        if config.held_out >= len(triplets):
+            raise DataError(f"--held-out {config.held_out} leaves none of the {len(triplets)} triplets to train on")
+        split = len(triplets) - config.held_out
+        self.triplets, self.held_out = triplets[:split], triplets[split:]  # held out: the last by id
         self.instruct = bool(self.triplets[0].expressive)
         self.base = base_paths(config)
         self.editor = load_mgie(self.base, device="cpu", dtype=torch.float32)
@@ -85,6 +91,9 @@ class Trainer:
 
     def describe_start(self) -> None:
         config, n = self.config, len(self.triplets)
+        if self.held_out:
+            names = ", ".join(t.id for t in self.held_out)
+            self.print(f"held out for sample edits (every {config.sample_every or config.steps} steps): {names}")
         global_batch = config.batch_size * config.grad_accum * self.accelerator.num_processes
         self.print(f"{n} triplets from {config.data}; base {config.model} from {self.base.mgie.parent}")
         if self.instruct:
@@ -202,6 +211,8 @@ class Trainer:
                     log.flush()
                 if config.save_every and step % config.save_every == 0 or step == stop:
                     acc.save_state(str(out / CHECKPOINTS / f"step-{step:06d}"))
+                if self.held_out and (config.sample_every and step % config.sample_every == 0 or step == config.steps):
+                    self.samples(step)
                 if step >= stop:
                     break
             epoch, skip = epoch + 1, 0
@@ -213,6 +224,14 @@ class Trainer:
             self.print(f"stopped after step {step} of {config.steps}; rerun the same command to resume")
             return None
         return self.finish(model)
+
+    def samples(self, step: int) -> None:
+        """Sample edits of the held-out triplets with the current weights (main process; the others wait)."""
+        if self.accelerator.is_main_process:
+            folder = Path(self.config.out) / "samples" / f"step-{step:06d}"
+            with self.accelerator.autocast():
+                write_samples(self.editor, self.model, self.held_out, folder, self.config.resolution, SAMPLE_STEPS)
+        self.accelerator.wait_for_everyone()
 
     def finish(self, model) -> Path:
         acc, config = self.accelerator, self.config
