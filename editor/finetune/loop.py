@@ -25,7 +25,7 @@ from editor.finetune.config import FinetuneConfig
 from editor.finetune.data import DataError, TripletDataset, check_triplet, collate, read_triplets
 from editor.finetune.export import write_official_layout
 from editor.finetune.memory import check_fits, estimate
-from editor.finetune.model import FinetuneModel, cast_frozen, configure, think_states
+from editor.finetune.model import FinetuneModel, configure, think_states, upcast_trainable
 from editor.finetune.samples import write_samples
 from editor.pipelines.mgie import MGIEPaths, load_mgie
 from editor.weights.catalog import DEFAULT_WEIGHTS_DIR, MODELS, component_dir
@@ -72,11 +72,12 @@ class Trainer:
         self.triplets, self.held_out = triplets[:split], triplets[split:]  # held out: the last by id
         self.instruct = bool(self.triplets[0].expressive)
         self.base = base_paths(config)
-        self.editor = load_mgie(self.base, device="cpu", dtype=torch.float32)
+        # with mixed precision the weights load in its dtype (half the host memory of each process) and only the
+        # trainable ones become fp32; without it everything is fp32
+        low = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.accelerator.mixed_precision, torch.float32)
+        self.editor = load_mgie(self.base, device="cpu", dtype=low)
         self.model = FinetuneModel(self.editor, self.instruct, config.edit_weight, config.embed_rows, config.lora_llm)
-        low = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.accelerator.mixed_precision)
-        if low is not None:
-            cast_frozen(self.model, low)
+        upcast_trainable(self.model, config.lora_unet)
         self.adapters = configure(
             self.model, config.lora_unet, config.lora_llm, config.lora_alpha, config.gradient_checkpointing
         )

@@ -47,7 +47,7 @@ class FinetuneModel(nn.Module):
         self.img0 = editor.img_ids[0]
         self.im_start = editor.im_start_id
         self.scaling = float(self.vae.config.scaling_factor)
-        self.register_buffer("frozen_emb", editor.img_embeddings.detach().clone(), persistent=False)
+        self.register_buffer("frozen_emb", editor.img_embeddings.detach().float().clone(), persistent=False)
 
     def img_embeddings(self) -> torch.Tensor:
         """The 8 x hidden [IMG] rows the head adds to its input: trained embedding rows with L_ins (as apple/ml-mgie
@@ -167,6 +167,9 @@ def configure(model: FinetuneModel, lora_unet: int, lora_llm: int, lora_alpha: f
             keep = torch.zeros(embed.shape[0], 1, dtype=embed.dtype)
             keep[-N_IMG:] = 1
             embed.register_hook(lambda grad: grad * keep.to(grad.device, grad.dtype))
+    for param in model.parameters():  # LoRA adapters are made in their base layer's dtype: fp32 master weights
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
     if checkpointing:
         model.unet.enable_gradient_checkpointing()
         if model.instruct:
@@ -178,15 +181,15 @@ def configure(model: FinetuneModel, lora_unet: int, lora_llm: int, lora_alpha: f
     return adapters
 
 
-def cast_frozen(model: FinetuneModel, dtype: torch.dtype) -> None:
-    """Frozen weights in the mixed-precision dtype (bf16/fp16) to halve their memory; trainable ones stay fp32
-    (accelerate's autocast runs the matmuls in low precision). Call before `configure` adds adapters."""
-    llm = model.mllm.llm.model
-    frozen = [llm.layers, llm.norm, model.mllm.vision, model.mllm.projector, model.vae]
-    if not model.instruct:
-        frozen += [model.mllm.llm.model.embed_tokens, model.mllm.llm.lm_head]
-    for module in frozen:
-        module.to(dtype)
+def upcast_trainable(model: FinetuneModel, lora_unet: int) -> None:
+    """The parts that will train in fp32 (the master weights AdamW updates); frozen ones keep the dtype they were
+    loaded in (bf16/fp16 under mixed precision: accelerate's autocast runs the matmuls in low precision). LoRA
+    adapters become fp32 in `configure`. Call before `configure`."""
+    trainable = [model.head] + ([] if lora_unet else [model.unet])
+    if model.instruct:
+        trainable += [model.mllm.llm.model.embed_tokens, model.mllm.llm.lm_head]
+    for module in trainable:
+        module.float()
 
 
 # --- merging ------------------------------------------------------------------------------------------------
