@@ -268,3 +268,11 @@ def test_two_cpu_processes_follow_one_process_with_the_same_global_batch(tiny_tr
     for name in ("mllm.safetensors", "unet.safetensors"):  # AdamW magnifies float-sum differences of tiny gradients
         a, b = load_file(tmp_path / "one" / "mgie_7b" / name), load_file(tmp_path / "two" / "mgie_7b" / name)
         assert all(torch.allclose(a[k], b[k], atol=1e-3) for k in a), name
+
+
+@pytest.mark.slow  # the evaluation starts a fresh process (~30-60 s on the 2-core machine)
+def test_the_run_ends_with_an_evaluation_of_the_written_model(tiny_tree, expressive_data, tmp_path, capsys):
+    train(config(expressive_data, tmp_path / "run", tiny_tree, steps=1, eval_data=str(expressive_data), eval_steps=2))
+    printed = capsys.readouterr().out
+    assert "| mgie-7b | 1.5 | all turns | 4 |" in printed  # the harness's table, all 4 samples edited
+    assert (tmp_path / "run" / "eval" / "pairs" / "report" / "report.md").is_file()

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-dtype", choices=SAVE_DTYPES, default=d.save_dtype, help="dtype of the written weights")
     p.add_argument("--held-out", type=int, default=0, help="the last N triplets are edited as samples, not trained")
     p.add_argument("--sample-every", type=int, default=0, help="sample edits every N steps (0: at the end)")
+    p.add_argument("--eval-data", help="after training: python -m editor.eval on this dataset (folder or demo[:N])")
+    p.add_argument("--eval-steps", type=int, default=d.eval_steps, help="diffusion steps of that evaluation")
     p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
     return p

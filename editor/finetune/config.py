@@ -42,6 +42,8 @@ class FinetuneConfig:
     log_every: int = 1
     held_out: int = 0  # the last N triplets (by id) do not train; they are edited as samples
     sample_every: int = 0  # sample edits every N steps (0: at the end only), when triplets are held out
+    eval_data: str | None = None  # after training: python -m editor.eval on this dataset with the written model
+    eval_steps: int = 20  # diffusion steps of that evaluation
     eval_samples: int = 4  # losses on the first N triplets with fixed draws, before and after training
 
     def __post_init__(self) -> None:

@@ -23,6 +23,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from editor.finetune.config import FinetuneConfig
 from editor.finetune.data import DataError, TripletDataset, check_triplet, collate, read_triplets
+from editor.finetune.evaluate import eval_command, run_eval
 from editor.finetune.export import write_official_layout
 from editor.finetune.memory import check_fits, estimate
 from editor.finetune.model import FinetuneModel, configure, think_states, upcast_trainable
@@ -250,9 +251,27 @@ class Trainer:
             }
             (out / "training.json").write_text(json.dumps(record, indent=1))
             self.print(f"wrote {out} (official layout): python app.py --weights-dir {out} --model {config.model}")
-            self.print(f"evaluate: python -m editor.eval --model {config.model} --weights {out} --data <held-out data>")
+            if not config.eval_data:
+                self.print(f"evaluate: python -m editor.eval --model {config.model} --weights {out} --data HELD-OUT")
         acc.wait_for_everyone()
+        if config.eval_data:
+            self.evaluate()
         return Path(config.out)
+
+    def evaluate(self) -> None:
+        """`python -m editor.eval` on --eval-data with the written model, on the main process once training has
+        released its memory; the report goes to OUT/eval and is printed."""
+        self.model.to("cpu")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if not self.accelerator.is_main_process:
+            return
+        config = self.config
+        cpu = self.accelerator.device.type == "cpu"
+        out = Path(config.out).resolve()
+        command = eval_command(config.model, out, str(config.eval_data), config.eval_steps, config.resolution, cpu)
+        self.print(f"evaluating: {' '.join(command[1:])}")
+        self.print(run_eval(command, Path(__file__).resolve().parents[2]))
 
 
 def run(config: FinetuneConfig) -> Path | None:
