@@ -24,7 +24,7 @@ from editor.finetune.data import DataError, check_triplet, read_triplets
 from editor.finetune.loop import Trainer
 from editor.finetune.memory import MemoryEstimate, check_fits
 from editor.params import EditParams, Resolution
-from editor.pipelines.mgie import MGIEPaths, load_mgie
+from editor.pipelines.mgie import MGIEPaths, load_mgie, prompt_token_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -276,3 +276,60 @@ def test_the_run_ends_with_an_evaluation_of_the_written_model(tiny_tree, express
     printed = capsys.readouterr().out
     assert "| mgie-7b | 1.5 | all turns | 4 |" in printed  # the harness's table, all 4 samples edited
     assert (tmp_path / "run" / "eval" / "pairs" / "report" / "report.md").is_file()
+
+
+@pytest.fixture(scope="module")
+def fresh_model(tiny_tree, expressive_data):
+    from editor.finetune.data import TripletDataset, collate
+    from editor.finetune.model import FinetuneModel
+
+    editor = load_mgie(MGIEPaths.from_weights_dir(tiny_tree), device="cpu", dtype=torch.float32)
+    triplets = read_triplets(expressive_data)
+    dataset = TripletDataset(triplets, editor.tokenizer, editor.image_processor, editor.num_patches, 64)
+    return editor, FinetuneModel(editor, instruct=True), collate([dataset[0], dataset[1]]), triplets
+
+
+def test_training_conditions_on_what_the_app_computes_from_the_same_texts(fresh_model):
+    """Labels cover exactly "<expressive> [IMG0..7]</s>"; the states L_edit conditions on are those the app's
+    `guidance_from_text` reads for the same image, instruction and expressive text."""
+    editor, model, batch, triplets = fresh_model
+    for row, length in enumerate(batch["lengths"].tolist()):
+        labels, ids = batch["labels"][row, :length], batch["ids"][row, :length]
+        n_prompt = len(prompt_token_ids(editor.tokenizer, triplets[row].instruction, editor.num_patches))
+        assert (labels != -100).tolist() == [False] * n_prompt + [True] * (length - n_prompt)
+        assert torch.equal(labels[n_prompt:], ids[n_prompt:]) and (batch["labels"][row, length:] == -100).all()
+        assert labels[-9:].tolist() == [*editor.img_ids, 2]  # [IMG0..7] then </s>
+    with torch.no_grad():
+        _, states = model.instruction_loss(batch)
+        cond = model.head(states, model.img_embeddings())
+    for row, triplet in enumerate(triplets[:2]):
+        app = editor.guidance_from_text(Image.open(triplet.source), triplet.instruction, triplet.expressive)
+        torch.testing.assert_close(cond[row : row + 1], app.prompt_embeds, rtol=1e-5, atol=1e-5)
+
+
+BANDS = [(0.02, True, False), (0.07, True, True), (0.12, False, True), (0.5, False, False)]  # u, no text, no image
+
+
+@pytest.mark.parametrize(("u", "text_dropped", "image_dropped"), BANDS)
+def test_condition_dropout_bands(fresh_model, monkeypatch, u, text_dropped, image_dropped):
+    import editor.finetune.model as finetune_model
+
+    editor, model, batch, _ = fresh_model
+    draws = finetune_model._draws
+
+    def fixed_u(seed, shape, timesteps):
+        return (torch.tensor(u), *draws(seed, shape, timesteps)[1:])
+
+    monkeypatch.setattr(finetune_model, "_draws", fixed_u)
+    seen = []
+    hook = model.unet.register_forward_pre_hook(lambda _m, args: seen.append(args), with_kwargs=False)
+    cond = torch.randn(2, 77, 32)
+    null = torch.randn(1, 77, 32)
+    try:
+        with torch.no_grad():
+            model.edit_loss(batch, cond, null, [1, 2])
+    finally:
+        hook.remove()
+    sample, _t, given = seen[0]
+    assert torch.equal(given, null.expand_as(cond) if text_dropped else cond)
+    assert (not sample[:, 4:].any()) == image_dropped
