@@ -119,7 +119,8 @@ def lora_run(tiny_tree, expressive_data, tmp_path_factory):
     GradientState._reset_state()
     out = tmp_path_factory.mktemp("lora") / "run"
     cfg = config(expressive_data, out, tiny_tree, steps=3, lora_unet=4, lora_llm=4, lora_alpha=8)
-    trainer, _ = train(replace(cfg, batch_size=1, grad_accum=2, gradient_checkpointing=True, held_out=1))
+    cfg = replace(cfg, batch_size=1, grad_accum=2, gradient_checkpointing=True, held_out=1, sample_steps=2)
+    trainer, _ = train(cfg)
     return trainer, out
 
 
@@ -184,8 +185,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tiny_tree, expressive_data, t
 
 
 def test_bf16_mixed_precision_keeps_frozen_weights_low_and_trainable_ones_fp32(tiny_tree, expressive_data, tmp_path):
-    cfg = config(expressive_data, tmp_path / "run", tiny_tree, steps=2, mixed_precision="bf16", cpu=True)
-    trainer, record = train(replace(cfg, lora_unet=4, save_dtype="float16"))
+    cfg = config(expressive_data, tmp_path / "run", tiny_tree, steps=1, mixed_precision="bf16", cpu=True)
+    trainer, record = train(replace(cfg, lora_unet=4, save_dtype="float16", eval_samples=1))
     model = trainer.model
     assert model.mllm.llm.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
     assert model.vae.encoder.conv_in.weight.dtype == torch.bfloat16 and model.mllm.vision.dtype == torch.bfloat16

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-every", type=int, default=0, help="sample edits every N steps (0: at the end)")
     p.add_argument("--eval-data", help="after training: python -m editor.eval on this dataset (folder or demo[:N])")
     p.add_argument("--eval-steps", type=int, default=d.eval_steps, help="diffusion steps of that evaluation")
+    p.add_argument("--sample-steps", type=int, default=d.sample_steps, help="diffusion steps of the sample edits")
     p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
     return p

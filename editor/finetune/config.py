@@ -42,6 +42,7 @@ class FinetuneConfig:
     log_every: int = 1
     held_out: int = 0  # the last N triplets (by id) do not train; they are edited as samples
     sample_every: int = 0  # sample edits every N steps (0: at the end only), when triplets are held out
+    sample_steps: int = 20  # diffusion steps of the sample edits
     eval_data: str | None = None  # after training: python -m editor.eval on this dataset with the written model
     eval_steps: int = 20  # diffusion steps of that evaluation
     eval_samples: int = 4  # losses on the first N triplets with fixed draws, before and after training
@@ -55,7 +56,7 @@ class FinetuneConfig:
             raise ValueError(f"save dtype must be one of {SAVE_DTYPES}, got {self.save_dtype!r}")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
             raise ValueError(f"mixed precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-        for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_samples"):
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_samples", "sample_steps", "eval_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.held_out < 0 or self.sample_every < 0:

@@ -32,7 +32,6 @@ from editor.pipelines.mgie import MGIEPaths, load_mgie
 from editor.weights.catalog import DEFAULT_WEIGHTS_DIR, MODELS, component_dir
 
 CHECKPOINTS = "checkpoints"
-SAMPLE_STEPS = 20  # diffusion steps of the sample edits
 EVAL_DRAWS = 4  # fixed draws (timestep, noise, dropout) per sample in `measure`
 BEFORE_FILE = "loss_before.json"  # the fixed-draw losses of step 0, kept for training.json across resumes
 STEP_DIR = re.compile(r"step-(\d+)$")
@@ -232,7 +231,9 @@ class Trainer:
         if self.accelerator.is_main_process:
             folder = Path(self.config.out) / "samples" / f"step-{step:06d}"
             with self.accelerator.autocast():
-                write_samples(self.editor, self.model, self.held_out, folder, self.config.resolution, SAMPLE_STEPS)
+                write_samples(
+                    self.editor, self.model, self.held_out, folder, self.config.resolution, self.config.sample_steps
+                )
         self.accelerator.wait_for_everyone()
 
     def finish(self, model) -> Path:
