@@ -23,7 +23,7 @@ from editor.params import Resolution
 from editor.pipelines.mgie import prompt_token_ids, training_token_ids
 from editor.prompts import RESERVED_TOKENS, check_text
 
-CLIP_SIDE = 512  # the square the CLIP tower's processor starts from (apple/ml-mgie crop_resize(512), mgie.md §2.1)
+CLIP_SIDE = 512  # the largest square the CLIP tower's processor starts from (MGIE's training; README "Fine-tuning")
 
 
 class DataError(ValueError):

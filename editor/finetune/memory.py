@@ -4,9 +4,10 @@ a mode that cannot fit the visible GPU is refused with the smaller modes named.
 weights      every parameter and buffer at its dtype (frozen ones in the mixed-precision dtype, trainable fp32)
 gradients    fp32, one per trainable value (a partly trained embedding matrix still has a full-size gradient)
 optimizer    AdamW: two fp32 moments per trainable value
-activations  a rough term: the LLaMA part by the transformer rule s*b*h*(34 + 5*a*s/h) bytes per layer (2*s*b*h
-             with checkpointing; Korthikanti et al. 2022), the UNet part 1.75 GB per sample at 256 px
-             (0.4 GB checkpointed), scaled by the pixel count: an assumption until measured on a GPU
+activations  a rough term: the LLaMA part by the transformer rule s*b*h*(34 + 5*a*s/h) bytes per layer in 16 bit
+             (2*s*b*h with checkpointing; Korthikanti et al. 2022, "Reducing Activation Recomputation in Large
+             Transformer Models"), the UNet part 1.75 GB per sample at 256 px (0.4 GB checkpointed), scaled by the
+             pixel count: an assumption until measured on a GPU
 On CPU the estimate is printed, never enforced.
 """
 

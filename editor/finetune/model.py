@@ -1,7 +1,7 @@
 """What trains: MGIE's MLLM, edit head and UNet as one module whose forward is MGIE's objective (docs: README
 "Fine-tuning"), plus the freezing, peft LoRA and merging rules. Loading stays in editor.pipelines.mgie.load_mgie.
 
-Objective (as apple/ml-mgie trains; the numbers are in README "Fine-tuning"):
+Objective (MGIE's own training recipe, summarised in README "Fine-tuning"):
   L_ins   token cross-entropy of "<expressive> [IMG0..7]</s>" after the inference prompt (ids from
           `training_token_ids`), averaged per sample, then over the batch (so a batch split across processes gives
           the same value as one process; MGIE averages over all tokens of the batch).
@@ -31,7 +31,7 @@ from editor.prompts import IMG_TOKENS
 N_IMG = len(IMG_TOKENS)
 LLM_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")  # the LLaMA attention
 UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the UNet's self- and cross-attention
-DROP_TEXT, DROP_BOTH, DROP_IMAGE = 0.05, 0.10, 0.15  # condition dropout thresholds (apple/ml-mgie)
+DROP_TEXT, DROP_BOTH, DROP_IMAGE = 0.05, 0.10, 0.15  # MGIE's condition dropout thresholds
 
 
 class FinetuneModel(nn.Module):
@@ -50,8 +50,8 @@ class FinetuneModel(nn.Module):
         self.register_buffer("frozen_emb", editor.img_embeddings.detach().float().clone(), persistent=False)
 
     def img_embeddings(self) -> torch.Tensor:
-        """The 8 x hidden [IMG] rows the head adds to its input: trained embedding rows with L_ins (as apple/ml-mgie
-        feeds `embed_tokens.weight[-8:]`), the loaded `emb` when the MLLM is frozen."""
+        """The 8 x hidden [IMG] rows the head adds to its input: trained embedding rows with L_ins (MGIE's training
+        feeds the head `embed_tokens.weight[-8:]`), the loaded `emb` when the MLLM is frozen."""
         if self.instruct:
             return self.mllm.llm.get_input_embeddings().weight[-N_IMG:]
         return self.frozen_emb
