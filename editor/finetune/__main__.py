@@ -63,8 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     if threads:
         torch.set_num_threads(threads)
     try:
-        run(FinetuneConfig(**args))
-    except (DataError, MissingWeightsError, CheckpointError, MemoryError, ValueError) as err:
+        config = FinetuneConfig(**args)
+    except ValueError as err:  # settings only; a ValueError from inside training keeps its traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        run(config)
+    except (DataError, MissingWeightsError, CheckpointError, MemoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import nn
 
+from editor.finetune.data import DataError
 from editor.models.llava import greedy_decode
 from editor.pipelines.mgie import MGIE, img_window_start
 from editor.prompts import IMG_TOKENS
@@ -150,7 +151,7 @@ def configure(model: FinetuneModel, lora_unet: int, lora_llm: int, lora_alpha: f
     adapters = {}
     if lora_llm:
         if not model.instruct:
-            raise ValueError("--lora-llm needs expressive texts in the data: without L_ins the MLLM stays frozen")
+            raise DataError("--lora-llm needs expressive texts in the data: without L_ins the MLLM stays frozen")
         config = LoraConfig(r=lora_llm, lora_alpha=lora_alpha or lora_llm, target_modules=list(LLM_LORA_TARGETS))
         adapters["llm"] = LoraModel(model.mllm.llm, config, "default")
     if lora_unet:
