@@ -123,21 +123,21 @@ class Trainer:
             rows.append(self.think_cache[index].clone())  # a normal tensor (inference tensors cannot be saved)
         return torch.stack(rows).float()
 
-    def losses(self, model, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
+    def losses(self, model, batch: dict, epoch: int, dropout: bool = True) -> dict[str, torch.Tensor]:
         seeds = [sample_seed(self.config.seed, epoch, i) for i in batch["index"].tolist()]
-        return model(batch, seeds, self.states_for(batch))
+        return model(batch, seeds, self.states_for(batch), dropout)
 
     @torch.no_grad()
     def measure(self, model) -> dict[str, float]:
         """Losses on the first `eval_samples` triplets, averaged over EVAL_DRAWS fixed draws per sample (epochs
-        -1, -2, ...): comparable before and after training."""
+        -1, -2, ...) with every condition kept (no dropout): comparable before and after training."""
         items = [self.dataset[i] for i in range(min(self.config.eval_samples, len(self.dataset)))]
         batch = {k: v.to(self.accelerator.device) for k, v in collate(items).items()}
         model.eval()
         totals: dict[str, float] = {}
         with self.accelerator.autocast():
             for draw in range(1, EVAL_DRAWS + 1):
-                for key, value in self.losses(model, batch, -draw).items():
+                for key, value in self.losses(model, batch, -draw, dropout=False).items():
                     totals[key] = totals.get(key, 0.0) + float(value) / EVAL_DRAWS
         model.train()
         return {k: round(v, 6) for k, v in totals.items()}

@@ -74,7 +74,9 @@ class FinetuneModel(nn.Module):
         states = hidden.gather(1, window[..., None].expand(-1, -1, hidden.shape[-1]))
         return l_ins, states
 
-    def edit_loss(self, batch: dict, cond: torch.Tensor, null: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+    def edit_loss(
+        self, batch: dict, cond: torch.Tensor, null: torch.Tensor, seeds: list[int], dropout: bool = True
+    ) -> torch.Tensor:
         device, dtype = cond.device, self.vae.dtype
         with torch.no_grad():
             goal = self.vae.encode(batch["goal"].to(dtype)).latent_dist
@@ -83,6 +85,7 @@ class FinetuneModel(nn.Module):
         u, t, eps, noise = (torch.stack([d[i] for d in draws]).to(device) for i in range(4))
         target = (goal.mean.float() + goal.std.float() * eps) * self.scaling
         b = target.shape[0]
+        u = u if dropout else torch.ones_like(u)  # no dropout: every sample keeps its text and image
         drop_text = (u < DROP_BOTH).view(b, 1, 1)
         keep_image = ~((u >= DROP_TEXT) & (u < DROP_IMAGE)).view(b, 1, 1, 1)
         cond = torch.where(drop_text, null.expand_as(cond), cond)
@@ -96,15 +99,18 @@ class FinetuneModel(nn.Module):
             return target
         return self.noise.get_velocity(target, noise, t) if kind == "v_prediction" else noise
 
-    def forward(self, batch: dict, seeds: list[int], states: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Losses of one batch; `states` (B x 8 x hidden, from `think_states`) when training without L_ins."""
+    def forward(
+        self, batch: dict, seeds: list[int], states: torch.Tensor | None = None, dropout: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Losses of one batch; `states` (B x 8 x hidden, from `think_states`) when training without L_ins;
+        `dropout=False` keeps every condition (the fixed-draw measurement)."""
         losses = {}
         if self.instruct:
             losses["ins"], states = self.instruction_loss(batch)
         emb = self.img_embeddings()
         cond = self.head(states.to(emb.dtype), emb)
         null = self.head(torch.zeros_like(states[:1], dtype=emb.dtype), emb)
-        losses["edit"] = self.edit_loss(batch, cond, null, seeds)
+        losses["edit"] = self.edit_loss(batch, cond, null, seeds, dropout)
         losses["loss"] = losses.get("ins", 0.0) + self.edit_weight * losses["edit"]
         return losses
 
