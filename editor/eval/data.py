@@ -36,9 +36,11 @@ evr, gier, ma5k, pairs: one layout for all (their raw releases differ; convertin
   line per (input, goal) pair, is the user's step):
     edits.jsonl               one JSON object per line, blank lines skipped:
                               {"input": "in/0001.png", "instruction": "make the sky blue", "goal": "out/0001.png",
-                               "id": "0001", "caption": "a blue sky", "mask": "masks/0001.png"}
+                               "id": "0001", "caption": "a blue sky", "mask": "masks/0001.png",
+                               "expressive": "the sky turns a deep clear blue"}
                               input, instruction and goal are required; id defaults to the line number ("000012");
-                              caption and mask are optional; image paths are relative to the folder
+                              caption, mask and expressive (an expressive instruction, MGIE's L_ins target in
+                              editor.finetune) are optional; image paths are relative to the folder
   Detected as "pairs"; pass kind evr / gier / ma5k to get that paper's columns.
 
 demo: the built-in shapes world (editor/demo/world.py), no files. "demo:N" = N sessions per held-out split
@@ -48,8 +50,9 @@ demo: the built-in shapes world (editor/demo/world.py), no files. "demo:N" = N s
   random.Random(f"1/{s}/{i}/turn{k}") with the split's rules. In `reasoning`, a turn that leaves no shape to refer
   to relationally is redrawn unless it is the last; when turn 1 leaves such a scene (e.g. one shape), turn 2 is a
   plain `add` (about 15 % of reasoning sessions). Images are rendered PIL images; the mask is the judge's changed
-  region (editor.demo.judge.changed_region, the whole image for tone edits); caption = the expressive sentence;
-  reference = the world.Sample; category = the split; id "<split>-<i:04d>"; groups {"held-out": the four splits}.
+  region (editor.demo.judge.changed_region, the whole image for tone edits); caption and expressive = the
+  expressive sentence; reference = the world.Sample; category = the split; id "<split>-<i:04d>"; groups
+  {"held-out": the four splits}.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ REASON_EDIT_TEXTS = {
 }
 REASONING = "6-Reasoning"
 REASONING_ALIAS = "Reasoning-231115"  # the release's folder name ends with this
-PAIR_FIELDS = ("input", "instruction", "goal", "id", "caption", "mask")
+PAIR_FIELDS = ("input", "instruction", "goal", "id", "caption", "mask", "expressive")
 DEMO_SPLITS = ("test", "combo", "paraphrase", "reasoning")  # the held-out splits (editor.eval.cli.HELD_OUT)
 DEMO_SEED = 1  # training draws from seed 0's stream; evaluation from seed 1's (editor.eval.cli.EVAL_SEED)
 DEMO_PER_SPLIT = 25
@@ -106,6 +109,7 @@ class Turn:
     mask: ImageRef | None = None  # grey mask, white (255) = the region the edit should change; None if none
     caption: str | None = None  # text the output should match (MagicBrush local caption, Reason-Edit "CLIP:" text)
     reference: Any = None  # dataset-specific object (demo world: the world.Sample of this turn), else None
+    expressive: str | None = None  # expressive instruction (edits.jsonl "expressive", demo world), else None
 
 
 @dataclass(frozen=True)
@@ -345,6 +349,7 @@ def _pairs(root: Path, kind: str) -> EvalDataset:
             target=_existing(root / entry["goal"], where),
             mask=_existing(root / entry["mask"], where) if entry.get("mask") else None,
             caption=entry["caption"].strip() if entry.get("caption") else None,
+            expressive=entry["expressive"].strip() if entry.get("expressive") else None,
         )
         samples.append(EvalSample(sample_id, (turn,)))
     return EvalDataset(kind, root, tuple(samples), COLUMNS[kind], CLIP_BASE)
@@ -387,7 +392,7 @@ def _demo_turn(sample: world.Sample) -> Turn:
     source, target = world.render(sample.source), world.render(sample.target)
     region = judge.changed_region(judge.as_float(source), judge.as_float(target), sample.op == "tone")
     mask = Image.fromarray(region.astype(np.uint8) * 255)
-    return Turn(sample.terse, source, target, mask, sample.expressive, sample)
+    return Turn(sample.terse, source, target, mask, sample.expressive, sample, sample.expressive)
 
 
 def _demo(per_split: int, turns: int = DEMO_TURNS) -> EvalDataset:

@@ -1,0 +1,86 @@
+"""The fine-tuned model written in MGIE's official layout, so `load_mgie` (and `python app.py --weights-dir OUT`)
+opens it with no other step:
+
+    OUT/mgie_7b/mllm.safetensors     model.embed_tokens.weight, lm_head.weight, edit_head.*, emb (= [IMG] rows)
+    OUT/mgie_7b/unet.safetensors     the UNet, LoRA merged
+    OUT/mgie_7b/adapters/*.safetensors   the LoRA tensors themselves (peft key names), when adapters trained
+    OUT/LLaVA-7B-v1/                 links to the base folder's files; with --lora-llm its weights are a new
+                                     model.safetensors (LoRA merged) and only the other files are linked
+    OUT/instruct-pix2pix, OUT/clip-vit-large-patch14   links to the base folders (nothing there trains)
+
+The links point at the base weights (absolute paths): keep those folders, or copy them in with `cp -rL`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from editor.finetune.model import N_IMG, FinetuneModel, adapter_state, merged_state
+from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR, MGIEPaths
+
+WEIGHT_NAMES = ("pytorch_model", "model")  # shard stems of a transformers folder (never linked when rewritten)
+
+
+def _save(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cast = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu() for k, v in state.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(cast, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)
+
+
+def _link(target: Path, link: Path) -> None:
+    if link.is_symlink() or link.exists():
+        if link.is_symlink() or link.is_file():
+            link.unlink()
+        else:
+            raise FileExistsError(f"{link} exists and is not a link; remove it or choose another --out")
+    link.symlink_to(target.resolve(), target_is_directory=target.is_dir())
+
+
+def mllm_state(model: FinetuneModel) -> dict[str, torch.Tensor]:
+    llm = model.mllm.llm
+    embed = llm.get_input_embeddings().weight.detach()
+    state = {"model.embed_tokens.weight": embed, "lm_head.weight": llm.lm_head.weight.detach()}
+    state |= {f"edit_head.{k}": v.detach() for k, v in model.head.state_dict().items()}
+    state["emb"] = model.img_embeddings().detach().reshape(N_IMG, -1).clone()
+    return state
+
+
+def llava_state(model: FinetuneModel) -> dict[str, torch.Tensor]:
+    """The LLaVA shards' keys (HF LLaMA names + model.mm_projector.*), LoRA merged; the embeddings and LM head are
+    left out (the loader takes them from mllm.safetensors)."""
+    skip = ("model.embed_tokens.weight", "lm_head.weight")
+    state = {k: v for k, v in merged_state(model.mllm.llm).items() if k not in skip}
+    state |= {f"model.mm_projector.{k}": v.detach() for k, v in model.mllm.projector.state_dict().items()}
+    return state
+
+
+def write_official_layout(
+    model: FinetuneModel, adapters: dict, base: MGIEPaths, out: Path, dtype: torch.dtype
+) -> MGIEPaths:
+    out = Path(out)
+    mgie = out / MGIE_DIR
+    _save(mllm_state(model), mgie / "mllm.safetensors", dtype)
+    _save(merged_state(model.unet), mgie / "unet.safetensors", dtype)
+    for name in adapters:
+        module = model.unet if name == "unet" else model.mllm.llm
+        _save(adapter_state(module), mgie / "adapters" / f"{name}_lora.safetensors", torch.float32)
+    llava = out / LLAVA_DIR
+    if "llm" in adapters:
+        if llava.is_symlink():
+            llava.unlink()
+        llava.mkdir(parents=True, exist_ok=True)
+        for file in base.llava.iterdir():
+            if not file.name.startswith(WEIGHT_NAMES):
+                _link(file, llava / file.name)
+        _save(llava_state(model), llava / "model.safetensors", dtype)
+    else:
+        _link(base.llava, llava)
+    _link(base.ip2p, out / IP2P_DIR)
+    _link(base.clip, out / CLIP_DIR)
+    return MGIEPaths.from_weights_dir(out)
