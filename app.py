@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import os
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from editor.pipelines.mgie import MGIEPaths, load_mgie
 from editor.registry import DEFAULT_WEIGHTS_DIR, DEMO_EDITORS, DTYPES, EDITORS, installed_editors, load_editor
 from editor.tiny import build_tiny_mgie_tree
 from editor.ui import build_demo
+from editor.ui.layout import CSS
 from editor.weights.catalog import download_command
 
 AUTH_ENV = "EDITOR_AUTH"  # "user:pass" or "user1:pass1,user2:pass2"
@@ -44,6 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mcp", action="store_true", help="also serve the endpoints as MCP tools (gradio[mcp])")
     parser.add_argument("--tiny-random", action="store_true", help="tiny random-weight MGIE: a pipeline check")
     return parser
+
+
+def configure_logging() -> None:
+    """The app's own log lines (one per user error, editor.ui.guard.user_error) go to stderr with a time stamp."""
+    logger = logging.getLogger("editor")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def parse_auth(values: list[str]) -> list[tuple[str, str]] | None:
@@ -116,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             editors = {tiny.name: tiny}
         if notice:
             print(f"warning: {notice}", file=sys.stderr)
+        configure_logging()
         demo = build_demo(editors, notice=notice)
         demo.queue(default_concurrency_limit=1, max_size=64).launch(
             server_name=args.server_name,
@@ -124,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             auth=throttled_auth(auth) if auth else None,  # failed logins answered at most one a second
             mcp_server=args.mcp,
             max_file_size="50mb",
+            css=CSS,
             run_history=False,  # user photos are not recorded beyond the session (its history and export do that)
         )
     return 0

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import urllib.request
 
 import pytest
 
 import app
 from editor.ui import build_demo
+from editor.ui.guard import user_error
 from tests.fakes import FakeEditor, free_port
 from tests.test_ui import ENDPOINTS
 
@@ -66,3 +68,17 @@ def test_a_forced_model_that_is_missing_names_its_download_command(tmp_path, cap
 def test_the_best_installed_model_is_chosen_and_others_load_beside_it(tiny_tree):
     editors, notice = app.load_editors(None, ["ip2p-demo"], tiny_tree, "cpu")
     assert list(editors) == ["mgie-7b", "ip2p-demo"] and notice is None
+
+
+def test_the_app_logs_a_user_error_as_one_line(capfd):
+    logger = logging.getLogger("editor")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    try:
+        logger.handlers = []
+        app.configure_logging()
+        app.configure_logging()  # idempotent: still one line per error
+        user_error("instruction is empty")
+        err = capfd.readouterr().err
+    finally:
+        logger.handlers, logger.level, logger.propagate = saved
+    assert err.count("\n") == 1 and err.rstrip().endswith("user error: instruction is empty"), err

@@ -120,3 +120,28 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
     if os.environ.get("SAVE_SCREENSHOT"):
         ARTIFACT.parent.mkdir(exist_ok=True)
         shutil.copyfile(shot, ARTIFACT)
+
+
+def upload(page: Page, path: Path) -> Locator:
+    """Uploads `path` into the input image and waits until the server has it; returns the input's block."""
+    source = block(page, "Input image")
+    source.locator("input[type=file]").set_input_files(path)
+    expect(source.locator("img")).to_have_attribute("src", re.compile(re.escape(path.name)))
+    return source
+
+
+def test_a_user_error_is_one_message_and_every_pane_stays(app_url: str, page: Page, capfd, caplog) -> None:
+    page.goto(app_url, wait_until="domcontentloaded")
+    source = upload(page, EXAMPLES_DIR / "chelsea.png")
+    capfd.readouterr()
+    caplog.set_level("INFO", logger="editor")
+    button(page, "Edit").click()  # no instruction
+    expect(page.get_by_test_id("toast-body")).to_contain_text("instruction is empty")
+    covers = page.locator("[data-testid=status-tracker]:has(span.error)")
+    expect(covers.first).to_be_attached()  # Gradio marked the outputs as failed ...
+    expect(page.locator("[data-testid=status-tracker]:has(span.error):visible")).to_have_count(0)  # ... unseen
+    expect(source.locator("img")).to_be_visible()  # the upload is still shown
+    expect(page.locator("#status")).to_contain_text("No edits yet")
+    assert "Traceback" not in capfd.readouterr().err  # the server prints no traceback for it ...
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("editor")]
+    assert len(lines) == 1 and lines[0].startswith("user error: instruction is empty"), lines  # ... one line

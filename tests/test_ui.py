@@ -279,3 +279,12 @@ def test_session_state_expires_and_its_temporary_files_are_removed():
     assert len(restored.history.turns) == 1 and restored.folder is not None
     remove_files(restored)  # what gr.State calls when the session ends or expires
     assert not Path(restored.folder).exists()
+
+
+def test_a_user_error_is_one_log_line_without_a_traceback(caplog):
+    handlers = Handlers({"fake": FakeEditor()}, preview_every=None)
+    image = Image.new("RGB", (64, 48), (200, 40, 10))
+    with caplog.at_level("INFO", logger="editor"), pytest.raises(gr.Error, match="instruction is empty") as err:
+        list(handlers.edit("fake", image, "  ", "", 2, 7.5, 1.5, 1, False, "keep_aspect", 64, None))
+    assert err.value.print_exception is False  # Gradio prints no traceback for it
+    assert [r.getMessage() for r in caplog.records] == [f"user error: {err.value.message}"]

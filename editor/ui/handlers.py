@@ -30,7 +30,7 @@ from editor.params import DEFAULT_IMAGE_GUIDANCE, DEFAULT_TEXT_GUIDANCE, EditPar
 from editor.pipelines.diffusion import fresh_seed
 from editor.ui import views
 from editor.ui.explore import Cell, Sweep, explore
-from editor.ui.guard import public_message
+from editor.ui.guard import public_message, user_error
 from editor.ui.history import History, image_key
 from editor.ui.streaming import PREVIEW_EVERY_S, Progress, stream_render
 
@@ -115,10 +115,10 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (ValueError, MissingWeightsError, CheckpointError) as err:
-        raise gr.Error(public_message(str(err))) from err
+        raise user_error(public_message(str(err))) from err
     except torch.OutOfMemoryError as err:
         torch.cuda.empty_cache()
-        raise gr.Error("out of GPU memory: try a smaller size, or wait for other edits to finish") from err
+        raise user_error("out of GPU memory: try a smaller size, or wait for other edits to finish") from err
 
 
 def as_int(value: float | None, name: str) -> int:

@@ -2,8 +2,8 @@
 
 API endpoints (gradio_client: `Client(url).predict(..., api_name="/edit")`; each client has its own session):
   /think /edit /undo /revert /reset /export /restore /explore /keep.
-Model events share one concurrency slot ("gpu"), so one model call runs at a time and the queue shows users their
-place; history events are instant and never wait behind an edit.
+Launch it with `css=CSS` (below). Model events share one concurrency slot ("gpu"), so one model call runs at a time
+and the queue shows users their place; history events are instant and never wait behind an edit.
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ MAX_UI_SEED = 2**32 - 1  # random seeds are drawn below 2**32 (editor.pipelines.
 # Once there is something to lose, leaving or reloading the page asks first; a reset or restore clears the flag.
 WARN_ON_LEAVE = "() => { window.onbeforeunload = (e) => { e.preventDefault(); return ''; }; }"
 NO_WARN = "() => { window.onbeforeunload = null; }"
+# Launch with `css=CSS` (app.py does). A user error is one toast and leaves every pane as it was: Gradio would also
+# cover each output with a red "Error" badge, hiding what it showed; that cover is hidden (tracebacks stay in the log).
+CSS = """
+[data-testid="status-tracker"]:has(span.error) { display: none !important; }
+"""
 TIPS = (
     "**Too little change?** Lower αV or raise αX. **Too much?** The reverse. Other seeds and more concrete "
     "wording help too; the trade-off explorer sweeps αV for you."
