@@ -98,6 +98,7 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
 
     assert page.evaluate("window.onbeforeunload === null || window.onbeforeunload === undefined")
     click_and_wait(page, "Edit", "Turn 1 of 1")
+    first_expressive = expressive.input_value()
     page.wait_for_function("typeof window.onbeforeunload === 'function'")  # a reload now asks first
     thumbnails = block(page, "History").get_by_role("button", name=re.compile(r"^Thumbnail \d+ of \d+$"))
     expect(thumbnails).to_have_count(1)
@@ -110,7 +111,13 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
     click_and_wait(page, "Undo", "Turn 1 of 2")
     expect(thumbnails).to_have_count(2)  # undo moves back through the history; it does not forget the undone turn
     expect(block(page, OUTPUT_LABEL).locator("img")).to_have_attribute("src", re.compile(r"\S"))
-    expect(expressive).not_to_have_value(re.compile(r"^\s*$"))
+    expect(instruction).to_have_value("make the cat a tiger")  # the boxes hold turn 1's texts again
+    expect(expressive).to_have_value(first_expressive)
+    click_and_wait(page, "Undo", "Original image")
+    expect(instruction).to_have_value("")
+    expect(expressive).to_have_value("")
+    click_and_wait(page, "Go to turn", "Turn 1 of 2")  # turn # 0 (the box's default)
+    expect(instruction).to_have_value("make the cat a tiger")
 
     button(page, "Export session").click()
     expect(page.get_by_role("row", name=re.compile(r"^edit-session-[\d-]+\.zip"))).to_be_visible()  # to download

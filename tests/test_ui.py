@@ -288,3 +288,18 @@ def test_a_user_error_is_one_log_line_without_a_traceback(caplog):
         list(handlers.edit("fake", image, "  ", "", 2, 7.5, 1.5, 1, False, "keep_aspect", 64, None))
     assert err.value.print_exception is False  # Gradio prints no traceback for it
     assert [r.getMessage() for r in caplog.records] == [f"user error: {err.value.message}"]
+
+
+def test_after_undo_or_revert_the_boxes_hold_the_current_turns_texts():
+    handlers = Handlers({"fake": FakeEditor()}, preview_every=None)
+    image = Image.new("RGB", (64, 48), (200, 40, 10))
+    settings = (2, 7.5, 1.5, 1, False, "keep_aspect", 64)
+    *_, state = list(handlers.edit("fake", image, "make it blue", "", *settings, None))[-1]
+    *_, state = list(handlers.edit("fake", None, "add a hat", "a red hat on top", *settings, state))[-1]
+    assert handlers.turn_texts(state) == ("add a hat", "a red hat on top", "a red hat on top [IMG0]")
+    state = handlers.undo(state)[-1]
+    assert handlers.turn_texts(state) == ("make it blue", "imagine: make it blue", "imagine: make it blue [IMG0]")
+    state = handlers.undo(state)[-1]
+    assert handlers.turn_texts(state) == ("", "", "")  # the original image: nothing made it
+    state = handlers.revert(1, state)[-1]
+    assert handlers.turn_texts(state)[0] == "add a hat"

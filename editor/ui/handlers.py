@@ -293,6 +293,16 @@ class Handlers:
             state.history.revert(as_int(turn, "turn"))
             return history_view(state)
 
+    @staticmethod
+    def turn_texts(state: AppState | None) -> tuple[str, str, str]:
+        """(instruction, expressive, raw text) of the turn now current, empty at the original image: after an undo
+        or a revert the boxes show what made the image on screen, so the next edit is not a silent repeat."""
+        history = fresh(state).history
+        if history.head is None:
+            return "", "", ""
+        turn = history.turns[history.head]
+        return turn.instruction, turn.expressive, turn.raw_text
+
     def revert_selected(self, state: AppState | None, evt: gr.SelectData):
         return self.revert(evt.index, state)
 

@@ -204,15 +204,19 @@ def build_demo(
             api_name="edit",
             **gpu,
         ).success(None, js=WARN_ON_LEAVE)
-        undo_button.click(handlers.undo, [state], history_outputs, api_name="undo")
-        revert_button.click(handlers.revert, [turn, state], history_outputs, api_name="revert")
-        gallery.select(handlers.revert_selected, [state], history_outputs, api_visibility="private")
-        reset_button.click(handlers.reset, [state], history_outputs, api_name="reset").then(None, js=NO_WARN)
+        texts = {"fn": handlers.turn_texts, "inputs": [state], "outputs": [instruction, expressive, raw_text]}
+        texts |= {"api_visibility": "private", "queue": False}  # the boxes follow the turn now current
+        undo_button.click(handlers.undo, [state], history_outputs, api_name="undo").success(**texts)
+        revert_button.click(handlers.revert, [turn, state], history_outputs, api_name="revert").success(**texts)
+        gallery.select(handlers.revert_selected, [state], history_outputs, api_visibility="private").success(**texts)
+        for started in (
+            reset_button.click(handlers.reset, [state], history_outputs, api_name="reset"),
+            restore_button.upload(handlers.restore, [restore_button, state], history_outputs, api_name="restore"),
+        ):
+            started.success(**texts)
+            started.then(None, js=NO_WARN)
         export_button.click(handlers.export, [state], [archive], api_name="export").success(
             lambda: gr.File(visible=True), None, [archive], api_visibility="private", queue=False
-        )
-        restore_button.upload(handlers.restore, [restore_button, state], history_outputs, api_name="restore").then(
-            None, js=NO_WARN
         )
         explore_button.click(
             handlers.explore,
