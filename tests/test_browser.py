@@ -152,3 +152,29 @@ def test_a_user_error_is_one_message_and_every_pane_stays(app_url: str, page: Pa
     assert "Traceback" not in capfd.readouterr().err  # the server prints no traceback for it ...
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("editor")]
     assert len(lines) == 1 and lines[0].startswith("user error: instruction is empty"), lines  # ... one line
+
+
+def shows_a_picture(image: Locator) -> None:
+    """`image` (an <img>) has loaded a real picture, not a broken-image icon."""
+    expect(image).to_be_visible()
+    image.page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+
+
+def test_an_upload_is_checked_when_it_arrives_and_the_previous_image_stays(app_url: str, page: Page, tmp_path) -> None:
+    page.goto(app_url, wait_until="domcontentloaded")
+    source = upload(page, EXAMPLES_DIR / "chelsea.png")
+    fake, notes = tmp_path / "holiday.png", tmp_path / "notes.txt"
+    fake.write_text("not a picture")  # a text file renamed .png
+    notes.write_text("not a picture")
+    toasts = page.get_by_test_id("toast-body")
+
+    source.locator("input[type=file]").set_input_files(fake)
+    expect(toasts.filter(has_text="could not read 'holiday.png' as an image")).to_be_visible()  # before any Edit
+    expect(source.locator("img")).to_have_attribute("src", re.compile(r"\.png$"))
+    expect(source.locator("img")).not_to_have_attribute("src", re.compile(r"holiday"))  # the cat is back
+    shows_a_picture(source.locator("img"))
+
+    source.locator("input[type=file]").set_input_files(notes)
+    expect(toasts.filter(has_text="notes.txt")).to_be_visible()
+    expect(source.locator("img")).not_to_have_attribute("src", re.compile(r"notes|holiday"))
+    shows_a_picture(source.locator("img"))

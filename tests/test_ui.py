@@ -260,8 +260,8 @@ def test_compare_runs_two_models_on_one_input_and_seed_without_touching_history(
 
 
 def test_session_state_expires_and_its_temporary_files_are_removed():
-    from editor.ui.handlers import AppState, remove_files
     from editor.ui.layout import CACHE_SWEEP, SESSION_TTL_S
+    from editor.ui.state import AppState, remove_files
 
     demo = build_demo({"fake": FakeEditor()}, examples_dir=None)
     state_block = next(b for b in demo.blocks.values() if isinstance(b, gr.State))

@@ -11,12 +11,10 @@ package is installed (a no-op outside ZeroGPU hardware) and the plain function o
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -32,59 +30,10 @@ from editor.ui import views
 from editor.ui.explore import Cell, Sweep, explore
 from editor.ui.guard import public_message, user_error
 from editor.ui.history import History, image_key
+from editor.ui.state import AppState, Session, fresh, history_view
 from editor.ui.streaming import PREVIEW_EVERY_S, Progress, stream_render
 
 GPU_SECONDS = 120  # ZeroGPU reservation per model call
-
-
-@dataclass(frozen=True)
-class Session:
-    """The last guidance and what it was made for."""
-
-    model: str
-    image_key: str
-    guidance: Guidance
-
-    def matches(self, model: str, key: str, instruction: str) -> bool:
-        return (self.model, self.image_key, self.guidance.instruction) == (model, key, instruction.strip())
-
-
-@dataclass
-class AppState:
-    """Everything one browser session owns. Handlers return it, so it also works where they run elsewhere."""
-
-    history: History = field(default_factory=History)
-    thought: Session | None = None
-    cells: list[Cell] = field(default_factory=list)  # the explorer's last grid
-    cells_parent: int | None = None  # the turn the grid's input came from
-    cells_input: Image.Image | None = None
-    folder: str | None = None  # this session's PNGs for display, each written once (see `png`)
-    files: dict[tuple, str] = field(default_factory=dict)
-
-    def scratch(self) -> Path:
-        """This session's folder of temporary files (display PNGs, exports), removed with the session."""
-        self.folder = self.folder or tempfile.mkdtemp(prefix="editor-session-")
-        return Path(self.folder)
-
-    def png(self, key: tuple, make: Callable[[], Image.Image]) -> str:
-        """The path of a PNG of `make()`, written on first use (fast zlib level 1; lossless). Returning paths
-        instead of PIL images spares Gradio re-encoding every image of every turn on every event."""
-        if key not in self.files:
-            path = self.scratch() / f"{len(self.files):05d}.png"
-            make().save(path, format="PNG", compress_level=1)
-            self.files[key] = str(path)
-        return self.files[key]
-
-    def restart(self, history: History) -> AppState:
-        """A new session state; the old one's temporary files go now (Gradio has served its own copies)."""
-        remove_files(self)
-        return AppState(history=history)
-
-
-def remove_files(state: AppState | None) -> None:
-    """gr.State's delete_callback (the session ended or expired): its temporary files go with it."""
-    if state is not None and state.folder is not None:
-        shutil.rmtree(state.folder, ignore_errors=True)
 
 
 def resolve_guidance(
@@ -134,35 +83,6 @@ def make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resi
         image_guidance=image_guidance,
         seed=None if randomize_seed else as_int(seed, "seed"),
         resolution=Resolution(resize, as_int(size, "size")),
-    )
-
-
-def fresh(state: AppState | None) -> AppState:
-    """The gr.State starts as None in every browser session (a factory would show up as an API endpoint)."""
-    return state if state is not None else AppState()
-
-
-def history_view(state: AppState) -> tuple:
-    """(input image, output, before/after, status, history strip, turn details, state), images as PNG paths."""
-    history = state.history
-    head = history.turns[history.head] if history.head is not None else None
-    strip = [(state.png(("thumb", t.id), lambda t=t: views.thumbnail(t.output)), views.caption(history, t))
-             for t in history.turns]  # fmt: skip
-    if head is not None:
-        current = output = state.png(("out", head.id), lambda: head.output)
-        compare = state.png(("before", head.id), lambda: views.before_image(head)), output
-    else:
-        origin = history.origin
-        current = None if origin is None else state.png(("origin", image_key(origin)), lambda: origin)
-        output = compare = None
-    return (
-        current,
-        output,
-        compare,
-        views.status_text(history),
-        strip,
-        views.turn_details(head),
-        state,
     )
 
 
@@ -292,6 +212,19 @@ class Handlers:
             state = fresh(state)
             state.history.revert(as_int(turn, "turn"))
             return history_view(state)
+
+    @staticmethod
+    def check_upload(image: Image.Image | None, state: AppState | None) -> AppState:
+        """An upload arrives: the guard's reader has already read it (a file that is no image is refused there, with
+        a message, before this runs); a good one is remembered as what the input box shows."""
+        state = fresh(state)
+        state.shown = image
+        return state
+
+    @staticmethod
+    def shown_input(state: AppState | None) -> str | Image.Image | None:
+        """What the input box showed before a refused upload (None: it was empty)."""
+        return fresh(state).shown
 
     @staticmethod
     def turn_texts(state: AppState | None) -> tuple[str, str, str]:

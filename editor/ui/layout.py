@@ -18,8 +18,9 @@ from editor.params import DEFAULT_SEED, DEFAULT_SIZE, MAX_GUIDANCE, MAX_SIZE
 from editor.ui.examples import EXAMPLES_DIR, load_examples
 from editor.ui.explore import MAX_CELLS
 from editor.ui.guard import guard_inputs, upload_reader
-from editor.ui.handlers import Handlers, remove_files
+from editor.ui.handlers import Handlers
 from editor.ui.history import MAX_TURNS
+from editor.ui.state import remove_files
 from editor.ui.streaming import PREVIEW_EVERY_S
 
 GPU = "gpu"
@@ -192,6 +193,12 @@ def build_demo(
             [steps, text_guidance, image_guidance, size],
             api_visibility="private",
             queue=False,
+        )
+        # An upload is read when it arrives: a refused one (not an image, too large) gets its message at once and the
+        # input box goes back to what it showed before.
+        upload = {"api_visibility": "private", "trigger_mode": "always_last"}  # a quick second upload is checked too
+        image.upload(handlers.check_upload, [image, state], [state], **upload).failure(
+            handlers.shown_input, [state], [image], api_visibility="private", queue=False
         )
         instruction.input(lambda: ("", ""), outputs=[expressive, raw_text], api_visibility="private", queue=False)
         think_button.click(
