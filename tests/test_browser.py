@@ -120,7 +120,13 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
     expect(instruction).to_have_value("make the cat a tiger")
 
     button(page, "Export session").click()
-    expect(page.get_by_role("row", name=re.compile(r"^edit-session-[\d-]+\.zip"))).to_be_visible()  # to download
+    download = page.locator("#archive")
+    expect(download).to_have_text(re.compile(r"^\s*Download session-\d{8}-\d{4}\.zip\s*$"))  # names its file
+    with page.expect_download() as saved:
+        download.click()
+    assert re.fullmatch(r"session-\d{8}-\d{4}\.zip", saved.value.suggested_filename)
+    click_and_wait(page, "Undo", "Original image")  # the session changed: the zip no longer matches it
+    expect(download).to_be_hidden()
 
     shot = tmp_path / "browser.png"
     page.screenshot(path=shot, full_page=True)

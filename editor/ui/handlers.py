@@ -252,8 +252,7 @@ class Handlers:
             state = fresh(state)
             if not state.history.turns:
                 raise ValueError("nothing to export yet: make an edit first")
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            return str(state.history.to_archive(state.scratch() / f"edit-session-{stamp}.zip"))
+            return str(state.history.to_archive(state.scratch() / f"session-{time.strftime('%Y%m%d-%H%M')}.zip"))
 
     def restore(self, archive: str | None, state: AppState | None):
         """Replaces this session by the one in an exported zip."""

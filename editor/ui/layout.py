@@ -43,6 +43,16 @@ TIPS = (
 )
 
 
+def archive_button(path: str | None) -> gr.DownloadButton:
+    """The exported zip as a download button that names its file."""
+    return gr.DownloadButton(f"Download {Path(path).name}" if path else "Download", visible=path is not None)
+
+
+def hide_archive() -> gr.DownloadButton:
+    """The session changed: an exported zip no longer matches it."""
+    return gr.DownloadButton(value=None, visible=False)
+
+
 def build_demo(
     editors: Mapping[str, Editor],
     notice: str | None = None,
@@ -142,7 +152,7 @@ def build_demo(
                     export_button = gr.Button("Export session")
                     restore_button = gr.UploadButton("Restore session", file_types=[".zip"])
                 details = gr.Markdown(elem_id="turn-details")
-                archive = gr.File(label="Session archive", interactive=False, visible=False)  # shown by Export
+                archive = gr.DownloadButton(visible=False, elem_id="archive")  # shown by Export, named after its file
             with gr.Tab("Trade-off explorer"):
                 gr.Markdown("Same instruction and seed over a grid of αV (and αX). Click a cell to adopt its values.")
                 with gr.Row():
@@ -204,26 +214,32 @@ def build_demo(
         think_button.click(
             handlers.think, [model, image, instruction, state], [expressive, raw_text, state], api_name="think", **gpu
         )
-        edit_button.click(
+        edited = edit_button.click(
             handlers.edit,
             [model, image, instruction, expressive, *controls, state],
             [expressive, raw_text, used, seed, *history_outputs],
             api_name="edit",
             **gpu,
-        ).success(None, js=WARN_ON_LEAVE)
+        )
+        edited.success(None, js=WARN_ON_LEAVE)
         texts = {"fn": handlers.turn_texts, "inputs": [state], "outputs": [instruction, expressive, raw_text]}
         texts |= {"api_visibility": "private", "queue": False}  # the boxes follow the turn now current
-        undo_button.click(handlers.undo, [state], history_outputs, api_name="undo").success(**texts)
-        revert_button.click(handlers.revert, [turn, state], history_outputs, api_name="revert").success(**texts)
-        gallery.select(handlers.revert_selected, [state], history_outputs, api_visibility="private").success(**texts)
+        changes = [  # events that change the session: the boxes follow its current turn, an exported zip is stale
+            undo_button.click(handlers.undo, [state], history_outputs, api_name="undo"),
+            revert_button.click(handlers.revert, [turn, state], history_outputs, api_name="revert"),
+            gallery.select(handlers.revert_selected, [state], history_outputs, api_visibility="private"),
+        ]
+        for started in changes:
+            started.success(**texts)
         for started in (
             reset_button.click(handlers.reset, [state], history_outputs, api_name="reset"),
             restore_button.upload(handlers.restore, [restore_button, state], history_outputs, api_name="restore"),
         ):
             started.success(**texts)
             started.then(None, js=NO_WARN)
+            changes.append(started)
         export_button.click(handlers.export, [state], [archive], api_name="export").success(
-            lambda: gr.File(visible=True), None, [archive], api_visibility="private", queue=False
+            archive_button, [archive], [archive], api_visibility="private", queue=False
         )
         explore_button.click(
             handlers.explore,
@@ -246,6 +262,8 @@ def build_demo(
             api_name="compare",
             **gpu,
         )
-        keep_button.click(handlers.keep_cell, [cell, state], [used, seed, *history_outputs], api_name="keep")
+        kept = keep_button.click(handlers.keep_cell, [cell, state], [used, seed, *history_outputs], api_name="keep")
+        for started in (edited, kept, *changes):
+            started.success(hide_archive, None, [archive], api_visibility="private", queue=False)
     # Every input is checked first; the handlers get the upload read by editor.images (checked, downscaled).
     return guard_inputs(demo, readers={image: upload_reader(max_side=MAX_SIZE)})
