@@ -20,12 +20,15 @@ from pathlib import Path
 
 from editor.loading import CheckpointError, MissingWeightsError
 from editor.login import throttled_auth
-from editor.pipelines.mgie import MGIEPaths, load_mgie
-from editor.registry import DEFAULT_WEIGHTS_DIR, DEMO_EDITORS, DTYPES, EDITORS, installed_editors, load_editor
-from editor.tiny import build_tiny_mgie_tree
-from editor.ui import build_demo
-from editor.ui.layout import CSS
-from editor.weights.catalog import download_command
+from editor.quiet import quiet_third_party
+
+quiet_third_party()  # first: importing the model code below prints a third-party notice (editor/quiet.py)
+from editor.pipelines.mgie import MGIEPaths, load_mgie  # noqa: E402
+from editor.registry import DEFAULT_WEIGHTS_DIR, DEMO_EDITORS, DTYPES, EDITORS, installed_editors, load_editor  # noqa: E402
+from editor.tiny import build_tiny_mgie_tree  # noqa: E402
+from editor.ui import build_demo  # noqa: E402
+from editor.ui.layout import CSS  # noqa: E402
+from editor.weights.catalog import download_command  # noqa: E402
 
 AUTH_ENV = "EDITOR_AUTH"  # "user:pass" or "user1:pass1,user2:pass2"
 
@@ -58,6 +61,21 @@ def configure_logging() -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+
+
+def launch_lines(local_url: str, share_url: str | None, share: bool) -> str:
+    """Where the app is served, in this app's own words (its --share, not Gradio's launch(share=True))."""
+    lines = [f"* Running on {local_url}"]
+    if share_url:
+        lines.append(f"* Public link (anyone who has it can use the app): {share_url}")
+    elif not share and "SPACE_ID" not in os.environ:
+        lines.append("* Only this machine can open it; --server-name 0.0.0.0 serves the network, --share a public link")
+    return "\n".join(lines)
+
+
+def plain(markdown: str) -> str:
+    """The notice as terminal text: the page renders its Markdown, the terminal shows no ** or backticks."""
+    return markdown.replace("**", "").replace("`", "")
 
 
 def parse_auth(values: list[str]) -> list[tuple[str, str]] | None:
@@ -129,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             tiny = load_mgie(MGIEPaths.from_weights_dir(build_tiny_mgie_tree(Path(tiny_root))), device=args.device)
             editors = {tiny.name: tiny}
         if notice:
-            print(f"warning: {notice}", file=sys.stderr)
+            print(f"warning: {plain(notice)}", file=sys.stderr)
         configure_logging()
         demo = build_demo(editors, notice=notice)
         demo.queue(default_concurrency_limit=1, max_size=64).launch(
@@ -141,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
             max_file_size="50mb",
             css=CSS,
             run_history=False,  # user photos are not recorded beyond the session (its history and export do that)
+            quiet=True,  # Gradio's own lines would suggest `share=True in launch()`; this app says --share
+            prevent_thread_lock=True,
         )
+        print(launch_lines(demo.local_url, demo.share_url, share), flush=True)
+        demo.block_thread()
     return 0
 
 

@@ -10,8 +10,11 @@ from PIL import Image
 
 from editor.loading import CheckpointError, MissingWeightsError
 from editor.params import DEFAULT_SIZE, EditParams, Resolution
-from editor.registry import DEFAULT_WEIGHTS_DIR, DTYPES, EDITORS, installed_editors, load_editor
-from editor.weights.catalog import download_command
+from editor.quiet import quiet_third_party
+
+quiet_third_party()  # first: importing the model code below prints a third-party notice (editor/quiet.py)
+from editor.registry import DEFAULT_WEIGHTS_DIR, DTYPES, EDITORS, installed_editors, load_editor  # noqa: E402
+from editor.weights.catalog import download_command  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
