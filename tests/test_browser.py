@@ -78,6 +78,29 @@ def click_and_wait(page: Page, label: str, status: str) -> None:
         raise AssertionError(f"after {label!r}: #status {shown} never read {status!r}; toasts: {toasts}") from err
 
 
+SHOWN = """img => {  // the picture's own size, and the size it is drawn at inside its box (object-fit: contain)
+    const box = img.getBoundingClientRect(), w = img.naturalWidth, h = img.naturalHeight;
+    const scale = Math.min(box.width / w, box.height / h);
+    return {natural: [w, h], drawn: [w * scale, h * scale], rendering: getComputedStyle(img).imageRendering};
+}"""
+
+
+def same_size_and_pixelated(page: Page) -> None:
+    """Input, output and both before/after images are drawn at one size, a small result enlarged without smoothing,
+    and the output's real resolution is written under it."""
+    images = [page.locator(f"{box} img") for box in ("#input-image", "#output-image")]
+    images += page.locator("#compare img").all()
+    for image in images:
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.first.element_handle())
+    shown = [image.first.evaluate(SHOWN) for image in images]
+    width, height = shown[1]["natural"]
+    expect(page.locator("#output-size")).to_have_text(f"{width} × {height} px")
+    for each in shown:
+        assert each["drawn"] == pytest.approx(shown[1]["drawn"], abs=2), shown
+        assert each["rendering"] == "pixelated", shown
+    assert shown[1]["drawn"][1] >= 4 * height, shown  # a 64-px result fills the box, it is not shown tiny
+
+
 def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Path) -> None:
     page.goto(app_url, wait_until="domcontentloaded")
     status = page.locator("#status")
@@ -103,6 +126,7 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
     thumbnails = block(page, "History").get_by_role("button", name=re.compile(r"^Thumbnail \d+ of \d+$"))
     expect(thumbnails).to_have_count(1)
     expect(block(page, OUTPUT_LABEL).locator("img")).to_have_attribute("src", re.compile(r"\S"))
+    same_size_and_pixelated(page)
 
     instruction.fill("make it snowy")
     click_and_wait(page, "Edit", "Turn 2 of 2")

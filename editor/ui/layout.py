@@ -15,6 +15,7 @@ import gradio as gr
 
 from editor.core import Editor
 from editor.params import DEFAULT_SEED, DEFAULT_SIZE, MAX_GUIDANCE, MAX_SIZE
+from editor.ui import views
 from editor.ui.examples import EXAMPLES_DIR, load_examples
 from editor.ui.explore import MAX_CELLS
 from editor.ui.guard import guard_inputs, upload_reader
@@ -34,8 +35,15 @@ WARN_ON_LEAVE = "() => { window.onbeforeunload = (e) => { e.preventDefault(); re
 NO_WARN = "() => { window.onbeforeunload = null; }"
 # Launch with `css=CSS` (app.py does). A user error is one toast and leaves every pane as it was: Gradio would also
 # cover each output with a red "Error" badge, hiding what it showed; that cover is hidden (tracebacks stay in the log).
-CSS = """
-[data-testid="status-tracker"]:has(span.error) { display: none !important; }
+# Input, output and before/after show their image at one size (IMAGE_PX high, in boxes VIEW_PX high: the input's box
+# also holds its upload bar); a small image is enlarged to fill it without smoothing (image-rendering: pixelated acts
+# only when enlarging), so the pixels seen are the pixels the model made.
+VIEW_PX, IMAGE_PX = 400, 340
+CSS = f"""
+[data-testid="status-tracker"]:has(span.error) {{ display: none !important; }}
+#input-image img, #output-image img, #compare img {{
+  width: 100%; height: {IMAGE_PX}px !important; object-fit: contain; image-rendering: pixelated;
+}}
 """
 TIPS = (
     "**Too little change?** Lower αV or raise αX. **Too much?** The reverse. Other seeds and more concrete "
@@ -85,7 +93,10 @@ def build_demo(
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
                 model = gr.Dropdown(list(editors), value=next(iter(editors)), label="Model", visible=len(editors) > 1)
-                image = gr.Image(type="filepath", image_mode=None, format="png", label="Input image", height=420)
+                image = gr.Image(
+                    type="filepath", image_mode=None, format="png", label="Input image", height=VIEW_PX,
+                    elem_id="input-image",
+                )  # fmt: skip
                 instruction = gr.Textbox(label="Instruction", placeholder="make the sky blue", max_lines=2)
                 with gr.Row():
                     think_button = gr.Button("Think")
@@ -99,9 +110,16 @@ def build_demo(
                 with gr.Accordion("Raw MLLM output", open=False):
                     raw_text = gr.Textbox(show_label=False, lines=3, interactive=False)
             with gr.Column(scale=1):
-                output = gr.Image(type="filepath", format="png", label="Edited image", interactive=False, height=420)
+                output = gr.Image(
+                    type="filepath", format="png", label="Edited image", interactive=False, height=VIEW_PX,
+                    elem_id="output-image",
+                )  # fmt: skip
+                output_size = gr.Markdown(elem_id="output-size")  # the output's real resolution
                 used = gr.Markdown(elem_id="used")
-                compare = gr.ImageSlider(type="filepath", format="png", label="Before / after", interactive=False)
+                compare = gr.ImageSlider(
+                    type="filepath", format="png", label="Before / after", interactive=False, height=VIEW_PX,
+                    elem_id="compare",
+                )  # fmt: skip
         with gr.Accordion("Settings", open=True):
             with gr.Row():
                 steps = gr.Slider(1, MAX_UI_STEPS, value=defaults.steps, step=1, precision=0, label="Steps")
@@ -249,7 +267,7 @@ def build_demo(
             api_name="explore",
             **gpu,
         )
-        grid.select(
+        adopted = grid.select(
             handlers.adopt,
             [state],
             [text_guidance, image_guidance, seed, randomize_seed, output, compare, used, cell],
@@ -265,5 +283,7 @@ def build_demo(
         kept = keep_button.click(handlers.keep_cell, [cell, state], [used, seed, *history_outputs], api_name="keep")
         for started in (edited, kept, *changes):
             started.success(hide_archive, None, [archive], api_visibility="private", queue=False)
+        for started in (edited, kept, adopted, *changes):  # the real resolution of what the output box shows
+            started.success(views.size_text, [output], [output_size], api_visibility="private", queue=False)
     # Every input is checked first; the handlers get the upload read by editor.images (checked, downscaled).
     return guard_inputs(demo, readers={image: upload_reader(max_side=MAX_SIZE)})

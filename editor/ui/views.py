@@ -29,6 +29,15 @@ def result_text(result: EditResult) -> str:
     return f"**Used:** {params_text(result.params)} · {width}×{height} · {seconds:.1f} s"
 
 
+def size_text(path: str | None) -> str:
+    """ "W × H px" of the image file at `path` (its header only), "" when there is none."""
+    if not path:
+        return ""
+    with Image.open(path) as image:
+        width, height = image.size
+    return f"{width} × {height} px"
+
+
 def status_text(history: History) -> str:
     if not history.turns:
         return "No edits yet"
