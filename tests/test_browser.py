@@ -101,6 +101,17 @@ def same_size_and_pixelated(page: Page) -> None:
     assert shown[1]["drawn"][1] >= 4 * height, shown  # a 64-px result fills the box, it is not shown tiny
 
 
+def strip_is_one_row_of_squares(page: Page) -> None:
+    """The history strip: square thumbnails, all in one row, none stretched; the current one outlined."""
+    boxes = page.locator("#history .thumbnail-item").evaluate_all(
+        "items => items.map(b => { const r = b.getBoundingClientRect();"
+        " return [r.width, r.height, r.top, getComputedStyle(b).outlineStyle]; })"
+    )
+    assert len({round(top) for *_, top, _ in boxes}) == 1, boxes  # one row
+    assert all(abs(w - h) < 2 and w < 200 for w, h, *_ in boxes), boxes  # square, not a band across the page
+    assert [outline for *_, outline in boxes][-1] == "solid" and boxes[0][3] == "none", boxes
+
+
 def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Path) -> None:
     page.goto(app_url, wait_until="domcontentloaded")
     status = page.locator("#status")
@@ -124,23 +135,27 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
     first_expressive = expressive.input_value()
     page.wait_for_function("typeof window.onbeforeunload === 'function'")  # a reload now asks first
     thumbnails = block(page, "History").get_by_role("button", name=re.compile(r"^Thumbnail \d+ of \d+$"))
-    expect(thumbnails).to_have_count(1)
+    expect(thumbnails).to_have_count(2)  # the original, then turn 1
     expect(block(page, OUTPUT_LABEL).locator("img")).to_have_attribute("src", re.compile(r"\S"))
     same_size_and_pixelated(page)
 
     instruction.fill("make it snowy")
-    click_and_wait(page, "Edit", "Turn 2 of 2")
-    expect(thumbnails).to_have_count(2)
+    click_and_wait(page, "Edit", "Turn 2 of 2 · edited from turn 1")
+    expect(thumbnails).to_have_count(3)
+    captions = [thumbnail.locator("img").get_attribute("alt") for thumbnail in thumbnails.all()]
+    assert captions == ["Original", "Turn 1: make the cat a tiger", "▶ Turn 2: make it snowy"], captions
+    strip_is_one_row_of_squares(page)
 
     click_and_wait(page, "Undo", "Turn 1 of 2")
-    expect(thumbnails).to_have_count(2)  # undo moves back through the history; it does not forget the undone turn
+    expect(thumbnails).to_have_count(3)  # undo moves back through the history; it does not forget the undone turn
     expect(block(page, OUTPUT_LABEL).locator("img")).to_have_attribute("src", re.compile(r"\S"))
     expect(instruction).to_have_value("make the cat a tiger")  # the boxes hold turn 1's texts again
     expect(expressive).to_have_value(first_expressive)
-    click_and_wait(page, "Undo", "Original image")
+    click_and_wait(page, "Undo", "The original image")
     expect(instruction).to_have_value("")
     expect(expressive).to_have_value("")
-    click_and_wait(page, "Go to turn", "Turn 1 of 2")  # turn # 0 (the box's default)
+    page.get_by_role("spinbutton", name="Turn (0: original)").fill("1")
+    click_and_wait(page, "Go to turn", "Turn 1 of 2")
     expect(instruction).to_have_value("make the cat a tiger")
 
     button(page, "Export session").click()
@@ -149,7 +164,7 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
     with page.expect_download() as saved:
         download.click()
     assert re.fullmatch(r"session-\d{8}-\d{4}\.zip", saved.value.suggested_filename)
-    click_and_wait(page, "Undo", "Original image")  # the session changed: the zip no longer matches it
+    click_and_wait(page, "Undo", "The original image")  # the session changed: the zip no longer matches it
     expect(download).to_be_hidden()
 
     shot = tmp_path / "browser.png"

@@ -134,17 +134,17 @@ def test_three_turns_undo_revert_branch_export_restore(connect, tmp_path):
     second = _edit(client, "make it snowy")  # no image: continue from the current turn
     third = _edit(client, "add a hat", randomize_seed=True)
     assert [first["status"], second["status"], third["status"]] == [
-        "Turn 1 of 1 · branch #0", "Turn 2 of 2 · branch #0 → #1", "Turn 3 of 3 · branch #0 → #1 → #2"
+        "Turn 1 of 1 · edited from the original", "Turn 2 of 2 · edited from turn 1", "Turn 3 of 3 · edited from turn 2"
     ]  # fmt: skip
     assert (_pixels(second["input"]) == _pixels(second["output"])).all()  # the result is the next input
-    assert len(third["history"]) == 3 and isinstance(third["seed"], int)
+    assert len(third["history"]) == 4 and isinstance(third["seed"], int)
 
     *_, status, history, details = client.predict(api_name="/undo")
-    assert status == "Turn 2 of 3 · branch #0 → #1" and len(history) == 3 and "make it snowy" in details
+    assert status == "Turn 2 of 3 · edited from turn 1" and len(history) == 4 and "make it snowy" in details
     reverted = client.predict(turn=0, api_name="/revert")
     assert (_pixels(reverted[0]) == _pixels(first["output"])).all()  # turn 0's result is the input again
     branch = _edit(client, "make it night")
-    assert branch["status"] == "Turn 4 of 4 · branch #0 → #3"
+    assert branch["status"] == "Turn 4 of 4 · edited from turn 1"
 
     archive = client.predict(api_name="/export")
     with zipfile.ZipFile(archive) as zipped:
@@ -159,7 +159,7 @@ def test_three_turns_undo_revert_branch_export_restore(connect, tmp_path):
 
     other = connect()
     restored = other.predict(archive=handle_file(archive), api_name="/restore")
-    assert restored[3] == branch["status"] and len(restored[4]) == 4
+    assert restored[3] == branch["status"] and len(restored[4]) == 5
     again = other.predict(api_name="/export")
     with zipfile.ZipFile(archive) as a, zipfile.ZipFile(again) as b:
         assert json.loads(a.read("session.json")) == json.loads(b.read("session.json"))
@@ -167,10 +167,10 @@ def test_three_turns_undo_revert_branch_export_restore(connect, tmp_path):
             if name.endswith(".png"):
                 assert (_pixels(a.open(name)) == _pixels(b.open(name))).all()
     continued = _edit(other, "make it day")  # the restored session goes on from the restored head
-    assert continued["status"] == "Turn 5 of 5 · branch #0 → #3 → #4"
+    assert continued["status"] == "Turn 5 of 5 · edited from turn 4"
 
     reset = other.predict(api_name="/reset")
-    assert reset[3] == "No edits yet" and reset[4] == []
+    assert reset[3] == "No edits yet" and [item["caption"] for item in reset[4]] == ["▶ Original"]
     assert (_pixels(reset[0]) == _pixels(CAT)).all()  # back to the original upload
 
 
@@ -182,10 +182,10 @@ def test_two_clients_at_once_keep_their_own_histories(connect):
             pool.submit(_edit, b, "make it blue", handle_file(CAT)),
         ]
         done = [job.result() for job in jobs]
-    assert [d["status"] for d in done] == ["Turn 1 of 1 · branch #0"] * 2
+    assert [d["status"] for d in done] == ["Turn 1 of 1 · edited from the original"] * 2
     _edit(a, "make it redder")
     assert a.predict(api_name="/undo")[3].startswith("Turn 1 of 2")
-    assert b.predict(api_name="/undo")[3] == "Original image (1 turns in the history)"
+    assert b.predict(api_name="/undo")[3] == "The original image · 1 turns in the history"
     assert "make it blue" in b.predict(turn=0, api_name="/revert")[5]
 
 
@@ -198,7 +198,7 @@ def test_explorer_sweeps_one_seed_and_a_cell_becomes_a_turn(connect):
     assert expressive and len(grid) == 6 and [c["caption"] for c in grid][:2] == ["αX 5 · αV 1", "αX 5 · αV 1.2"]
     assert table["headers"][:2] == ["αX", "αV"] and "CLIP-I" in table["headers"] and len(table["data"]) == 6
     used, seed, *_, status, history, _ = client.predict(index=4, api_name="/keep")
-    assert status == "Turn 1 of 1 · branch #0" and "αX 7.5 · αV 1.2" in used and seed == DEFAULT_SEED
+    assert status == "Turn 1 of 1 · edited from the original" and "αX 7.5 · αV 1.2" in used and seed == DEFAULT_SEED
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -243,7 +243,7 @@ def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(connect, tmp_p
     ]:
         with pytest.raises(AppError, match=message):
             client.predict(**kwargs, api_name=api)
-    assert _edit(client, "make it red", handle_file(CAT))["status"] == "Turn 1 of 1 · branch #0"
+    assert _edit(client, "make it red", handle_file(CAT))["status"] == "Turn 1 of 1 · edited from the original"
 
 
 def test_compare_runs_two_models_on_one_input_and_seed_without_touching_history():
@@ -303,3 +303,21 @@ def test_after_undo_or_revert_the_boxes_hold_the_current_turns_texts():
     assert handlers.turn_texts(state) == ("", "", "")  # the original image: nothing made it
     state = handlers.revert(1, state)[-1]
     assert handlers.turn_texts(state)[0] == "add a hat"
+
+
+def test_the_strip_starts_with_the_original_and_numbers_turns_as_the_status_does():
+    handlers = Handlers({"fake": FakeEditor()}, preview_every=None)
+    image = Image.new("RGB", (64, 16), (200, 40, 10))
+    settings = (2, 7.5, 1.5, 1, False, "keep_aspect", 64)
+    *_, state = list(handlers.edit("fake", image, "make it blue", "", *settings, None))[-1]
+    *_, status, strip, details, state = list(handlers.edit("fake", None, "add a hat", "", *settings, state))[-1]
+    assert [caption for _, caption in strip] == ["Original", "Turn 1: make it blue", "▶ Turn 2: add a hat"]
+    assert status == "Turn 2 of 2 · edited from turn 1" and details.startswith("**Turn 2**")
+    thumbs = [Image.open(path) for path, _ in strip]
+    assert all(t.size == (160, 160) for t in thumbs)  # square
+    assert (np.asarray(thumbs[0])[:60] == 255).all() and (np.asarray(thumbs[0])[60:100] == (200, 40, 10)).all()
+    # a click on the strip: the first picture is the original, then turns 1, 2
+    *_, status, strip, _, state = handlers.go_to(0, state)
+    assert status.startswith("The original image") and strip[0][1] == "▶ Original" and state.history.head is None
+    assert handlers.go_to(1, state)[3].startswith("Turn 1 of 2")
+    assert handlers.revert(1, state)[3].startswith("Turn 2 of 2")  # the API's /revert keeps turn ids

@@ -236,8 +236,19 @@ class Handlers:
         turn = history.turns[history.head]
         return turn.instruction, turn.expressive, turn.raw_text
 
+    def go_to(self, number: float, state: AppState | None):
+        """The visible "Go to turn": turn `number` as the strip numbers it (0: the original, 1: the first turn)."""
+        with user_errors():
+            state = fresh(state)
+            number = as_int(number, "turn")
+            if number == 0:
+                state.history.go_to_original()
+                return history_view(state)
+        return self.revert(number - 1, state)
+
     def revert_selected(self, state: AppState | None, evt: gr.SelectData):
-        return self.revert(evt.index, state)
+        """A click on the strip: its first picture is the original, then turns 1, 2, ..."""
+        return self.go_to(evt.index, state)
 
     def reset(self, state: AppState | None):
         """Clears the history and starts over from the first image of the current branch."""

@@ -39,11 +39,21 @@ NO_WARN = "() => { window.onbeforeunload = null; }"
 # also holds its upload bar); a small image is enlarged to fill it without smoothing (image-rendering: pixelated acts
 # only when enlarging), so the pixels seen are the pixels the model made.
 VIEW_PX, IMAGE_PX = 400, 340
+# The history strip: square thumbnails (editor/ui/views.py draws them letterboxed) in one row that scrolls; the
+# current turn is outlined (its caption starts with ▶).
+STRIP_PX = 150
 CSS = f"""
 [data-testid="status-tracker"]:has(span.error) {{ display: none !important; }}
 #input-image img, #output-image img, #compare img {{
   width: 100%; height: {IMAGE_PX}px !important; object-fit: contain; image-rendering: pixelated;
 }}
+#history .grid-container {{
+  grid-template-columns: none !important; grid-auto-flow: column; grid-auto-columns: {STRIP_PX}px;
+  overflow-x: auto; justify-content: start;
+}}
+#history .thumbnail-item {{ width: {STRIP_PX}px; height: {STRIP_PX}px; }}
+#history .thumbnail-item:has(img[alt^="▶"]) {{ outline: 3px solid var(--color-accent); }}
+#history .caption-label {{ white-space: normal; max-width: 100%; line-height: 1.2; }}
 """
 TIPS = (
     "**Too little change?** Lower αV or raise αX. **Too much?** The reverse. Other seeds and more concrete "
@@ -158,14 +168,18 @@ def build_demo(
             with gr.Tab("History"):
                 status = gr.Markdown("No edits yet", elem_id="status")
                 gallery = gr.Gallery(
-                    label="History", columns=8, height=230, allow_preview=False, object_fit="contain", format="png"
-                )
+                    label="History", columns=8, rows=1, height=230, allow_preview=False, object_fit="contain",
+                    format="png", elem_id="history",
+                )  # fmt: skip
                 with gr.Row():
                     undo_button = gr.Button("Undo")
                     turn = gr.Number(
-                        value=0, precision=0, minimum=0, maximum=MAX_TURNS - 1, label="Turn #", min_width=80
+                        value=0, precision=0, minimum=0, maximum=MAX_TURNS, label="Turn (0: original)", min_width=80
                     )
                     revert_button = gr.Button("Go to turn")
+                    # /revert keeps its API (a turn id, 0 for the first turn) on a hidden twin of the box
+                    turn_id = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_TURNS - 1, visible=False)
+                    revert_api = gr.Button(visible=False)
                     reset_button = gr.Button("Reset", variant="stop")
                     export_button = gr.Button("Export session")
                     restore_button = gr.UploadButton("Restore session", file_types=[".zip"])
@@ -244,7 +258,8 @@ def build_demo(
         texts |= {"api_visibility": "private", "queue": False}  # the boxes follow the turn now current
         changes = [  # events that change the session: the boxes follow its current turn, an exported zip is stale
             undo_button.click(handlers.undo, [state], history_outputs, api_name="undo"),
-            revert_button.click(handlers.revert, [turn, state], history_outputs, api_name="revert"),
+            revert_api.click(handlers.revert, [turn_id, state], history_outputs, api_name="revert"),
+            revert_button.click(handlers.go_to, [turn, state], history_outputs, api_visibility="private"),
             gallery.select(handlers.revert_selected, [state], history_outputs, api_visibility="private"),
         ]
         for started in changes:

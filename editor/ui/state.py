@@ -73,11 +73,16 @@ def fresh(state: AppState | None) -> AppState:
 
 
 def history_view(state: AppState) -> tuple:
-    """(input image, output, before/after, status, history strip, turn details, state), images as PNG paths."""
+    """(input image, output, before/after, status, history strip, turn details, state), images as PNG paths. The
+    strip starts with the branch's original image, then turns 1, 2, ... (turn ids 0, 1, ...)."""
     history = state.history
     head = history.turns[history.head] if history.head is not None else None
-    strip = [(state.png(("thumb", t.id), lambda t=t: views.thumbnail(t.output)), views.caption(history, t))
-             for t in history.turns]  # fmt: skip
+    original = history.original()
+    strip = [] if original is None else [
+        (state.png(("thumb", image_key(original)), lambda: views.thumbnail(original)), views.original_caption(history))
+    ]  # fmt: skip
+    strip += [(state.png(("thumb", t.id), lambda t=t: views.thumbnail(t.output)), views.caption(history, t))
+              for t in history.turns]  # fmt: skip
     if head is not None:
         current = output = state.png(("out", head.id), lambda: head.output)
         compare = state.png(("before", head.id), lambda: views.before_image(head)), output

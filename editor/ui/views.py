@@ -39,24 +39,35 @@ def size_text(path: str | None) -> str:
 
 
 def status_text(history: History) -> str:
+    """Where the session stands, numbered as the strip is (the original, then turns 1, 2, ...)."""
     if not history.turns:
         return "No edits yet"
     if history.head is None:
-        return f"Original image ({len(history.turns)} turns in the history)"
-    path = " → ".join(f"#{i}" for i in history.lineage())
-    return f"Turn {history.head + 1} of {len(history.turns)} · branch {path}"
+        return f"The original image · {len(history.turns)} turns in the history"
+    turn = history.turns[history.head]
+    source = "the original" if turn.parent is None else f"turn {turn.parent + 1}"
+    return f"Turn {history.head + 1} of {len(history.turns)} · edited from {source}"
 
 
 def thumbnail(image: Image.Image) -> Image.Image:
-    small = image.copy()
-    small.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BILINEAR)
-    return small
+    """A square THUMB_SIZE picture of the whole image (letterboxed, never cropped); small images enlarged pixel for
+    pixel, so a thumbnail of a 64-px result stays sharp."""
+    scale = THUMB_SIZE / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    nearest = scale >= 1
+    small = image.convert("RGB").resize(size, Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR)
+    square = Image.new("RGB", (THUMB_SIZE, THUMB_SIZE), (255, 255, 255))
+    square.paste(small, ((THUMB_SIZE - size[0]) // 2, (THUMB_SIZE - size[1]) // 2))
+    return square
+
+
+def original_caption(history: History) -> str:
+    return f"{'▶ ' if history.head is None else ''}Original"
 
 
 def caption(history: History, turn: Turn) -> str:
-    mark = "▶ " if turn.id == history.head else ("· " if turn.id in history.lineage() else "")
-    origin = "upload" if turn.parent is None else f"#{turn.parent}"
-    return f"{mark}#{turn.id} (from {origin}): {turn.instruction}"
+    mark = "▶ " if turn.id == history.head else ""
+    return f"{mark}Turn {turn.id + 1}: {turn.instruction}"
 
 
 def turn_details(turn: Turn | None) -> str:
@@ -64,7 +75,7 @@ def turn_details(turn: Turn | None) -> str:
         return ""
     source = {"generated": "the model's", "user": "rewritten by the user", "instruction": "the instruction"}
     return (
-        f"**Turn #{turn.id}** ({turn.model}, {turn.created})  \n"
+        f"**Turn {turn.id + 1}** ({turn.model}, {turn.created})  \n"
         f"**Instruction:** {turn.instruction}  \n"
         f"**Expressive instruction** ({source.get(turn.guidance_source, turn.guidance_source)}): {turn.expressive}  \n"
         f"**Params:** {params_text(turn.params)}"
