@@ -223,3 +223,27 @@ def test_an_upload_is_checked_when_it_arrives_and_the_previous_image_stays(app_u
     expect(toasts.filter(has_text="notes.txt")).to_be_visible()
     expect(source.locator("img")).not_to_have_attribute("src", re.compile(r"notes|holiday"))
     shows_a_picture(source.locator("img"))
+
+
+def test_the_explorer_labels_its_plot_lays_out_full_rows_and_says_what_was_adopted(app_url: str, page: Page) -> None:
+    page.goto(app_url, wait_until="domcontentloaded")
+    upload(page, EXAMPLES_DIR / "shapes-1.png")
+    for slider, value in (("Steps", "2"), ("Size (long side)", "64")):
+        page.get_by_label(f"number input for {slider}", exact=True).fill(value)
+    page.get_by_role("textbox", name="Instruction", exact=True).fill("make the circle green")
+    page.get_by_role("tab", name="Trade-off explorer").click()
+    page.get_by_label("αV to").fill("1.6")  # αV 1.0, 1.2, 1.4, 1.6 ...
+    page.get_by_label("αX values (comma-separated)").fill("5, 7.5")  # ... times two αX: 8 cells
+    button(page, "Explore").click()
+    cells = page.locator("#sweep .thumbnail-item")
+    expect(cells).to_have_count(8)
+    expect(page.locator("#sweep img").nth(7)).to_have_attribute("alt", "αX 7.5 · αV 1.6")
+    sweep = page.locator("#sweep").bounding_box()
+    boxes = [cell.bounding_box() for cell in cells.all()]
+    assert len({round(b["y"]) for b in boxes}) == 2, boxes  # two full rows of four (one per αX)
+    assert all(b["y"] + b["height"] <= sweep["y"] + sweep["height"] + 1 for b in boxes), (boxes, sweep)  # none cut
+
+    cells.nth(5).click()  # αX 7.5 · αV 1.2
+    toast = page.get_by_test_id("toast-body").filter(has_text="Adopted cell 5 (αX 7.5 · αV 1.2")
+    expect(toast).to_contain_text("the next Edit uses them")
+    expect(page.get_by_label("number input for Image guidance αV", exact=True)).to_have_value("1.2")

@@ -321,3 +321,14 @@ def test_the_strip_starts_with_the_original_and_numbers_turns_as_the_status_does
     assert status.startswith("The original image") and strip[0][1] == "▶ Original" and state.history.head is None
     assert handlers.go_to(1, state)[3].startswith("Turn 1 of 2")
     assert handlers.revert(1, state)[3].startswith("Turn 2 of 2")  # the API's /revert keeps turn ids
+
+
+def test_the_explorer_plot_has_titled_axes_and_one_colour_per_text_guidance():
+    handlers = Handlers({"fake": FakeEditor()}, preview_every=None)
+    image = Image.new("RGB", (64, 48), (200, 40, 10))
+    out = list(handlers.explore("fake", image, "make it blue", "", 2, "5, 7.5", 1.0, 1.4, 0.2, 1, False,
+                                "keep_aspect", 64, None))[-1]  # fmt: skip
+    _, _, grid, plot, table, _ = out
+    assert len(grid) == 6 and handlers.sweep_columns(1.0, 1.4, 0.2, "5, 7.5").columns == 3  # a row per αX value
+    assert plot.color == "αX" and plot.x_title.startswith("consistency") and plot.y_title.startswith("edit strength")
+    assert {"αX", "αV"} <= set(plot.tooltip) and len(table) == 6

@@ -307,18 +307,24 @@ class Handlers:
                 state.cells.append(cell)
                 progress((len(state.cells), total), desc="Exploring", unit="renders")
                 table = views.sweep_table(state.cells)
-                grid = [
-                    (c.result.image, f"αX {c.params.text_guidance:g} · αV {c.params.image_guidance:g}")
-                    for c in state.cells
-                ]
-                plot = gr.ScatterPlot(table, x=views.consistency_axis(table), y=views.SWEEP_COLUMNS["l1"])
-                yield guidance.expressive, guidance.raw_text, grid, plot, table, state
+                grid = [(c.result.image, views.cell_caption(c)) for c in state.cells]
+                yield guidance.expressive, guidance.raw_text, grid, views.sweep_plot(table), table, state
+
+    @staticmethod
+    def sweep_columns(start, stop, step, text_values) -> gr.Gallery:
+        """The grid's columns for the sweep about to run: one per αV value, so each αX fills one row."""
+        try:
+            return gr.Gallery(columns=len(Sweep.parse(start, stop, step, text_values or "").image_guidance))
+        except ValueError:  # the explorer itself says what is wrong
+            return gr.skip()
 
     def adopt(self, state: AppState | None, evt: gr.SelectData):
         """Clicking a grid cell takes its αX, αV and seed into the controls and shows its result.
         Returns (αX, αV, seed, randomize, output, before/after, used line, cell number)."""
         cell = fresh(state).cells[evt.index]
         result = cell.result
+        adopted = f"{views.cell_caption(cell)} · seed {cell.params.seed}"
+        gr.Info(f"Adopted cell {evt.index} ({adopted}) into the settings: the next Edit uses them")
         return (
             cell.params.text_guidance,
             cell.params.image_guidance,

@@ -40,7 +40,8 @@ NO_WARN = "() => { window.onbeforeunload = null; }"
 # only when enlarging), so the pixels seen are the pixels the model made.
 VIEW_PX, IMAGE_PX = 400, 340
 # The history strip: square thumbnails (editor/ui/views.py draws them letterboxed) in one row that scrolls; the
-# current turn is outlined (its caption starts with ▶).
+# current turn is outlined (its caption starts with ▶). The explorer's grid uses the same size, one row per αX, and
+# grows to show every row.
 STRIP_PX = 150
 CSS = f"""
 [data-testid="status-tracker"]:has(span.error) {{ display: none !important; }}
@@ -54,6 +55,9 @@ CSS = f"""
 #history .thumbnail-item {{ width: {STRIP_PX}px; height: {STRIP_PX}px; }}
 #history .thumbnail-item:has(img[alt^="▶"]) {{ outline: 3px solid var(--color-accent); }}
 #history .caption-label {{ white-space: normal; max-width: 100%; line-height: 1.2; }}
+#sweep .grid-wrap {{ height: auto !important; max-height: none !important; }}
+#sweep .grid-container {{ grid-template-columns: repeat(var(--grid-cols), {STRIP_PX}px) !important; }}
+#sweep .thumbnail-item {{ width: {STRIP_PX}px; height: {STRIP_PX}px; }}
 """
 TIPS = (
     "**Too little change?** Lower αV or raise αX. **Too much?** The reverse. Other seeds and more concrete "
@@ -193,7 +197,9 @@ def build_demo(
                     sweep_step = gr.Number(value=0.2, minimum=0.01, maximum=MAX_GUIDANCE, label="αV step")
                     sweep_text = gr.Textbox(value="7.5", label="αX values (comma-separated)")
                     explore_button = gr.Button("Explore", variant="primary")
-                grid = gr.Gallery(label="Sweep", columns=7, height=260, allow_preview=False, format="png")
+                grid = gr.Gallery(
+                    label="Sweep", columns=7, height="auto", allow_preview=False, format="png", elem_id="sweep"
+                )  # columns: one per αV value, set by each sweep
                 with gr.Row():
                     plot = gr.ScatterPlot(label="Edit strength vs consistency", height=300)
                     table = gr.Dataframe(label="Metrics vs the input", interactive=False)
@@ -282,6 +288,10 @@ def build_demo(
             api_name="explore",
             **gpu,
         )
+        explore_button.click(
+            handlers.sweep_columns, [sweep_start, sweep_stop, sweep_step, sweep_text], [grid], api_visibility="private",
+            queue=False,
+        )  # fmt: skip
         adopted = grid.select(
             handlers.adopt,
             [state],

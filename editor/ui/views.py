@@ -1,10 +1,11 @@
 """What the UI shows, computed from the session: status line, history strip, turn details, result line, sweep
-table. Pure functions of the state; no Gradio here."""
+table. Pure functions of the state (the sweep plot is a gr.ScatterPlot value)."""
 
 from __future__ import annotations
 
 import math
 
+import gradio as gr
 import pandas as pd
 from PIL import Image
 
@@ -97,6 +98,19 @@ def sweep_table(cells: list[Cell]) -> pd.DataFrame:
         row |= {SWEEP_COLUMNS[k]: (round(v, 4) if math.isfinite(v) else 99.0) for k, v in cell.metrics.items()}
         rows.append(row)
     return pd.DataFrame(rows, columns=["αX", "αV", *SWEEP_COLUMNS.values()]).dropna(axis=1, how="all")
+
+
+def cell_caption(cell: Cell) -> str:
+    return f"αX {cell.params.text_guidance:g} · αV {cell.params.image_guidance:g}"
+
+
+def sweep_plot(table: pd.DataFrame) -> gr.ScatterPlot:
+    """Edit strength against consistency, titled axes, one colour per αX (its legend), αV and αX on every point."""
+    x, y = consistency_axis(table), SWEEP_COLUMNS["l1"]
+    return gr.ScatterPlot(
+        table, x=x, y=y, color="αX", x_title=f"consistency with the input ({x})", y_title=f"edit strength ({y})",
+        color_title="αX", tooltip=["αX", "αV", x, y],
+    )  # fmt: skip
 
 
 def consistency_axis(table: pd.DataFrame) -> str:
