@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from editor.ui import build_demo
 from editor.ui.examples import EXAMPLES_DIR
+from editor.ui.layout import CSS
+from tests.fakes import FakeEditor, free_port
 
 try:
     from playwright.sync_api import Locator, Page, expect, sync_playwright
@@ -194,6 +197,7 @@ def test_a_user_error_is_one_message_and_every_pane_stays(app_url: str, page: Pa
     expect(page.locator("[data-testid=status-tracker]:has(span.error):visible")).to_have_count(0)  # ... unseen
     expect(source.locator("img")).to_be_visible()  # the upload is still shown
     expect(page.locator("#status")).to_contain_text("No edits yet")
+    expect(page.locator("#used")).not_to_contain_text("Thinking")  # no progress line left behind
     assert "Traceback" not in capfd.readouterr().err  # the server prints no traceback for it ...
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("editor")]
     assert len(lines) == 1 and lines[0].startswith("user error: instruction is empty"), lines  # ... one line
@@ -247,3 +251,55 @@ def test_the_explorer_labels_its_plot_lays_out_full_rows_and_says_what_was_adopt
     toast = page.get_by_test_id("toast-body").filter(has_text="Adopted cell 5 (αX 7.5 · αV 1.2")
     expect(toast).to_contain_text("the next Edit uses them")
     expect(page.get_by_label("number input for Image guidance αV", exact=True)).to_have_value("1.2")
+
+
+class CountedSteps(FakeEditor):
+    """A slow fake editor that records every step it runs."""
+
+    def __init__(self) -> None:
+        super().__init__(step_seconds=0.2)
+        self.steps: list[int] = []
+
+    def render(self, image, guidance, params=None, on_step=None):
+        def counted(step):
+            self.steps.append(step.index)
+            on_step(step)
+
+        return super().render(image, guidance, params, counted if on_step else None)
+
+
+@pytest.fixture(scope="module")
+def slow_app() -> Iterator[tuple[str, CountedSteps]]:
+    editor = CountedSteps()
+    demo = build_demo({"fake": editor}, examples_dir=None).queue(default_concurrency_limit=1)
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, css=CSS)
+    try:
+        yield demo.local_url, editor
+    finally:
+        demo.close()
+
+
+def test_one_progress_line_and_stop_cancels_within_a_step_or_two(slow_app, page: Page) -> None:
+    url, editor = slow_app
+    page.goto(url, wait_until="domcontentloaded")
+    upload(page, EXAMPLES_DIR / "chelsea.png")
+    for slider, value in (("Steps", "150"), ("Size (long side)", "64")):
+        page.get_by_label(f"number input for {slider}", exact=True).fill(value)
+    page.get_by_role("textbox", name="Instruction", exact=True).fill("make it snowy")
+    button(page, "Edit").click()
+    used = page.locator("#used")
+    expect(used).to_contain_text(re.compile(r"step \d+ of 150 · [\d.]+ s · about \d+ s left"))
+    expect(page.locator("#output-image img")).to_be_visible()  # the step preview, where the result will appear
+    trackers = page.locator("[data-testid=status-tracker]:not(.hide)")
+    assert trackers.count() == 0, [t.evaluate("e => e.parentElement.id") for t in trackers.all()]  # no other bars
+
+    button(page, "Stop").click()
+    expect(used).to_contain_text("Stopped: nothing was added to the history")
+    at_stop = len(editor.steps)
+    page.wait_for_timeout(2000)  # ten more steps' time
+    assert len(editor.steps) <= at_stop + 2, (at_stop, len(editor.steps))  # the render stopped within a step or two
+    expect(page.locator("#status")).to_contain_text("No edits yet")  # the session is unchanged
+    expect(page.locator("#output-image img")).to_have_count(0)  # the preview is gone, as the session has no result
+
+    page.get_by_label("number input for Steps", exact=True).fill("2")
+    click_and_wait(page, "Edit", "Turn 1 of 1")  # the next edit runs at once

@@ -332,3 +332,14 @@ def test_the_explorer_plot_has_titled_axes_and_one_colour_per_text_guidance():
     assert len(grid) == 6 and handlers.sweep_columns(1.0, 1.4, 0.2, "5, 7.5").columns == 3  # a row per αX value
     assert plot.color == "αX" and plot.x_title.startswith("consistency") and plot.y_title.startswith("edit strength")
     assert {"αX", "αV"} <= set(plot.tooltip) and len(table) == 6
+
+
+def test_each_model_event_has_one_progress_display_and_a_stop():
+    demo = build_demo({"fake": FakeEditor(), "other": FakeEditor(name="other")}, examples_dir=None)
+    deps = {d["api_name"]: d for d in demo.config["dependencies"] if d.get("api_name")}
+    labels = {b._id: getattr(b, "label", None) for b in demo.blocks.values()}
+    assert deps["edit"]["show_progress"] == "hidden"  # its own progress line under the result
+    assert [labels[i] for i in deps["explore"]["show_progress_on"]] == ["Sweep"]
+    assert [labels[i] for i in deps["compare"]["show_progress_on"]] == ["A", "B"]
+    cancelled = {i for d in demo.config["dependencies"] for i in d.get("cancels") or []}
+    assert {deps[name]["id"] for name in ("edit", "explore", "compare")} <= cancelled  # each has a Stop

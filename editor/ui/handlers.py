@@ -34,6 +34,7 @@ from editor.ui.state import AppState, Session, fresh, history_view
 from editor.ui.streaming import PREVIEW_EVERY_S, Progress, stream_render
 
 GPU_SECONDS = 120  # ZeroGPU reservation per model call
+PROGRESS_EVERY_S = 0.25  # the progress line's updates during an edit, at most this often (besides each preview)
 
 
 def resolve_guidance(
@@ -138,27 +139,41 @@ class Handlers:
         resize,
         size,
         state: AppState | None,
-        progress=gr.Progress(),  # noqa: B008 - Gradio's progress marker
     ):
-        """Edits the image (thinking first unless the expressive instruction is given); streams step previews.
-        Yields (expressive, raw, used-params line, seed, *history_view)."""
+        """Edits the image (thinking first unless the expressive instruction is given). While it runs, the used-params
+        line under the result is its one progress display (step, elapsed, time left) and the result box shows the
+        step previews. Yields (expressive, raw, used-params line, seed, *history_view); the history changes only
+        with the final result, so a stopped edit leaves the session as it was."""
         with user_errors():
             state = fresh(state)
             params = make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resize, size)
             model, image = self._inputs(model, image, state)
             parent, skip = state.history.parent_for(image), gr.skip()
-            progress(None, desc="Thinking")
+            yield *(skip,) * 2, "Thinking…", *(skip,) * 8
             state.thought = self._think(model, image, instruction, expressive, state.thought)
-            guidance = state.thought.guidance
-            yield guidance.expressive, guidance.raw_text, *(skip,) * 9
+            guidance, started, shown = state.thought.guidance, time.perf_counter(), 0.0
+            yield guidance.expressive, guidance.raw_text, "Editing…", *(skip,) * 8
             for item in self._render(model, image, guidance, params):
                 if isinstance(item, Progress):
-                    progress((item.index, item.total), desc="Editing", unit="steps")
-                    if item.preview is not None:
-                        yield *(skip,) * 5, _enlarge(item.preview), *(skip,) * 5
+                    now = time.perf_counter()
+                    if item.preview is not None or now - shown >= PROGRESS_EVERY_S:
+                        shown, preview = now, skip if item.preview is None else _enlarge(item.preview)
+                        line = views.progress_text(item.index, item.total, now - started)
+                        yield *(skip,) * 2, line, *(skip,) * 2, preview, *(skip,) * 5
                     continue
                 self._commit(state, parent, image, item)
                 yield guidance.expressive, guidance.raw_text, views.result_text(item), item.seed, *history_view(state)
+
+    @staticmethod
+    def used_text(state: AppState | None) -> str:
+        """The used-params line of the current turn (after a failed edit, in place of its progress line)."""
+        history = fresh(state).history
+        return views.result_text(None if history.head is None else history.turns[history.head])
+
+    @staticmethod
+    def stopped(state: AppState | None) -> tuple[str, str | None]:
+        """Stop pressed: the render was cancelled; the result box shows the session's current output again."""
+        return "Stopped: nothing was added to the history.", history_view(fresh(state))[1]
 
     def compare(
         self, model_a, model_b, image, instruction, steps, text_guidance, image_guidance, seed, randomize_seed,

@@ -115,6 +115,7 @@ def build_demo(
                 with gr.Row():
                     think_button = gr.Button("Think")
                     edit_button = gr.Button("Edit", variant="primary")
+                    stop_button = gr.Button("Stop", variant="stop", min_width=80, scale=0)
                 expressive = gr.Textbox(
                     value="",
                     label="Expressive instruction",
@@ -197,6 +198,7 @@ def build_demo(
                     sweep_step = gr.Number(value=0.2, minimum=0.01, maximum=MAX_GUIDANCE, label="αV step")
                     sweep_text = gr.Textbox(value="7.5", label="αX values (comma-separated)")
                     explore_button = gr.Button("Explore", variant="primary")
+                    explore_stop = gr.Button("Stop", variant="stop", min_width=80, scale=0)
                 grid = gr.Gallery(
                     label="Sweep", columns=7, height="auto", allow_preview=False, format="png", elem_id="sweep"
                 )  # columns: one per αV value, set by each sweep
@@ -216,6 +218,7 @@ def build_demo(
                     model_a = gr.Dropdown(names, value=names[0], label="Model A")
                     model_b = gr.Dropdown(names, value=names[-1], label="Model B")
                     compare_button = gr.Button("Compare", variant="primary")
+                    compare_stop = gr.Button("Stop", variant="stop", min_width=80, scale=0)
                 with gr.Row():
                     with gr.Column():
                         image_a = gr.Image(type="pil", format="png", label="A", interactive=False, height=360)
@@ -257,9 +260,13 @@ def build_demo(
             [model, image, instruction, expressive, *controls, state],
             [expressive, raw_text, used, seed, *history_outputs],
             api_name="edit",
+            show_progress="hidden",  # its own progress line under the result (views.progress_text)
             **gpu,
         )
         edited.success(None, js=WARN_ON_LEAVE)
+        edited.failure(handlers.used_text, [state], [used], api_visibility="private", queue=False)
+        # Stop cancels the edit (the render stops at its next step, editor/ui/streaming.py); the session is unchanged.
+        stop_button.click(handlers.stopped, [state], [used, output], cancels=[edited], api_visibility="private")
         texts = {"fn": handlers.turn_texts, "inputs": [state], "outputs": [instruction, expressive, raw_text]}
         texts |= {"api_visibility": "private", "queue": False}  # the boxes follow the turn now current
         changes = [  # events that change the session: the boxes follow its current turn, an exported zip is stale
@@ -280,14 +287,16 @@ def build_demo(
         export_button.click(handlers.export, [state], [archive], api_name="export").success(
             archive_button, [archive], [archive], api_visibility="private", queue=False
         )
-        explore_button.click(
+        explored = explore_button.click(
             handlers.explore,
             [model, image, instruction, expressive, steps, sweep_text, sweep_start, sweep_stop, sweep_step]
             + [seed, randomize_seed, resize, size, state],
             [expressive, raw_text, grid, plot, table, state],
             api_name="explore",
+            show_progress_on=[grid],  # one progress display, where the cells appear
             **gpu,
         )
+        explore_stop.click(None, cancels=[explored], api_visibility="private")
         explore_button.click(
             handlers.sweep_columns, [sweep_start, sweep_stop, sweep_step, sweep_text], [grid], api_visibility="private",
             queue=False,
@@ -298,13 +307,15 @@ def build_demo(
             [text_guidance, image_guidance, seed, randomize_seed, output, compare, used, cell],
             api_visibility="private",
         )
-        compare_button.click(
+        compared = compare_button.click(
             handlers.compare,
             [model_a, model_b, image, instruction, *controls, state],
             [image_a, caption_a, image_b, caption_b, seed],
             api_name="compare",
+            show_progress_on=[image_a, image_b],
             **gpu,
         )
+        compare_stop.click(None, cancels=[compared], api_visibility="private")
         kept = keep_button.click(handlers.keep_cell, [cell, state], [used, seed, *history_outputs], api_name="keep")
         for started in (edited, kept, *changes):
             started.success(hide_archive, None, [archive], api_visibility="private", queue=False)

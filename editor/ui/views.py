@@ -24,10 +24,13 @@ def params_text(params: EditParams) -> str:
     return f"seed {params.seed} · {guidance} · {params.steps} steps · {params.resolution.mode} {params.resolution.size}"
 
 
-def result_text(result: EditResult) -> str:
-    width, height = result.image.size
+def result_text(result: EditResult | Turn | None) -> str:
+    """The used-params line of a result (or of a turn's, as kept in the history); "" for none."""
+    if result is None:
+        return ""
+    image = result.image if isinstance(result, EditResult) else result.output
     seconds = result.stats.get("render_s", 0.0)
-    return f"**Used:** {params_text(result.params)} · {width}×{height} · {seconds:.1f} s"
+    return f"**Used:** {params_text(result.params)} · {image.width}×{image.height} · {seconds:.1f} s"
 
 
 def size_text(path: str | None) -> str:
@@ -37,6 +40,12 @@ def size_text(path: str | None) -> str:
     with Image.open(path) as image:
         width, height = image.size
     return f"{width} × {height} px"
+
+
+def progress_text(index: int, total: int, elapsed: float) -> str:
+    """An edit's progress: "Step 12 of 50 · 3.1 s · about 10 s left"."""
+    left = elapsed / index * (total - index) if index else 0.0
+    return f"**Editing:** step {index} of {total} · {elapsed:.1f} s · about {left:.0f} s left"
 
 
 def status_text(history: History) -> str:
