@@ -127,6 +127,7 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
         page.get_by_label(f"number input for {slider}", exact=True).fill(value)
         expect(page.get_by_label(f"range slider for {slider}", exact=True)).to_have_value(value)
 
+    expect(page.locator("#edit-size")).to_contain_text("Edits at 64 × 40 px")  # next to Edit, before it starts
     instruction = page.get_by_role("textbox", name="Instruction", exact=True)
     expressive = page.get_by_role("textbox", name=re.compile(r"^Expressive instruction"))  # name includes its info
     instruction.fill("make the cat a tiger")

@@ -343,3 +343,17 @@ def test_each_model_event_has_one_progress_display_and_a_stop():
     assert [labels[i] for i in deps["compare"]["show_progress_on"]] == ["A", "B"]
     cancelled = {i for d in demo.config["dependencies"] for i in d.get("cancels") or []}
     assert {deps[name]["id"] for name in ("edit", "explore", "compare")} <= cancelled  # each has a Stop
+
+
+def test_the_size_of_the_next_edit_is_shown_and_the_demo_model_says_what_it_cannot_do():
+    demo_model = FakeEditor(name="mgie-demo")
+    demo_model.native_size = 64
+    handlers = Handlers({"fake": FakeEditor(), "mgie-demo": demo_model}, preview_every=None)
+    photo = Image.new("RGB", (512, 320))
+    plan = handlers.size_plan("fake", photo, "keep_aspect", 256)
+    assert plan.startswith("Edits at **256 × 160 px**") and "your 512 × 320 image is scaled down" in plan
+    assert "demo model" not in plan
+    plan = handlers.size_plan("mgie-demo", photo, "keep_aspect", 64)
+    assert "**64 × 40 px** (the model's own size)" in plan and "only knows 64-px scenes of coloured shapes" in plan
+    assert "demo model" not in handlers.size_plan("mgie-demo", Image.new("RGB", (64, 64)), "keep_aspect", 64)
+    assert handlers.size_plan("fake", None, "center_crop", 128) == "Edits at 128 × 128 px"

@@ -24,7 +24,7 @@ from PIL import Image
 from editor.core import Editor, EditResult, Guidance
 from editor.images import load_image
 from editor.loading import CheckpointError, MissingWeightsError
-from editor.params import DEFAULT_IMAGE_GUIDANCE, DEFAULT_TEXT_GUIDANCE, EditParams, Resolution
+from editor.params import DEFAULT_IMAGE_GUIDANCE, DEFAULT_SIZE, DEFAULT_TEXT_GUIDANCE, EditParams, Resolution
 from editor.pipelines.diffusion import fresh_seed
 from editor.ui import views
 from editor.ui.explore import Cell, Sweep, explore
@@ -163,6 +163,13 @@ class Handlers:
                     continue
                 self._commit(state, parent, image, item)
                 yield guidance.expressive, guidance.raw_text, views.result_text(item), item.seed, *history_view(state)
+
+    def size_plan(self, model: str, image: Image.Image | None, resize: str, size: float) -> str:
+        """The size the next edit will use (next to Edit), from the input, the resolution mode and the size."""
+        if model not in self.editors or not isinstance(size, int | float):
+            return ""
+        native = getattr(self.editors[model], "native_size", DEFAULT_SIZE)
+        return views.size_plan(model, image, resize, int(size), native)
 
     @staticmethod
     def used_text(state: AppState | None) -> str:

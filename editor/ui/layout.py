@@ -116,6 +116,10 @@ def build_demo(
                     think_button = gr.Button("Think")
                     edit_button = gr.Button("Edit", variant="primary")
                     stop_button = gr.Button("Stop", variant="stop", min_width=80, scale=0)
+                first = next(iter(editors))
+                plan = gr.Markdown(  # the size the next edit runs at
+                    handlers.size_plan(first, None, defaults.resolution.mode, sizes[first]), elem_id="edit-size"
+                )
                 expressive = gr.Textbox(
                     value="",
                     label="Expressive instruction",
@@ -251,6 +255,8 @@ def build_demo(
         image.upload(handlers.check_upload, [image, state], [state], **upload).failure(
             handlers.shown_input, [state], [image], api_visibility="private", queue=False
         )
+        for changed in (image.change, size.change, resize.change, model.change):
+            changed(handlers.size_plan, [model, image, resize, size], [plan], api_visibility="private", queue=False)
         instruction.input(lambda: ("", ""), outputs=[expressive, raw_text], api_visibility="private", queue=False)
         think_button.click(
             handlers.think, [model, image, instruction, state], [expressive, raw_text, state], api_name="think", **gpu

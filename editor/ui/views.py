@@ -10,7 +10,8 @@ import pandas as pd
 from PIL import Image
 
 from editor.core import EditResult
-from editor.params import EditParams
+from editor.images import target_size
+from editor.params import EditParams, Resolution
 from editor.ui.explore import Cell
 from editor.ui.history import History, Turn
 
@@ -40,6 +41,23 @@ def size_text(path: str | None) -> str:
     with Image.open(path) as image:
         width, height = image.size
     return f"{width} × {height} px"
+
+
+def size_plan(model: str, image: Image.Image | None, mode: str, size: int, native: int) -> str:
+    """The size the next edit runs at, shown next to Edit; for the offline demo model and a picture from outside
+    its world (bigger than the 64-px scenes it was trained on), what it can and cannot do."""
+    if image is None:
+        return f"Edits at {size} px on the long side" if mode == "keep_aspect" else f"Edits at {size} × {size} px"
+    width, height = target_size(image.width, image.height, Resolution(mode, size))
+    text = f"Edits at **{width} × {height} px**" + (" (the model's own size)" if size == native else "")
+    if max(image.size) > max(width, height):
+        text += f"; your {image.width} × {image.height} image is scaled down to it"
+    if model.endswith("-demo") and max(image.size) > native:
+        text += (
+            ". The offline demo model only knows 64-px scenes of coloured shapes (try the shapes examples): a photo "
+            "comes back as a small image, not meaningfully edited"
+        )
+    return text
 
 
 def progress_text(index: int, total: int, elapsed: float) -> str:
