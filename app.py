@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import os
 import sys
 import tempfile
@@ -19,11 +20,16 @@ from pathlib import Path
 
 from editor.loading import CheckpointError, MissingWeightsError
 from editor.login import throttled_auth
-from editor.pipelines.mgie import MGIEPaths, load_mgie
-from editor.registry import DEFAULT_WEIGHTS_DIR, DEMO_EDITORS, DTYPES, EDITORS, installed_editors, load_editor
-from editor.tiny import build_tiny_mgie_tree
-from editor.ui import build_demo
-from editor.weights.catalog import download_command
+from editor.quiet import quiet_third_party
+
+quiet_third_party()  # first: importing the model code below prints a third-party notice (editor/quiet.py)
+from editor.pipelines.mgie import MGIEPaths, load_mgie  # noqa: E402
+from editor.registry import DEFAULT_WEIGHTS_DIR, DEMO_EDITORS, DTYPES, EDITORS, installed_editors, load_editor  # noqa: E402
+from editor.threads import set_threads  # noqa: E402
+from editor.tiny import build_tiny_mgie_tree  # noqa: E402
+from editor.ui import build_demo  # noqa: E402
+from editor.ui.layout import CSS  # noqa: E402
+from editor.weights.catalog import download_command  # noqa: E402
 
 AUTH_ENV = "EDITOR_AUTH"  # "user:pass" or "user1:pass1,user2:pass2"
 
@@ -37,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     parser.add_argument("--dtype", choices=list(DTYPES), help="default: float16 on GPU, float32 on CPU")
     parser.add_argument("--offload", action="store_true", help="low VRAM: weights wait on the CPU between stages")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the free cores, editor/threads.py)")
     parser.add_argument("--server-name", default=None, help="0.0.0.0 serves the local network (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="default 7860, or the next free port")
     parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")
@@ -44,6 +51,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mcp", action="store_true", help="also serve the endpoints as MCP tools (gradio[mcp])")
     parser.add_argument("--tiny-random", action="store_true", help="tiny random-weight MGIE: a pipeline check")
     return parser
+
+
+def configure_logging() -> None:
+    """The app's own log lines (one per user error, editor.ui.guard.user_error) go to stderr with a time stamp."""
+    logger = logging.getLogger("editor")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def launch_lines(local_url: str, share_url: str | None, share: bool) -> str:
+    """Where the app is served, in this app's own words (its --share, not Gradio's launch(share=True))."""
+    lines = [f"* Running on {local_url}"]
+    if share_url:
+        lines.append(f"* Public link (anyone who has it can use the app): {share_url}")
+    elif not share and "SPACE_ID" not in os.environ:
+        lines.append("* Only this machine can open it; --server-name 0.0.0.0 serves the network, --share a public link")
+    return "\n".join(lines)
+
+
+def plain(markdown: str) -> str:
+    """The notice as terminal text: the page renders its Markdown, the terminal shows no ** or backticks."""
+    return markdown.replace("**", "").replace("`", "")
 
 
 def parse_auth(values: list[str]) -> list[tuple[str, str]] | None:
@@ -86,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         auth = parse_auth(args.auth)
+        set_threads(args.threads)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -115,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             tiny = load_mgie(MGIEPaths.from_weights_dir(build_tiny_mgie_tree(Path(tiny_root))), device=args.device)
             editors = {tiny.name: tiny}
         if notice:
-            print(f"warning: {notice}", file=sys.stderr)
+            print(f"warning: {plain(notice)}", file=sys.stderr)
+        configure_logging()
         demo = build_demo(editors, notice=notice)
         demo.queue(default_concurrency_limit=1, max_size=64).launch(
             server_name=args.server_name,
@@ -124,8 +160,13 @@ def main(argv: list[str] | None = None) -> int:
             auth=throttled_auth(auth) if auth else None,  # failed logins answered at most one a second
             mcp_server=args.mcp,
             max_file_size="50mb",
+            css=CSS,
             run_history=False,  # user photos are not recorded beyond the session (its history and export do that)
+            quiet=True,  # Gradio's own lines would suggest `share=True in launch()`; this app says --share
+            prevent_thread_lock=True,
         )
+        print(launch_lines(demo.local_url, demo.share_url, share), flush=True)
+        demo.block_thread()
     return 0
 
 

@@ -198,7 +198,7 @@ def load_ip2p_shell(ip2p_dir: Path, unet_state: Mapping[str, torch.Tensor], unet
     assign_state(unet, unet_state, dtype)
     read_json(ip2p_dir / "vae" / "config.json", hint)
     try:
-        vae = AutoencoderKL.from_pretrained(ip2p_dir / "vae", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(ip2p_dir / "vae", dtype=dtype)
     except (OSError, ValueError) as err:
         raise MissingWeightsError(f"could not load the VAE from {ip2p_dir / 'vae'} ({err}). {hint}") from None
     return unet.eval(), vae.eval(), load_scheduler(ip2p_dir / "scheduler", hint)

@@ -31,10 +31,11 @@ def mgie(tiny_tree):
 def app_url(mgie) -> Iterator[str]:
     """The app with the tiny MGIE, served on a free local port for the module's tests."""
     from editor.ui import build_demo
+    from editor.ui.layout import CSS
     from tests.fakes import free_port
 
     demo = build_demo({mgie.name: mgie}).queue(default_concurrency_limit=1)
-    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, css=CSS)
     try:
         yield demo.local_url
     finally:

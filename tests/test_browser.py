@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from editor.ui import build_demo
 from editor.ui.examples import EXAMPLES_DIR
+from editor.ui.layout import CSS
+from tests.fakes import FakeEditor, free_port
 
 try:
     from playwright.sync_api import Locator, Page, expect, sync_playwright
@@ -78,6 +81,40 @@ def click_and_wait(page: Page, label: str, status: str) -> None:
         raise AssertionError(f"after {label!r}: #status {shown} never read {status!r}; toasts: {toasts}") from err
 
 
+SHOWN = """img => {  // the picture's own size, and the size it is drawn at inside its box (object-fit: contain)
+    const box = img.getBoundingClientRect(), w = img.naturalWidth, h = img.naturalHeight;
+    const scale = Math.min(box.width / w, box.height / h);
+    return {natural: [w, h], drawn: [w * scale, h * scale], rendering: getComputedStyle(img).imageRendering};
+}"""
+
+
+def same_size_and_pixelated(page: Page) -> None:
+    """Input, output and both before/after images are drawn at one size, a small result enlarged without smoothing,
+    and the output's real resolution is written under it."""
+    images = [page.locator(f"{box} img") for box in ("#input-image", "#output-image")]
+    images += page.locator("#compare img").all()
+    for image in images:
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.first.element_handle())
+    shown = [image.first.evaluate(SHOWN) for image in images]
+    width, height = shown[1]["natural"]
+    expect(page.locator("#output-size")).to_have_text(f"{width} × {height} px")
+    for each in shown:
+        assert each["drawn"] == pytest.approx(shown[1]["drawn"], abs=2), shown
+        assert each["rendering"] == "pixelated", shown
+    assert shown[1]["drawn"][1] >= 4 * height, shown  # a 64-px result fills the box, it is not shown tiny
+
+
+def strip_is_one_row_of_squares(page: Page) -> None:
+    """The history strip: square thumbnails, all in one row, none stretched; the current one outlined."""
+    boxes = page.locator("#history .thumbnail-item").evaluate_all(
+        "items => items.map(b => { const r = b.getBoundingClientRect();"
+        " return [r.width, r.height, r.top, getComputedStyle(b).outlineStyle]; })"
+    )
+    assert len({round(top) for *_, top, _ in boxes}) == 1, boxes  # one row
+    assert all(abs(w - h) < 2 and w < 200 for w, h, *_ in boxes), boxes  # square, not a band across the page
+    assert [outline for *_, outline in boxes][-1] == "solid" and boxes[0][3] == "none", boxes
+
+
 def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Path) -> None:
     page.goto(app_url, wait_until="domcontentloaded")
     status = page.locator("#status")
@@ -90,6 +127,7 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
         page.get_by_label(f"number input for {slider}", exact=True).fill(value)
         expect(page.get_by_label(f"range slider for {slider}", exact=True)).to_have_value(value)
 
+    expect(page.locator("#edit-size")).to_contain_text("Edits at 64 × 40 px")  # next to Edit, before it starts
     instruction = page.get_by_role("textbox", name="Instruction", exact=True)
     expressive = page.get_by_role("textbox", name=re.compile(r"^Expressive instruction"))  # name includes its info
     instruction.fill("make the cat a tiger")
@@ -98,25 +136,171 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
 
     assert page.evaluate("window.onbeforeunload === null || window.onbeforeunload === undefined")
     click_and_wait(page, "Edit", "Turn 1 of 1")
+    first_expressive = expressive.input_value()
     page.wait_for_function("typeof window.onbeforeunload === 'function'")  # a reload now asks first
     thumbnails = block(page, "History").get_by_role("button", name=re.compile(r"^Thumbnail \d+ of \d+$"))
-    expect(thumbnails).to_have_count(1)
+    expect(thumbnails).to_have_count(2)  # the original, then turn 1
     expect(block(page, OUTPUT_LABEL).locator("img")).to_have_attribute("src", re.compile(r"\S"))
+    same_size_and_pixelated(page)
 
     instruction.fill("make it snowy")
-    click_and_wait(page, "Edit", "Turn 2 of 2")
-    expect(thumbnails).to_have_count(2)
+    click_and_wait(page, "Edit", "Turn 2 of 2 · edited from turn 1")
+    expect(thumbnails).to_have_count(3)
+    captions = [thumbnail.locator("img").get_attribute("alt") for thumbnail in thumbnails.all()]
+    assert captions == ["Original", "Turn 1: make the cat a tiger", "▶ Turn 2: make it snowy"], captions
+    strip_is_one_row_of_squares(page)
 
     click_and_wait(page, "Undo", "Turn 1 of 2")
-    expect(thumbnails).to_have_count(2)  # undo moves back through the history; it does not forget the undone turn
+    expect(thumbnails).to_have_count(3)  # undo moves back through the history; it does not forget the undone turn
     expect(block(page, OUTPUT_LABEL).locator("img")).to_have_attribute("src", re.compile(r"\S"))
-    expect(expressive).not_to_have_value(re.compile(r"^\s*$"))
+    expect(instruction).to_have_value("make the cat a tiger")  # the boxes hold turn 1's texts again
+    expect(expressive).to_have_value(first_expressive)
+    click_and_wait(page, "Undo", "The original image")
+    expect(instruction).to_have_value("")
+    expect(expressive).to_have_value("")
+    page.get_by_role("spinbutton", name="Turn (0: original)").fill("1")
+    click_and_wait(page, "Go to turn", "Turn 1 of 2")
+    expect(instruction).to_have_value("make the cat a tiger")
 
     button(page, "Export session").click()
-    expect(page.get_by_role("row", name=re.compile(r"^edit-session-[\d-]+\.zip"))).to_be_visible()  # to download
+    download = page.locator("#archive")
+    expect(download).to_have_text(re.compile(r"^\s*Download session-\d{8}-\d{4}\.zip\s*$"))  # names its file
+    with page.expect_download() as saved:
+        download.click()
+    assert re.fullmatch(r"session-\d{8}-\d{4}\.zip", saved.value.suggested_filename)
+    click_and_wait(page, "Undo", "The original image")  # the session changed: the zip no longer matches it
+    expect(download).to_be_hidden()
 
     shot = tmp_path / "browser.png"
     page.screenshot(path=shot, full_page=True)
     if os.environ.get("SAVE_SCREENSHOT"):
         ARTIFACT.parent.mkdir(exist_ok=True)
         shutil.copyfile(shot, ARTIFACT)
+
+
+def upload(page: Page, path: Path) -> Locator:
+    """Uploads `path` into the input image and waits until the server has it; returns the input's block."""
+    source = block(page, "Input image")
+    source.locator("input[type=file]").set_input_files(path)
+    expect(source.locator("img")).to_have_attribute("src", re.compile(re.escape(path.name)))
+    return source
+
+
+def test_a_user_error_is_one_message_and_every_pane_stays(app_url: str, page: Page, capfd, caplog) -> None:
+    page.goto(app_url, wait_until="domcontentloaded")
+    source = upload(page, EXAMPLES_DIR / "chelsea.png")
+    capfd.readouterr()
+    caplog.set_level("INFO", logger="editor")
+    button(page, "Edit").click()  # no instruction
+    expect(page.get_by_test_id("toast-body")).to_contain_text("instruction is empty")
+    covers = page.locator("[data-testid=status-tracker]:has(span.error)")
+    expect(covers.first).to_be_attached()  # Gradio marked the outputs as failed ...
+    expect(page.locator("[data-testid=status-tracker]:has(span.error):visible")).to_have_count(0)  # ... unseen
+    expect(source.locator("img")).to_be_visible()  # the upload is still shown
+    expect(page.locator("#status")).to_contain_text("No edits yet")
+    expect(page.locator("#used")).not_to_contain_text("Thinking")  # no progress line left behind
+    assert "Traceback" not in capfd.readouterr().err  # the server prints no traceback for it ...
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("editor")]
+    assert len(lines) == 1 and lines[0].startswith("user error: instruction is empty"), lines  # ... one line
+
+
+def shows_a_picture(image: Locator) -> None:
+    """`image` (an <img>) has loaded a real picture, not a broken-image icon."""
+    expect(image).to_be_visible()
+    image.page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+
+
+def test_an_upload_is_checked_when_it_arrives_and_the_previous_image_stays(app_url: str, page: Page, tmp_path) -> None:
+    page.goto(app_url, wait_until="domcontentloaded")
+    source = upload(page, EXAMPLES_DIR / "chelsea.png")
+    fake, notes = tmp_path / "holiday.png", tmp_path / "notes.txt"
+    fake.write_text("not a picture")  # a text file renamed .png
+    notes.write_text("not a picture")
+    toasts = page.get_by_test_id("toast-body")
+
+    source.locator("input[type=file]").set_input_files(fake)
+    expect(toasts.filter(has_text="could not read 'holiday.png' as an image")).to_be_visible()  # before any Edit
+    expect(source.locator("img")).to_have_attribute("src", re.compile(r"\.png$"))
+    expect(source.locator("img")).not_to_have_attribute("src", re.compile(r"holiday"))  # the cat is back
+    shows_a_picture(source.locator("img"))
+
+    source.locator("input[type=file]").set_input_files(notes)
+    expect(toasts.filter(has_text="notes.txt")).to_be_visible()
+    expect(source.locator("img")).not_to_have_attribute("src", re.compile(r"notes|holiday"))
+    shows_a_picture(source.locator("img"))
+
+
+def test_the_explorer_labels_its_plot_lays_out_full_rows_and_says_what_was_adopted(app_url: str, page: Page) -> None:
+    page.goto(app_url, wait_until="domcontentloaded")
+    upload(page, EXAMPLES_DIR / "shapes-1.png")
+    for slider, value in (("Steps", "2"), ("Size (long side)", "64")):
+        page.get_by_label(f"number input for {slider}", exact=True).fill(value)
+    page.get_by_role("textbox", name="Instruction", exact=True).fill("make the circle green")
+    page.get_by_role("tab", name="Trade-off explorer").click()
+    page.get_by_label("αV to").fill("1.6")  # αV 1.0, 1.2, 1.4, 1.6 ...
+    page.get_by_label("αX values (comma-separated)").fill("5, 7.5")  # ... times two αX: 8 cells
+    button(page, "Explore").click()
+    cells = page.locator("#sweep .thumbnail-item")
+    expect(cells).to_have_count(8)
+    expect(page.locator("#sweep img").nth(7)).to_have_attribute("alt", "αX 7.5 · αV 1.6")
+    sweep = page.locator("#sweep").bounding_box()
+    boxes = [cell.bounding_box() for cell in cells.all()]
+    assert len({round(b["y"]) for b in boxes}) == 2, boxes  # two full rows of four (one per αX)
+    assert all(b["y"] + b["height"] <= sweep["y"] + sweep["height"] + 1 for b in boxes), (boxes, sweep)  # none cut
+
+    cells.nth(5).click()  # αX 7.5 · αV 1.2
+    toast = page.get_by_test_id("toast-body").filter(has_text="Adopted cell 5 (αX 7.5 · αV 1.2")
+    expect(toast).to_contain_text("the next Edit uses them")
+    expect(page.get_by_label("number input for Image guidance αV", exact=True)).to_have_value("1.2")
+
+
+class CountedSteps(FakeEditor):
+    """A slow fake editor that records every step it runs."""
+
+    def __init__(self) -> None:
+        super().__init__(step_seconds=0.2)
+        self.steps: list[int] = []
+
+    def render(self, image, guidance, params=None, on_step=None):
+        def counted(step):
+            self.steps.append(step.index)
+            on_step(step)
+
+        return super().render(image, guidance, params, counted if on_step else None)
+
+
+@pytest.fixture(scope="module")
+def slow_app() -> Iterator[tuple[str, CountedSteps]]:
+    editor = CountedSteps()
+    demo = build_demo({"fake": editor}, examples_dir=None).queue(default_concurrency_limit=1)
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, css=CSS)
+    try:
+        yield demo.local_url, editor
+    finally:
+        demo.close()
+
+
+def test_one_progress_line_and_stop_cancels_within_a_step_or_two(slow_app, page: Page) -> None:
+    url, editor = slow_app
+    page.goto(url, wait_until="domcontentloaded")
+    upload(page, EXAMPLES_DIR / "chelsea.png")
+    for slider, value in (("Steps", "150"), ("Size (long side)", "64")):
+        page.get_by_label(f"number input for {slider}", exact=True).fill(value)
+    page.get_by_role("textbox", name="Instruction", exact=True).fill("make it snowy")
+    button(page, "Edit").click()
+    used = page.locator("#used")
+    expect(used).to_contain_text(re.compile(r"step \d+ of 150 · [\d.]+ s · about \d+ s left"))
+    expect(page.locator("#output-image img")).to_be_visible()  # the step preview, where the result will appear
+    trackers = page.locator("[data-testid=status-tracker]:not(.hide)")
+    assert trackers.count() == 0, [t.evaluate("e => e.parentElement.id") for t in trackers.all()]  # no other bars
+
+    button(page, "Stop").click()
+    expect(used).to_contain_text("Stopped: nothing was added to the history")
+    at_stop = len(editor.steps)
+    page.wait_for_timeout(2000)  # ten more steps' time
+    assert len(editor.steps) <= at_stop + 2, (at_stop, len(editor.steps))  # the render stopped within a step or two
+    expect(page.locator("#status")).to_contain_text("No edits yet")  # the session is unchanged
+    expect(page.locator("#output-image img")).to_have_count(0)  # the preview is gone, as the session has no result
+
+    page.get_by_label("number input for Steps", exact=True).fill("2")
+    click_and_wait(page, "Edit", "Turn 1 of 1")  # the next edit runs at once

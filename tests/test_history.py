@@ -131,3 +131,17 @@ def test_bad_archives_are_named(tmp_path):
     for edit, message in cases:
         with pytest.raises(ValueError, match=message):
             History.from_archive(_rewrite(tmp_path, path, edit))
+
+
+def test_the_original_of_a_branch_and_going_back_to_it():
+    upload, other = _image(7), _image(8)
+    history = History(origin=upload)
+    assert history.original() is upload
+    _edit(history, upload, "one", 1)
+    _edit(history, history.current_input(), "two", 2)
+    history.origin = other  # a new upload meanwhile: the branch's original is still the one it started from
+    assert history.original() is upload
+    history.go_to_original()
+    assert history.head is None and history.current_input() is upload
+    with pytest.raises(ValueError, match="no image yet"):
+        History().go_to_original()

@@ -134,17 +134,17 @@ def test_three_turns_undo_revert_branch_export_restore(connect, tmp_path):
     second = _edit(client, "make it snowy")  # no image: continue from the current turn
     third = _edit(client, "add a hat", randomize_seed=True)
     assert [first["status"], second["status"], third["status"]] == [
-        "Turn 1 of 1 · branch #0", "Turn 2 of 2 · branch #0 → #1", "Turn 3 of 3 · branch #0 → #1 → #2"
+        "Turn 1 of 1 · edited from the original", "Turn 2 of 2 · edited from turn 1", "Turn 3 of 3 · edited from turn 2"
     ]  # fmt: skip
     assert (_pixels(second["input"]) == _pixels(second["output"])).all()  # the result is the next input
-    assert len(third["history"]) == 3 and isinstance(third["seed"], int)
+    assert len(third["history"]) == 4 and isinstance(third["seed"], int)
 
     *_, status, history, details = client.predict(api_name="/undo")
-    assert status == "Turn 2 of 3 · branch #0 → #1" and len(history) == 3 and "make it snowy" in details
+    assert status == "Turn 2 of 3 · edited from turn 1" and len(history) == 4 and "make it snowy" in details
     reverted = client.predict(turn=0, api_name="/revert")
     assert (_pixels(reverted[0]) == _pixels(first["output"])).all()  # turn 0's result is the input again
     branch = _edit(client, "make it night")
-    assert branch["status"] == "Turn 4 of 4 · branch #0 → #3"
+    assert branch["status"] == "Turn 4 of 4 · edited from turn 1"
 
     archive = client.predict(api_name="/export")
     with zipfile.ZipFile(archive) as zipped:
@@ -159,7 +159,7 @@ def test_three_turns_undo_revert_branch_export_restore(connect, tmp_path):
 
     other = connect()
     restored = other.predict(archive=handle_file(archive), api_name="/restore")
-    assert restored[3] == branch["status"] and len(restored[4]) == 4
+    assert restored[3] == branch["status"] and len(restored[4]) == 5
     again = other.predict(api_name="/export")
     with zipfile.ZipFile(archive) as a, zipfile.ZipFile(again) as b:
         assert json.loads(a.read("session.json")) == json.loads(b.read("session.json"))
@@ -167,10 +167,10 @@ def test_three_turns_undo_revert_branch_export_restore(connect, tmp_path):
             if name.endswith(".png"):
                 assert (_pixels(a.open(name)) == _pixels(b.open(name))).all()
     continued = _edit(other, "make it day")  # the restored session goes on from the restored head
-    assert continued["status"] == "Turn 5 of 5 · branch #0 → #3 → #4"
+    assert continued["status"] == "Turn 5 of 5 · edited from turn 4"
 
     reset = other.predict(api_name="/reset")
-    assert reset[3] == "No edits yet" and reset[4] == []
+    assert reset[3] == "No edits yet" and [item["caption"] for item in reset[4]] == ["▶ Original"]
     assert (_pixels(reset[0]) == _pixels(CAT)).all()  # back to the original upload
 
 
@@ -182,10 +182,10 @@ def test_two_clients_at_once_keep_their_own_histories(connect):
             pool.submit(_edit, b, "make it blue", handle_file(CAT)),
         ]
         done = [job.result() for job in jobs]
-    assert [d["status"] for d in done] == ["Turn 1 of 1 · branch #0"] * 2
+    assert [d["status"] for d in done] == ["Turn 1 of 1 · edited from the original"] * 2
     _edit(a, "make it redder")
     assert a.predict(api_name="/undo")[3].startswith("Turn 1 of 2")
-    assert b.predict(api_name="/undo")[3] == "Original image (1 turns in the history)"
+    assert b.predict(api_name="/undo")[3] == "The original image · 1 turns in the history"
     assert "make it blue" in b.predict(turn=0, api_name="/revert")[5]
 
 
@@ -198,7 +198,7 @@ def test_explorer_sweeps_one_seed_and_a_cell_becomes_a_turn(connect):
     assert expressive and len(grid) == 6 and [c["caption"] for c in grid][:2] == ["αX 5 · αV 1", "αX 5 · αV 1.2"]
     assert table["headers"][:2] == ["αX", "αV"] and "CLIP-I" in table["headers"] and len(table["data"]) == 6
     used, seed, *_, status, history, _ = client.predict(index=4, api_name="/keep")
-    assert status == "Turn 1 of 1 · branch #0" and "αX 7.5 · αV 1.2" in used and seed == DEFAULT_SEED
+    assert status == "Turn 1 of 1 · edited from the original" and "αX 7.5 · αV 1.2" in used and seed == DEFAULT_SEED
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -243,7 +243,7 @@ def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(connect, tmp_p
     ]:
         with pytest.raises(AppError, match=message):
             client.predict(**kwargs, api_name=api)
-    assert _edit(client, "make it red", handle_file(CAT))["status"] == "Turn 1 of 1 · branch #0"
+    assert _edit(client, "make it red", handle_file(CAT))["status"] == "Turn 1 of 1 · edited from the original"
 
 
 def test_compare_runs_two_models_on_one_input_and_seed_without_touching_history():
@@ -260,8 +260,8 @@ def test_compare_runs_two_models_on_one_input_and_seed_without_touching_history(
 
 
 def test_session_state_expires_and_its_temporary_files_are_removed():
-    from editor.ui.handlers import AppState, remove_files
     from editor.ui.layout import CACHE_SWEEP, SESSION_TTL_S
+    from editor.ui.state import AppState, remove_files
 
     demo = build_demo({"fake": FakeEditor()}, examples_dir=None)
     state_block = next(b for b in demo.blocks.values() if isinstance(b, gr.State))
@@ -279,3 +279,81 @@ def test_session_state_expires_and_its_temporary_files_are_removed():
     assert len(restored.history.turns) == 1 and restored.folder is not None
     remove_files(restored)  # what gr.State calls when the session ends or expires
     assert not Path(restored.folder).exists()
+
+
+def test_a_user_error_is_one_log_line_without_a_traceback(caplog):
+    handlers = Handlers({"fake": FakeEditor()}, preview_every=None)
+    image = Image.new("RGB", (64, 48), (200, 40, 10))
+    with caplog.at_level("INFO", logger="editor"), pytest.raises(gr.Error, match="instruction is empty") as err:
+        list(handlers.edit("fake", image, "  ", "", 2, 7.5, 1.5, 1, False, "keep_aspect", 64, None))
+    assert err.value.print_exception is False  # Gradio prints no traceback for it
+    assert [r.getMessage() for r in caplog.records] == [f"user error: {err.value.message}"]
+
+
+def test_after_undo_or_revert_the_boxes_hold_the_current_turns_texts():
+    handlers = Handlers({"fake": FakeEditor()}, preview_every=None)
+    image = Image.new("RGB", (64, 48), (200, 40, 10))
+    settings = (2, 7.5, 1.5, 1, False, "keep_aspect", 64)
+    *_, state = list(handlers.edit("fake", image, "make it blue", "", *settings, None))[-1]
+    *_, state = list(handlers.edit("fake", None, "add a hat", "a red hat on top", *settings, state))[-1]
+    assert handlers.turn_texts(state) == ("add a hat", "a red hat on top", "a red hat on top [IMG0]")
+    state = handlers.undo(state)[-1]
+    assert handlers.turn_texts(state) == ("make it blue", "imagine: make it blue", "imagine: make it blue [IMG0]")
+    state = handlers.undo(state)[-1]
+    assert handlers.turn_texts(state) == ("", "", "")  # the original image: nothing made it
+    state = handlers.revert(1, state)[-1]
+    assert handlers.turn_texts(state)[0] == "add a hat"
+
+
+def test_the_strip_starts_with_the_original_and_numbers_turns_as_the_status_does():
+    handlers = Handlers({"fake": FakeEditor()}, preview_every=None)
+    image = Image.new("RGB", (64, 16), (200, 40, 10))
+    settings = (2, 7.5, 1.5, 1, False, "keep_aspect", 64)
+    *_, state = list(handlers.edit("fake", image, "make it blue", "", *settings, None))[-1]
+    *_, status, strip, details, state = list(handlers.edit("fake", None, "add a hat", "", *settings, state))[-1]
+    assert [caption for _, caption in strip] == ["Original", "Turn 1: make it blue", "▶ Turn 2: add a hat"]
+    assert status == "Turn 2 of 2 · edited from turn 1" and details.startswith("**Turn 2**")
+    thumbs = [Image.open(path) for path, _ in strip]
+    assert all(t.size == (160, 160) for t in thumbs)  # square
+    assert (np.asarray(thumbs[0])[:60] == 255).all() and (np.asarray(thumbs[0])[60:100] == (200, 40, 10)).all()
+    # a click on the strip: the first picture is the original, then turns 1, 2
+    *_, status, strip, _, state = handlers.go_to(0, state)
+    assert status.startswith("The original image") and strip[0][1] == "▶ Original" and state.history.head is None
+    assert handlers.go_to(1, state)[3].startswith("Turn 1 of 2")
+    assert handlers.revert(1, state)[3].startswith("Turn 2 of 2")  # the API's /revert keeps turn ids
+
+
+def test_the_explorer_plot_has_titled_axes_and_one_colour_per_text_guidance():
+    handlers = Handlers({"fake": FakeEditor()}, preview_every=None)
+    image = Image.new("RGB", (64, 48), (200, 40, 10))
+    out = list(handlers.explore("fake", image, "make it blue", "", 2, "5, 7.5", 1.0, 1.4, 0.2, 1, False,
+                                "keep_aspect", 64, None))[-1]  # fmt: skip
+    _, _, grid, plot, table, _ = out
+    assert len(grid) == 6 and handlers.sweep_columns(1.0, 1.4, 0.2, "5, 7.5").columns == 3  # a row per αX value
+    assert plot.color == "αX" and plot.x_title.startswith("consistency") and plot.y_title.startswith("edit strength")
+    assert {"αX", "αV"} <= set(plot.tooltip) and len(table) == 6
+
+
+def test_each_model_event_has_one_progress_display_and_a_stop():
+    demo = build_demo({"fake": FakeEditor(), "other": FakeEditor(name="other")}, examples_dir=None)
+    deps = {d["api_name"]: d for d in demo.config["dependencies"] if d.get("api_name")}
+    labels = {b._id: getattr(b, "label", None) for b in demo.blocks.values()}
+    assert deps["edit"]["show_progress"] == "hidden"  # its own progress line under the result
+    assert [labels[i] for i in deps["explore"]["show_progress_on"]] == ["Sweep"]
+    assert [labels[i] for i in deps["compare"]["show_progress_on"]] == ["A", "B"]
+    cancelled = {i for d in demo.config["dependencies"] for i in d.get("cancels") or []}
+    assert {deps[name]["id"] for name in ("edit", "explore", "compare")} <= cancelled  # each has a Stop
+
+
+def test_the_size_of_the_next_edit_is_shown_and_the_demo_model_says_what_it_cannot_do():
+    demo_model = FakeEditor(name="mgie-demo")
+    demo_model.native_size = 64
+    handlers = Handlers({"fake": FakeEditor(), "mgie-demo": demo_model}, preview_every=None)
+    photo = Image.new("RGB", (512, 320))
+    plan = handlers.size_plan("fake", photo, "keep_aspect", 256)
+    assert plan.startswith("Edits at **256 × 160 px**") and "your 512 × 320 image is scaled down" in plan
+    assert "demo model" not in plan
+    plan = handlers.size_plan("mgie-demo", photo, "keep_aspect", 64)
+    assert "**64 × 40 px** (the model's own size)" in plan and "only knows 64-px scenes of coloured shapes" in plan
+    assert "demo model" not in handlers.size_plan("mgie-demo", Image.new("RGB", (64, 64)), "keep_aspect", 64)
+    assert handlers.size_plan("fake", None, "center_crop", 128) == "Edits at 128 × 128 px"

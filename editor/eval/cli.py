@@ -59,6 +59,7 @@ from editor.params import (
     Resolution,
 )
 from editor.registry import DEFAULT_WEIGHTS_DIR, DTYPES, EDITORS, load_editor
+from editor.threads import set_threads
 from editor.weights.catalog import DINO_VITS16, LPIPS, MODELS, component_dir
 
 HELD_OUT, EVAL_SEED = DEMO_SPLITS, DEMO_SEED  # training draws from seed 0's stream; evaluation from seed 1's
@@ -262,7 +263,7 @@ def harness_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="default: this process's accelerate device (cuda:N, else cpu)")
     parser.add_argument("--dtype", choices=list(DTYPES), help="default: float16 on GPU, float32 on CPU")
     parser.add_argument("--offload", action="store_true", help="low VRAM: each stage on the GPU only while it runs")
-    parser.add_argument("--threads", type=int, help="torch CPU threads per process")
+    parser.add_argument("--threads", type=int, help="torch CPU threads per process (default: the free cores)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     return parser
 
@@ -280,8 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not argv or argv[0] != "demo":
         args = harness_parser().parse_args(argv)
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        set_threads(args.threads)
         try:
             report = evaluate_models(args)
         except (ValueError, OSError) as err:  # bad data, missing weights (MissingWeightsError is an OSError)
@@ -301,10 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--image-guidance", type=float, help="default: each model's own")
     demo.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     demo.add_argument("--out", type=Path, default=Path("runs/eval-demo"))
-    demo.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    demo.add_argument("--threads", type=int, help="torch CPU threads (default: the free cores, editor/threads.py)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     run_demo(args)
     return 0
 

@@ -85,7 +85,7 @@ def load_ip2p(
             raise MissingWeightsError(f"{folder} has no {part}/ folder; the download is incomplete. {hint}")
     try:
         pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-            folder, torch_dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+            folder, dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
         )
     except (OSError, ValueError, KeyError) as err:
         raise CheckpointError(f"could not load {folder} as an InstructPix2Pix pipeline ({err}). {hint}") from None

@@ -13,6 +13,7 @@ message naming the endpoint. `upload_reader` gives the handler the input image r
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import os
 import re
@@ -28,9 +29,17 @@ from PIL import Image
 from editor.images import load_image
 
 NOT_AN_UPLOAD = "the file is not an upload of this session"
+log = logging.getLogger("editor.ui")
 Reader = Callable[[dict], Any]
 # An absolute path of two or more parts; shown as its last part (the upload's own name).
 _PATH = re.compile(r"(?<![\w.])(?:file://)?/(?:[^/\s'\"]+/)+([^/\s'\"]+)")
+
+
+def user_error(message: str) -> gr.Error:
+    """The error for a mistake of the user's (bad input, missing weights): one message in the UI, one line in the
+    server log, no traceback (tracebacks stay for real bugs). The panes keep what they showed (layout.py's CSS)."""
+    log.warning("user error: %s", message)
+    return gr.Error(message, print_exception=False)
 
 
 def public_message(text: str) -> str:
@@ -45,21 +54,21 @@ def describe(value: Any) -> str:
 
 
 def check_payload(block: gr.components.Component, value: Any, name: str) -> None:
-    """Raises gr.Error naming `name` when `value` is not something `block` takes."""
+    """Raises a `user_error` naming `name` when `value` is not something `block` takes."""
     if isinstance(block, gr.Number | gr.Slider):
         _check_number(block, value, name)
     elif isinstance(block, gr.Checkbox):
         if not isinstance(value, bool):
-            raise gr.Error(f"{name} must be true or false, got {describe(value)}")
+            raise user_error(f"{name} must be true or false, got {describe(value)}")
     elif isinstance(block, gr.Dropdown | gr.Radio):
         choices = [choice[1] for choice in block.choices]
         if not isinstance(value, str | int | float) or isinstance(value, bool) or value not in choices:
-            raise gr.Error(f"{name} must be one of {', '.join(map(str, choices))}; got {describe(value)}")
+            raise user_error(f"{name} must be one of {', '.join(map(str, choices))}; got {describe(value)}")
     elif isinstance(block, gr.Textbox):
         if value is not None and not isinstance(value, str):
-            raise gr.Error(f"{name} must be text, got {describe(value)}")
+            raise user_error(f"{name} must be text, got {describe(value)}")
         if value and any("\ud800" <= char <= "\udfff" for char in value):
-            raise gr.Error(f"{name} contains a broken character (a lone UTF-16 surrogate); retype it")
+            raise user_error(f"{name} contains a broken character (a lone UTF-16 surrogate); retype it")
     elif isinstance(block, gr.Image | gr.File | gr.UploadButton):
         _check_file(value, name)
 
@@ -73,11 +82,11 @@ def _check_number(block: gr.Number | gr.Slider, value: Any, name: str) -> None:
     else:
         bounds = f" >= {_bound(low)}" if low is not None else (f" <= {_bound(high)}" if high is not None else "")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise gr.Error(f"{name} must be {kind}{bounds}, got {describe(value)}")
+        raise user_error(f"{name} must be {kind}{bounds}, got {describe(value)}")
     if whole and not float(value).is_integer():
-        raise gr.Error(f"{name} must be {kind}{bounds}, got {value!r}")
+        raise user_error(f"{name} must be {kind}{bounds}, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
-        raise gr.Error(f"{name} must be {kind}{bounds}, got {value!r}")
+        raise user_error(f"{name} must be {kind}{bounds}, got {value!r}")
 
 
 def _bound(value: float) -> str:
@@ -90,14 +99,14 @@ def _check_file(value: Any, name: str) -> None:
         return
     path = value.get("path") if isinstance(value, dict) else None
     if not isinstance(path, str) or "://" in path or not path:
-        raise gr.Error(f"{name}: {NOT_AN_UPLOAD}")
+        raise user_error(f"{name}: {NOT_AN_UPLOAD}")
     folder = Path(get_upload_folder()).resolve()
     try:
         resolved = Path(path).resolve()
     except (OSError, RuntimeError, ValueError):
-        raise gr.Error(f"{name}: {NOT_AN_UPLOAD}") from None
+        raise user_error(f"{name}: {NOT_AN_UPLOAD}") from None
     if not resolved.is_relative_to(folder) or not resolved.is_file():
-        raise gr.Error(f"{name}: {NOT_AN_UPLOAD}")
+        raise user_error(f"{name}: {NOT_AN_UPLOAD}")
 
 
 def input_names(fn: Any, blocks: list) -> list[str]:
@@ -132,7 +141,7 @@ def guard_inputs(demo: gr.Blocks, readers: Mapping[gr.components.Component, Read
             raise
         except Exception as err:  # Gradio's own checks: keep the refusal, give it a name and no server path
             endpoint = block_fn.api_name or block_fn.name
-            raise gr.Error(f"{endpoint}: the inputs could not be read ({public_message(str(err))[:200]})") from err
+            raise user_error(f"{endpoint}: the inputs could not be read ({public_message(str(err))[:200]})") from err
         for index, value in replaced.items():
             processed[index] = value
         return processed
@@ -151,6 +160,6 @@ def upload_reader(max_side: int) -> Reader:
         try:
             return load_image(path, max_side=max_side, name=name)
         except ValueError as err:
-            raise gr.Error(public_message(str(err))) from err
+            raise user_error(public_message(str(err))) from err
 
     return read

@@ -11,12 +11,10 @@ package is installed (a no-op outside ZeroGPU hardware) and the plain function o
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -26,65 +24,17 @@ from PIL import Image
 from editor.core import Editor, EditResult, Guidance
 from editor.images import load_image
 from editor.loading import CheckpointError, MissingWeightsError
-from editor.params import DEFAULT_IMAGE_GUIDANCE, DEFAULT_TEXT_GUIDANCE, EditParams, Resolution
+from editor.params import DEFAULT_IMAGE_GUIDANCE, DEFAULT_SIZE, DEFAULT_TEXT_GUIDANCE, EditParams, Resolution
 from editor.pipelines.diffusion import fresh_seed
 from editor.ui import views
 from editor.ui.explore import Cell, Sweep, explore
-from editor.ui.guard import public_message
+from editor.ui.guard import public_message, user_error
 from editor.ui.history import History, image_key
+from editor.ui.state import AppState, Session, fresh, history_view
 from editor.ui.streaming import PREVIEW_EVERY_S, Progress, stream_render
 
 GPU_SECONDS = 120  # ZeroGPU reservation per model call
-
-
-@dataclass(frozen=True)
-class Session:
-    """The last guidance and what it was made for."""
-
-    model: str
-    image_key: str
-    guidance: Guidance
-
-    def matches(self, model: str, key: str, instruction: str) -> bool:
-        return (self.model, self.image_key, self.guidance.instruction) == (model, key, instruction.strip())
-
-
-@dataclass
-class AppState:
-    """Everything one browser session owns. Handlers return it, so it also works where they run elsewhere."""
-
-    history: History = field(default_factory=History)
-    thought: Session | None = None
-    cells: list[Cell] = field(default_factory=list)  # the explorer's last grid
-    cells_parent: int | None = None  # the turn the grid's input came from
-    cells_input: Image.Image | None = None
-    folder: str | None = None  # this session's PNGs for display, each written once (see `png`)
-    files: dict[tuple, str] = field(default_factory=dict)
-
-    def scratch(self) -> Path:
-        """This session's folder of temporary files (display PNGs, exports), removed with the session."""
-        self.folder = self.folder or tempfile.mkdtemp(prefix="editor-session-")
-        return Path(self.folder)
-
-    def png(self, key: tuple, make: Callable[[], Image.Image]) -> str:
-        """The path of a PNG of `make()`, written on first use (fast zlib level 1; lossless). Returning paths
-        instead of PIL images spares Gradio re-encoding every image of every turn on every event."""
-        if key not in self.files:
-            path = self.scratch() / f"{len(self.files):05d}.png"
-            make().save(path, format="PNG", compress_level=1)
-            self.files[key] = str(path)
-        return self.files[key]
-
-    def restart(self, history: History) -> AppState:
-        """A new session state; the old one's temporary files go now (Gradio has served its own copies)."""
-        remove_files(self)
-        return AppState(history=history)
-
-
-def remove_files(state: AppState | None) -> None:
-    """gr.State's delete_callback (the session ended or expired): its temporary files go with it."""
-    if state is not None and state.folder is not None:
-        shutil.rmtree(state.folder, ignore_errors=True)
+PROGRESS_EVERY_S = 0.25  # the progress line's updates during an edit, at most this often (besides each preview)
 
 
 def resolve_guidance(
@@ -115,10 +65,10 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (ValueError, MissingWeightsError, CheckpointError) as err:
-        raise gr.Error(public_message(str(err))) from err
+        raise user_error(public_message(str(err))) from err
     except torch.OutOfMemoryError as err:
         torch.cuda.empty_cache()
-        raise gr.Error("out of GPU memory: try a smaller size, or wait for other edits to finish") from err
+        raise user_error("out of GPU memory: try a smaller size, or wait for other edits to finish") from err
 
 
 def as_int(value: float | None, name: str) -> int:
@@ -134,35 +84,6 @@ def make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resi
         image_guidance=image_guidance,
         seed=None if randomize_seed else as_int(seed, "seed"),
         resolution=Resolution(resize, as_int(size, "size")),
-    )
-
-
-def fresh(state: AppState | None) -> AppState:
-    """The gr.State starts as None in every browser session (a factory would show up as an API endpoint)."""
-    return state if state is not None else AppState()
-
-
-def history_view(state: AppState) -> tuple:
-    """(input image, output, before/after, status, history strip, turn details, state), images as PNG paths."""
-    history = state.history
-    head = history.turns[history.head] if history.head is not None else None
-    strip = [(state.png(("thumb", t.id), lambda t=t: views.thumbnail(t.output)), views.caption(history, t))
-             for t in history.turns]  # fmt: skip
-    if head is not None:
-        current = output = state.png(("out", head.id), lambda: head.output)
-        compare = state.png(("before", head.id), lambda: views.before_image(head)), output
-    else:
-        origin = history.origin
-        current = None if origin is None else state.png(("origin", image_key(origin)), lambda: origin)
-        output = compare = None
-    return (
-        current,
-        output,
-        compare,
-        views.status_text(history),
-        strip,
-        views.turn_details(head),
-        state,
     )
 
 
@@ -218,27 +139,48 @@ class Handlers:
         resize,
         size,
         state: AppState | None,
-        progress=gr.Progress(),  # noqa: B008 - Gradio's progress marker
     ):
-        """Edits the image (thinking first unless the expressive instruction is given); streams step previews.
-        Yields (expressive, raw, used-params line, seed, *history_view)."""
+        """Edits the image (thinking first unless the expressive instruction is given). While it runs, the used-params
+        line under the result is its one progress display (step, elapsed, time left) and the result box shows the
+        step previews. Yields (expressive, raw, used-params line, seed, *history_view); the history changes only
+        with the final result, so a stopped edit leaves the session as it was."""
         with user_errors():
             state = fresh(state)
             params = make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resize, size)
             model, image = self._inputs(model, image, state)
             parent, skip = state.history.parent_for(image), gr.skip()
-            progress(None, desc="Thinking")
+            yield *(skip,) * 2, "Thinking…", *(skip,) * 8
             state.thought = self._think(model, image, instruction, expressive, state.thought)
-            guidance = state.thought.guidance
-            yield guidance.expressive, guidance.raw_text, *(skip,) * 9
+            guidance, started, shown = state.thought.guidance, time.perf_counter(), 0.0
+            yield guidance.expressive, guidance.raw_text, "Editing…", *(skip,) * 8
             for item in self._render(model, image, guidance, params):
                 if isinstance(item, Progress):
-                    progress((item.index, item.total), desc="Editing", unit="steps")
-                    if item.preview is not None:
-                        yield *(skip,) * 5, _enlarge(item.preview), *(skip,) * 5
+                    now = time.perf_counter()
+                    if item.preview is not None or now - shown >= PROGRESS_EVERY_S:
+                        shown, preview = now, skip if item.preview is None else _enlarge(item.preview)
+                        line = views.progress_text(item.index, item.total, now - started)
+                        yield *(skip,) * 2, line, *(skip,) * 2, preview, *(skip,) * 5
                     continue
                 self._commit(state, parent, image, item)
                 yield guidance.expressive, guidance.raw_text, views.result_text(item), item.seed, *history_view(state)
+
+    def size_plan(self, model: str, image: Image.Image | None, resize: str, size: float) -> str:
+        """The size the next edit will use (next to Edit), from the input, the resolution mode and the size."""
+        if model not in self.editors or not isinstance(size, int | float):
+            return ""
+        native = getattr(self.editors[model], "native_size", DEFAULT_SIZE)
+        return views.size_plan(model, image, resize, int(size), native)
+
+    @staticmethod
+    def used_text(state: AppState | None) -> str:
+        """The used-params line of the current turn (after a failed edit, in place of its progress line)."""
+        history = fresh(state).history
+        return views.result_text(None if history.head is None else history.turns[history.head])
+
+    @staticmethod
+    def stopped(state: AppState | None) -> tuple[str, str | None]:
+        """Stop pressed: the render was cancelled; the result box shows the session's current output again."""
+        return "Stopped: nothing was added to the history.", history_view(fresh(state))[1]
 
     def compare(
         self, model_a, model_b, image, instruction, steps, text_guidance, image_guidance, seed, randomize_seed,
@@ -293,8 +235,42 @@ class Handlers:
             state.history.revert(as_int(turn, "turn"))
             return history_view(state)
 
+    @staticmethod
+    def check_upload(image: Image.Image | None, state: AppState | None) -> AppState:
+        """An upload arrives: the guard's reader has already read it (a file that is no image is refused there, with
+        a message, before this runs); a good one is remembered as what the input box shows."""
+        state = fresh(state)
+        state.shown = image
+        return state
+
+    @staticmethod
+    def shown_input(state: AppState | None) -> str | Image.Image | None:
+        """What the input box showed before a refused upload (None: it was empty)."""
+        return fresh(state).shown
+
+    @staticmethod
+    def turn_texts(state: AppState | None) -> tuple[str, str, str]:
+        """(instruction, expressive, raw text) of the turn now current, empty at the original image: after an undo
+        or a revert the boxes show what made the image on screen, so the next edit is not a silent repeat."""
+        history = fresh(state).history
+        if history.head is None:
+            return "", "", ""
+        turn = history.turns[history.head]
+        return turn.instruction, turn.expressive, turn.raw_text
+
+    def go_to(self, number: float, state: AppState | None):
+        """The visible "Go to turn": turn `number` as the strip numbers it (0: the original, 1: the first turn)."""
+        with user_errors():
+            state = fresh(state)
+            number = as_int(number, "turn")
+            if number == 0:
+                state.history.go_to_original()
+                return history_view(state)
+        return self.revert(number - 1, state)
+
     def revert_selected(self, state: AppState | None, evt: gr.SelectData):
-        return self.revert(evt.index, state)
+        """A click on the strip: its first picture is the original, then turns 1, 2, ..."""
+        return self.go_to(evt.index, state)
 
     def reset(self, state: AppState | None):
         """Clears the history and starts over from the first image of the current branch."""
@@ -309,8 +285,7 @@ class Handlers:
             state = fresh(state)
             if not state.history.turns:
                 raise ValueError("nothing to export yet: make an edit first")
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            return str(state.history.to_archive(state.scratch() / f"edit-session-{stamp}.zip"))
+            return str(state.history.to_archive(state.scratch() / f"session-{time.strftime('%Y%m%d-%H%M')}.zip"))
 
     def restore(self, archive: str | None, state: AppState | None):
         """Replaces this session by the one in an exported zip."""
@@ -354,18 +329,24 @@ class Handlers:
                 state.cells.append(cell)
                 progress((len(state.cells), total), desc="Exploring", unit="renders")
                 table = views.sweep_table(state.cells)
-                grid = [
-                    (c.result.image, f"αX {c.params.text_guidance:g} · αV {c.params.image_guidance:g}")
-                    for c in state.cells
-                ]
-                plot = gr.ScatterPlot(table, x=views.consistency_axis(table), y=views.SWEEP_COLUMNS["l1"])
-                yield guidance.expressive, guidance.raw_text, grid, plot, table, state
+                grid = [(c.result.image, views.cell_caption(c)) for c in state.cells]
+                yield guidance.expressive, guidance.raw_text, grid, views.sweep_plot(table), table, state
+
+    @staticmethod
+    def sweep_columns(start, stop, step, text_values) -> gr.Gallery:
+        """The grid's columns for the sweep about to run: one per αV value, so each αX fills one row."""
+        try:
+            return gr.Gallery(columns=len(Sweep.parse(start, stop, step, text_values or "").image_guidance))
+        except ValueError:  # the explorer itself says what is wrong
+            return gr.skip()
 
     def adopt(self, state: AppState | None, evt: gr.SelectData):
         """Clicking a grid cell takes its αX, αV and seed into the controls and shows its result.
         Returns (αX, αV, seed, randomize, output, before/after, used line, cell number)."""
         cell = fresh(state).cells[evt.index]
         result = cell.result
+        adopted = f"{views.cell_caption(cell)} · seed {cell.params.seed}"
+        gr.Info(f"Adopted cell {evt.index} ({adopted}) into the settings: the next Edit uses them")
         return (
             cell.params.text_guidance,
             cell.params.image_guidance,

@@ -89,6 +89,18 @@ class History:
         self._check_id(turn_id)
         self.head = turn_id
 
+    def original(self) -> Image.Image | None:
+        """The first image of the current branch: the upload the head's lineage started from (else `origin`)."""
+        if self.head is not None:
+            return self.turns[self.lineage()[0]].input
+        return self.origin if self.origin is not None or not self.turns else self.turns[0].input
+
+    def go_to_original(self) -> None:
+        """Makes the branch's first image the input again (no turn selected)."""
+        if not self.turns and self.origin is None:
+            raise ValueError("no image yet: upload one or pick an example")
+        self.origin, self.head = self.original(), None
+
     def lineage(self, turn_id: int | None = None) -> list[int]:
         """Turn ids from the root to `turn_id` (default: the head)."""
         turn_id = self.head if turn_id is None else turn_id

@@ -2,8 +2,8 @@
 
 API endpoints (gradio_client: `Client(url).predict(..., api_name="/edit")`; each client has its own session):
   /think /edit /undo /revert /reset /export /restore /explore /keep.
-Model events share one concurrency slot ("gpu"), so one model call runs at a time and the queue shows users their
-place; history events are instant and never wait behind an edit.
+Launch it with `css=CSS` (below). Model events share one concurrency slot ("gpu"), so one model call runs at a time
+and the queue shows users their place; history events are instant and never wait behind an edit.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import gradio as gr
 
 from editor.core import Editor
 from editor.params import DEFAULT_SEED, DEFAULT_SIZE, MAX_GUIDANCE, MAX_SIZE
+from editor.ui import views
 from editor.ui.examples import EXAMPLES_DIR, load_examples
 from editor.ui.explore import MAX_CELLS
 from editor.ui.guard import guard_inputs, upload_reader
-from editor.ui.handlers import Handlers, remove_files
+from editor.ui.handlers import Handlers
 from editor.ui.history import MAX_TURNS
+from editor.ui.state import remove_files
 from editor.ui.streaming import PREVIEW_EVERY_S
 
 GPU = "gpu"
@@ -31,10 +33,46 @@ MAX_UI_SEED = 2**32 - 1  # random seeds are drawn below 2**32 (editor.pipelines.
 # Once there is something to lose, leaving or reloading the page asks first; a reset or restore clears the flag.
 WARN_ON_LEAVE = "() => { window.onbeforeunload = (e) => { e.preventDefault(); return ''; }; }"
 NO_WARN = "() => { window.onbeforeunload = null; }"
+# Launch with `css=CSS` (app.py does). A user error is one toast and leaves every pane as it was: Gradio would also
+# cover each output with a red "Error" badge, hiding what it showed; that cover is hidden (tracebacks stay in the log).
+# Input, output and before/after show their image at one size (IMAGE_PX high, in boxes VIEW_PX high: the input's box
+# also holds its upload bar); a small image is enlarged to fill it without smoothing (image-rendering: pixelated acts
+# only when enlarging), so the pixels seen are the pixels the model made.
+VIEW_PX, IMAGE_PX = 400, 340
+# The history strip: square thumbnails (editor/ui/views.py draws them letterboxed) in one row that scrolls; the
+# current turn is outlined (its caption starts with ▶). The explorer's grid uses the same size, one row per αX, and
+# grows to show every row.
+STRIP_PX = 150
+CSS = f"""
+[data-testid="status-tracker"]:has(span.error) {{ display: none !important; }}
+#input-image img, #output-image img, #compare img {{
+  width: 100%; height: {IMAGE_PX}px !important; object-fit: contain; image-rendering: pixelated;
+}}
+#history .grid-container {{
+  grid-template-columns: none !important; grid-auto-flow: column; grid-auto-columns: {STRIP_PX}px;
+  overflow-x: auto; justify-content: start;
+}}
+#history .thumbnail-item {{ width: {STRIP_PX}px; height: {STRIP_PX}px; }}
+#history .thumbnail-item:has(img[alt^="▶"]) {{ outline: 3px solid var(--color-accent); }}
+#history .caption-label {{ white-space: normal; max-width: 100%; line-height: 1.2; }}
+#sweep .grid-wrap {{ height: auto !important; max-height: none !important; }}
+#sweep .grid-container {{ grid-template-columns: repeat(var(--grid-cols), {STRIP_PX}px) !important; }}
+#sweep .thumbnail-item {{ width: {STRIP_PX}px; height: {STRIP_PX}px; }}
+"""
 TIPS = (
     "**Too little change?** Lower αV or raise αX. **Too much?** The reverse. Other seeds and more concrete "
     "wording help too; the trade-off explorer sweeps αV for you."
 )
+
+
+def archive_button(path: str | None) -> gr.DownloadButton:
+    """The exported zip as a download button that names its file."""
+    return gr.DownloadButton(f"Download {Path(path).name}" if path else "Download", visible=path is not None)
+
+
+def hide_archive() -> gr.DownloadButton:
+    """The session changed: an exported zip no longer matches it."""
+    return gr.DownloadButton(value=None, visible=False)
 
 
 def build_demo(
@@ -69,11 +107,19 @@ def build_demo(
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
                 model = gr.Dropdown(list(editors), value=next(iter(editors)), label="Model", visible=len(editors) > 1)
-                image = gr.Image(type="filepath", image_mode=None, format="png", label="Input image", height=420)
+                image = gr.Image(
+                    type="filepath", image_mode=None, format="png", label="Input image", height=VIEW_PX,
+                    elem_id="input-image",
+                )  # fmt: skip
                 instruction = gr.Textbox(label="Instruction", placeholder="make the sky blue", max_lines=2)
                 with gr.Row():
                     think_button = gr.Button("Think")
                     edit_button = gr.Button("Edit", variant="primary")
+                    stop_button = gr.Button("Stop", variant="stop", min_width=80, scale=0)
+                first = next(iter(editors))
+                plan = gr.Markdown(  # the size the next edit runs at
+                    handlers.size_plan(first, None, defaults.resolution.mode, sizes[first]), elem_id="edit-size"
+                )
                 expressive = gr.Textbox(
                     value="",
                     label="Expressive instruction",
@@ -83,9 +129,16 @@ def build_demo(
                 with gr.Accordion("Raw MLLM output", open=False):
                     raw_text = gr.Textbox(show_label=False, lines=3, interactive=False)
             with gr.Column(scale=1):
-                output = gr.Image(type="filepath", format="png", label="Edited image", interactive=False, height=420)
+                output = gr.Image(
+                    type="filepath", format="png", label="Edited image", interactive=False, height=VIEW_PX,
+                    elem_id="output-image",
+                )  # fmt: skip
+                output_size = gr.Markdown(elem_id="output-size")  # the output's real resolution
                 used = gr.Markdown(elem_id="used")
-                compare = gr.ImageSlider(type="filepath", format="png", label="Before / after", interactive=False)
+                compare = gr.ImageSlider(
+                    type="filepath", format="png", label="Before / after", interactive=False, height=VIEW_PX,
+                    elem_id="compare",
+                )  # fmt: skip
         with gr.Accordion("Settings", open=True):
             with gr.Row():
                 steps = gr.Slider(1, MAX_UI_STEPS, value=defaults.steps, step=1, precision=0, label="Steps")
@@ -124,19 +177,23 @@ def build_demo(
             with gr.Tab("History"):
                 status = gr.Markdown("No edits yet", elem_id="status")
                 gallery = gr.Gallery(
-                    label="History", columns=8, height=230, allow_preview=False, object_fit="contain", format="png"
-                )
+                    label="History", columns=8, rows=1, height=230, allow_preview=False, object_fit="contain",
+                    format="png", elem_id="history",
+                )  # fmt: skip
                 with gr.Row():
                     undo_button = gr.Button("Undo")
                     turn = gr.Number(
-                        value=0, precision=0, minimum=0, maximum=MAX_TURNS - 1, label="Turn #", min_width=80
+                        value=0, precision=0, minimum=0, maximum=MAX_TURNS, label="Turn (0: original)", min_width=80
                     )
                     revert_button = gr.Button("Go to turn")
+                    # /revert keeps its API (a turn id, 0 for the first turn) on a hidden twin of the box
+                    turn_id = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_TURNS - 1, visible=False)
+                    revert_api = gr.Button(visible=False)
                     reset_button = gr.Button("Reset", variant="stop")
                     export_button = gr.Button("Export session")
                     restore_button = gr.UploadButton("Restore session", file_types=[".zip"])
                 details = gr.Markdown(elem_id="turn-details")
-                archive = gr.File(label="Session archive", interactive=False, visible=False)  # shown by Export
+                archive = gr.DownloadButton(visible=False, elem_id="archive")  # shown by Export, named after its file
             with gr.Tab("Trade-off explorer"):
                 gr.Markdown("Same instruction and seed over a grid of αV (and αX). Click a cell to adopt its values.")
                 with gr.Row():
@@ -145,7 +202,10 @@ def build_demo(
                     sweep_step = gr.Number(value=0.2, minimum=0.01, maximum=MAX_GUIDANCE, label="αV step")
                     sweep_text = gr.Textbox(value="7.5", label="αX values (comma-separated)")
                     explore_button = gr.Button("Explore", variant="primary")
-                grid = gr.Gallery(label="Sweep", columns=7, height=260, allow_preview=False, format="png")
+                    explore_stop = gr.Button("Stop", variant="stop", min_width=80, scale=0)
+                grid = gr.Gallery(
+                    label="Sweep", columns=7, height="auto", allow_preview=False, format="png", elem_id="sweep"
+                )  # columns: one per αV value, set by each sweep
                 with gr.Row():
                     plot = gr.ScatterPlot(label="Edit strength vs consistency", height=300)
                     table = gr.Dataframe(label="Metrics vs the input", interactive=False)
@@ -162,6 +222,7 @@ def build_demo(
                     model_a = gr.Dropdown(names, value=names[0], label="Model A")
                     model_b = gr.Dropdown(names, value=names[-1], label="Model B")
                     compare_button = gr.Button("Compare", variant="primary")
+                    compare_stop = gr.Button("Stop", variant="stop", min_width=80, scale=0)
                 with gr.Row():
                     with gr.Column():
                         image_a = gr.Image(type="pil", format="png", label="A", interactive=False, height=360)
@@ -188,48 +249,83 @@ def build_demo(
             api_visibility="private",
             queue=False,
         )
+        # An upload is read when it arrives: a refused one (not an image, too large) gets its message at once and the
+        # input box goes back to what it showed before.
+        upload = {"api_visibility": "private", "trigger_mode": "always_last"}  # a quick second upload is checked too
+        image.upload(handlers.check_upload, [image, state], [state], **upload).failure(
+            handlers.shown_input, [state], [image], api_visibility="private", queue=False
+        )
+        for changed in (image.change, size.change, resize.change, model.change):
+            changed(handlers.size_plan, [model, image, resize, size], [plan], api_visibility="private", queue=False)
         instruction.input(lambda: ("", ""), outputs=[expressive, raw_text], api_visibility="private", queue=False)
         think_button.click(
             handlers.think, [model, image, instruction, state], [expressive, raw_text, state], api_name="think", **gpu
         )
-        edit_button.click(
+        edited = edit_button.click(
             handlers.edit,
             [model, image, instruction, expressive, *controls, state],
             [expressive, raw_text, used, seed, *history_outputs],
             api_name="edit",
+            show_progress="hidden",  # its own progress line under the result (views.progress_text)
             **gpu,
-        ).success(None, js=WARN_ON_LEAVE)
-        undo_button.click(handlers.undo, [state], history_outputs, api_name="undo")
-        revert_button.click(handlers.revert, [turn, state], history_outputs, api_name="revert")
-        gallery.select(handlers.revert_selected, [state], history_outputs, api_visibility="private")
-        reset_button.click(handlers.reset, [state], history_outputs, api_name="reset").then(None, js=NO_WARN)
+        )
+        edited.success(None, js=WARN_ON_LEAVE)
+        edited.failure(handlers.used_text, [state], [used], api_visibility="private", queue=False)
+        # Stop cancels the edit (the render stops at its next step, editor/ui/streaming.py); the session is unchanged.
+        stop_button.click(handlers.stopped, [state], [used, output], cancels=[edited], api_visibility="private")
+        texts = {"fn": handlers.turn_texts, "inputs": [state], "outputs": [instruction, expressive, raw_text]}
+        texts |= {"api_visibility": "private", "queue": False}  # the boxes follow the turn now current
+        changes = [  # events that change the session: the boxes follow its current turn, an exported zip is stale
+            undo_button.click(handlers.undo, [state], history_outputs, api_name="undo"),
+            revert_api.click(handlers.revert, [turn_id, state], history_outputs, api_name="revert"),
+            revert_button.click(handlers.go_to, [turn, state], history_outputs, api_visibility="private"),
+            gallery.select(handlers.revert_selected, [state], history_outputs, api_visibility="private"),
+        ]
+        for started in changes:
+            started.success(**texts)
+        for started in (
+            reset_button.click(handlers.reset, [state], history_outputs, api_name="reset"),
+            restore_button.upload(handlers.restore, [restore_button, state], history_outputs, api_name="restore"),
+        ):
+            started.success(**texts)
+            started.then(None, js=NO_WARN)
+            changes.append(started)
         export_button.click(handlers.export, [state], [archive], api_name="export").success(
-            lambda: gr.File(visible=True), None, [archive], api_visibility="private", queue=False
+            archive_button, [archive], [archive], api_visibility="private", queue=False
         )
-        restore_button.upload(handlers.restore, [restore_button, state], history_outputs, api_name="restore").then(
-            None, js=NO_WARN
-        )
-        explore_button.click(
+        explored = explore_button.click(
             handlers.explore,
             [model, image, instruction, expressive, steps, sweep_text, sweep_start, sweep_stop, sweep_step]
             + [seed, randomize_seed, resize, size, state],
             [expressive, raw_text, grid, plot, table, state],
             api_name="explore",
+            show_progress_on=[grid],  # one progress display, where the cells appear
             **gpu,
         )
-        grid.select(
+        explore_stop.click(None, cancels=[explored], api_visibility="private")
+        explore_button.click(
+            handlers.sweep_columns, [sweep_start, sweep_stop, sweep_step, sweep_text], [grid], api_visibility="private",
+            queue=False,
+        )  # fmt: skip
+        adopted = grid.select(
             handlers.adopt,
             [state],
             [text_guidance, image_guidance, seed, randomize_seed, output, compare, used, cell],
             api_visibility="private",
         )
-        compare_button.click(
+        compared = compare_button.click(
             handlers.compare,
             [model_a, model_b, image, instruction, *controls, state],
             [image_a, caption_a, image_b, caption_b, seed],
             api_name="compare",
+            show_progress_on=[image_a, image_b],
             **gpu,
         )
-        keep_button.click(handlers.keep_cell, [cell, state], [used, seed, *history_outputs], api_name="keep")
+        compare_stop.click(None, cancels=[compared], api_visibility="private")
+        kept = keep_button.click(handlers.keep_cell, [cell, state], [used, seed, *history_outputs], api_name="keep")
+        for started in (edited, kept, *changes):
+            started.success(hide_archive, None, [archive], api_visibility="private", queue=False)
+        for started in (edited, kept, adopted, *changes):  # the real resolution of what the output box shows
+            started.success(views.size_text, [output], [output_size], api_visibility="private", queue=False)
     # Every input is checked first; the handlers get the upload read by editor.images (checked, downscaled).
     return guard_inputs(demo, readers={image: upload_reader(max_side=MAX_SIZE)})

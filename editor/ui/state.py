@@ -1,0 +1,102 @@
+"""What one browser session owns (`AppState`, kept in a gr.State) and what the history panes show of it."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from editor.core import Guidance
+from editor.ui import views
+from editor.ui.explore import Cell
+from editor.ui.history import History, image_key
+
+
+@dataclass(frozen=True)
+class Session:
+    """The last guidance and what it was made for."""
+
+    model: str
+    image_key: str
+    guidance: Guidance
+
+    def matches(self, model: str, key: str, instruction: str) -> bool:
+        return (self.model, self.image_key, self.guidance.instruction) == (model, key, instruction.strip())
+
+
+@dataclass
+class AppState:
+    """Everything one browser session owns. Handlers return it, so it also works where they run elsewhere."""
+
+    history: History = field(default_factory=History)
+    thought: Session | None = None
+    cells: list[Cell] = field(default_factory=list)  # the explorer's last grid
+    cells_parent: int | None = None  # the turn the grid's input came from
+    cells_input: Image.Image | None = None
+    shown: str | Image.Image | None = None  # what the input box shows: put back when an upload is refused
+    folder: str | None = None  # this session's PNGs for display, each written once (see `png`)
+    files: dict[tuple, str] = field(default_factory=dict)
+
+    def scratch(self) -> Path:
+        """This session's folder of temporary files (display PNGs, exports), removed with the session."""
+        self.folder = self.folder or tempfile.mkdtemp(prefix="editor-session-")
+        return Path(self.folder)
+
+    def png(self, key: tuple, make: Callable[[], Image.Image]) -> str:
+        """The path of a PNG of `make()`, written on first use (fast zlib level 1; lossless). Returning paths
+        instead of PIL images spares Gradio re-encoding every image of every turn on every event."""
+        if key not in self.files:
+            path = self.scratch() / f"{len(self.files):05d}.png"
+            make().save(path, format="PNG", compress_level=1)
+            self.files[key] = str(path)
+        return self.files[key]
+
+    def restart(self, history: History) -> AppState:
+        """A new session state; the old one's temporary files go now (Gradio has served its own copies)."""
+        remove_files(self)
+        return AppState(history=history)
+
+
+def remove_files(state: AppState | None) -> None:
+    """gr.State's delete_callback (the session ended or expired): its temporary files go with it."""
+    if state is not None and state.folder is not None:
+        shutil.rmtree(state.folder, ignore_errors=True)
+
+
+def fresh(state: AppState | None) -> AppState:
+    """The gr.State starts as None in every browser session (a factory would show up as an API endpoint)."""
+    return state if state is not None else AppState()
+
+
+def history_view(state: AppState) -> tuple:
+    """(input image, output, before/after, status, history strip, turn details, state), images as PNG paths. The
+    strip starts with the branch's original image, then turns 1, 2, ... (turn ids 0, 1, ...)."""
+    history = state.history
+    head = history.turns[history.head] if history.head is not None else None
+    original = history.original()
+    strip = [] if original is None else [
+        (state.png(("thumb", image_key(original)), lambda: views.thumbnail(original)), views.original_caption(history))
+    ]  # fmt: skip
+    strip += [(state.png(("thumb", t.id), lambda t=t: views.thumbnail(t.output)), views.caption(history, t))
+              for t in history.turns]  # fmt: skip
+    if head is not None:
+        current = output = state.png(("out", head.id), lambda: head.output)
+        compare = state.png(("before", head.id), lambda: views.before_image(head)), output
+    else:
+        origin = history.origin
+        current = None if origin is None else state.png(("origin", image_key(origin)), lambda: origin)
+        output = compare = None
+    state.shown = current
+    return (
+        current,
+        output,
+        compare,
+        views.status_text(history),
+        strip,
+        views.turn_details(head),
+        state,
+    )
