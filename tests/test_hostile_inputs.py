@@ -141,7 +141,7 @@ def test_every_bad_input_is_named_and_the_session_survives(url, files, tmp_path)
 
     assert _members(client.predict(api_name="/export")) == before  # the turn survived, byte for byte
     out = client.predict(image=None, instruction="make it redder", **FAST, api_name="/edit")
-    assert out[7] == "Turn 2 of 2 · branch #0 → #1"  # and the session goes on
+    assert out[7] == "Turn 2 of 2 · edited from turn 1"  # and the session goes on
 
 
 def test_raw_http_nan_infinity_and_lone_surrogates_are_named(url, files):
