@@ -221,3 +221,24 @@ def test_the_condition_check_tells_a_used_condition_from_an_ignored_one(run, mon
     )  # fmt: skip
     ignored = columns(checks.condition_use(editor, samples, expressive=True, timesteps=(999,)))["999"]
     assert ignored[0] == ignored[2] and ignored[1] == ignored[3]
+
+
+def test_the_perfect_mllm_check_edits_from_the_ground_truth_expressive_text(run, monkeypatch):
+    editor = load_mgie(MGIEPaths.from_weights_dir(run / "export" / "mgie"))
+    samples = world.dataset("test", 3, seed=5)
+    real_guidance, real_render, texts = editor.guidance_from_text, editor.render, []
+
+    def spy(image, terse, text):
+        texts.append(text)
+        return real_guidance(image, terse, text)
+
+    monkeypatch.setattr(editor, "guidance_from_text", spy)
+    rates = checks.perfect_mllm_edits(editor, samples, PARAMS)
+    assert texts == [s.expressive for s in samples] and set(rates) == {"all"} | {s.op for s in samples}
+    goals = {world.render(s.source).tobytes(): world.render(s.target) for s in samples}
+
+    def exact(image, guidance, params):  # a head + UNet that make every goal exactly
+        return replace(real_render(image, guidance, params), image=goals[image.tobytes()])
+
+    monkeypatch.setattr(editor, "render", exact)
+    assert checks.perfect_mllm_edits(editor, samples, PARAMS)["all"].startswith("100.0 % of 3")

@@ -3,6 +3,7 @@
     python -m editor.demo.checks vae   --out runs/demo   # the VAE's ceiling: each target's round trip, judged
     python -m editor.demo.checks probe --out runs/demo   # what the frozen MLLM's [IMG] states hold (linear probes)
     python -m editor.demo.checks condition --weights W   # does the UNet use its condition (teacher-forced x0 error)
+    python -m editor.demo.checks perfect --weights W     # MGIE's head + UNet judged on the ground-truth expressive text
 
 `vae`: every held-out target is encoded and decoded by the VAE and judged as if it were a model's output; no
 model trained on these latents can score above it. Three sets: the world's four held-out splits (the samples of
@@ -96,6 +97,19 @@ def drawn_edits(editor, count: int, params) -> dict[str, str]:
     return {name: _rate(group) for name, group in sorted(scores.items())}
 
 
+def perfect_mllm_edits(editor, samples: list[world.Sample], params) -> dict[str, str]:
+    """MGIE's edit head and UNet alone: each sample edited from the states after its ground-truth expressive text
+    (`guidance_from_text`, what stage b trains on), as if the MLLM wrote it; judged per operation and overall."""
+    scores: dict[str, list[judge.Score]] = {}
+    for s in samples:
+        image = world.render(s.source)
+        result = editor.render(image, editor.guidance_from_text(image, s.terse, s.expressive), params)
+        score = judge.score(result.image, s)
+        scores.setdefault(s.op, []).append(score)
+        scores.setdefault("all", []).append(score)
+    return {name: _rate(group) for name, group in sorted(scores.items())}
+
+
 @torch.no_grad()
 def condition_use(
     editor, samples: list[world.Sample], expressive: bool, timesteps: tuple[int, ...] = (200, 600, 999)
@@ -183,19 +197,19 @@ def probe(states_train, facts_train, states_test, facts_test, steps: int = 600) 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m editor.demo.checks", description=__doc__.split("\n")[0])
-    parser.add_argument("check", choices=("vae", "probe", "drawn", "condition"))
+    parser.add_argument("check", choices=("vae", "probe", "drawn", "condition", "perfect"))
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="vae, probe: the training folder")
     parser.add_argument("--per-split", type=int, default=125)
     parser.add_argument("--samples", type=int, default=8192, help="probe: cached training states used")
     parser.add_argument("--seed", type=int, default=0, help="probe: the training stream's seed")
-    parser.add_argument("--weights", type=Path, help="drawn, condition: a folder holding demo/ (default: the app's)")
+    parser.add_argument("--weights", type=Path, help="drawn, condition, perfect: a folder holding demo/")
     parser.add_argument("--models", nargs="+", default=["mgie-demo", "ip2p-demo"], help="drawn, condition: editors")
     parser.add_argument("--count", type=int, default=200, help="drawn: how many drawings")
     parser.add_argument("--sampler-steps", type=int, default=20)
     parser.add_argument("--text-guidance", type=float, default=7.5)
     parser.add_argument("--image-guidance", type=float, default=1.5)
     args = parser.parse_args(argv)
-    if args.check in ("drawn", "condition"):
+    if args.check in ("drawn", "condition", "perfect"):
         from editor.params import EditParams, Resolution
         from editor.registry import DEFAULT_WEIGHTS_DIR, load_editor
 
@@ -206,6 +220,12 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"{args.weights} holds no demo/ folder (give the folder above demo/, e.g. runs/demo/curve/N)")
         for name in args.models:
             editor = load_editor(name, args.weights or DEFAULT_WEIGHTS_DIR, device="cpu", dtype=torch.float32)
+            if args.check == "perfect":
+                if name != "mgie-demo":  # the ablation has no MLLM to stand in for
+                    continue
+                for group, value in perfect_mllm_edits(editor, held_out(args.per_split), params).items():
+                    print(f"| {name} | {group} | {value} |")
+                continue
             if args.check == "condition":
                 samples = world.dataset("test", args.per_split, DEMO_SEED)
                 print(f"{name}:", *condition_use(editor, samples, expressive=name == "mgie-demo"), sep="\n")
