@@ -71,7 +71,7 @@ def run_edit(args: argparse.Namespace) -> None:
         print(f"warning: no downloaded model in {args.weights_dir}; using the offline demo model (shapes world "
               f"only). Get MGIE-7B: {download_command('mgie-7b')}", file=sys.stderr)  # fmt: skip
     editor = load_editor(model, args.weights_dir, args.device, DTYPES.get(args.dtype), args.offload)
-    params = params_for(args.size or getattr(editor, "native_size", DEFAULT_SIZE), editor.defaults)
+    params = params_for(args.size or editor.native_size or DEFAULT_SIZE, editor.defaults)
     if args.expressive:
         guidance = editor.guidance_from_text(args.input, args.instruction, args.expressive)
     else:

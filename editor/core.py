@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
@@ -64,6 +64,11 @@ class Editor(Protocol):
     name: str
     defaults: EditParams  # the settings the app and CLI start from (EditParams() for the published models)
 
+    @property
+    def native_size(self) -> int | None:
+        """The longer side the model was trained at (what `Resolution` edits at by default); None: not known."""
+        ...
+
     def think(self, image: ImageSource, instruction: str) -> Guidance: ...
 
     def guidance_from_text(self, image: ImageSource, instruction: str, expressive_text: str) -> Guidance: ...
@@ -75,3 +80,10 @@ class Editor(Protocol):
         params: EditParams | None = None,
         on_step: StepCallback | None = None,
     ) -> EditResult: ...
+
+
+@runtime_checkable
+class EmbedsImages(Protocol):
+    """An editor with a CLIP image tower the trade-off explorer measures consistency with (MGIE has one)."""
+
+    def image_embedding(self, image: ImageSource) -> torch.Tensor: ...

@@ -25,6 +25,7 @@ class FakeEditor:
     fail_at_step: int | None = None
     calls: list[str] = field(default_factory=list)
     defaults: EditParams = field(default_factory=EditParams)
+    native_size: int | None = None  # not known: edits at DEFAULT_SIZE
 
     def _guidance(self, instruction: str, expressive: str, source) -> Guidance:
         zeros = torch.zeros(1, 77, 8)

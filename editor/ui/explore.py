@@ -3,7 +3,7 @@ result scored for edit strength (how far it moved from the input) and consistenc
 
 This is the MGIE paper's Figure 3 for one image: image guidance αV from 1.0 to 2.2 (optionally several text
 guidance αX values). Pixel metrics always; a CLIP-I style similarity when the editor exposes its CLIP vision tower
-(`image_embedding(image) -> tensor`, as MGIE does).
+(`editor.core.EmbedsImages`: `image_embedding(image) -> tensor`, as MGIE has).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 from PIL import Image
 
-from editor.core import Editor, EditResult, Guidance
+from editor.core import Editor, EditResult, EmbedsImages, Guidance
 from editor.metrics import cosine, l1, psnr, ssim
 from editor.params import MAX_GUIDANCE, EditParams
 from editor.pipelines.diffusion import fresh_seed
@@ -83,22 +83,20 @@ def measure(
     """Edit strength (l1) and consistency (psnr, ssim, clip_i when the editor has a CLIP tower) vs the input.
     `source_features`: the source's CLIP embedding when already computed (a sweep shares one source)."""
     metrics = {"l1": l1(source, output), "psnr": psnr(source, output), "ssim": ssim(source, output)}
-    embed = getattr(editor, "image_embedding", None)
-    if embed is not None:
-        reference = source_features if source_features is not None else embed(source)
-        metrics["clip_i"] = cosine(reference, embed(output))
+    if isinstance(editor, EmbedsImages):
+        reference = source_features if source_features is not None else editor.image_embedding(source)
+        metrics["clip_i"] = cosine(reference, editor.image_embedding(output))
     return metrics
 
 
 def explore(editor: Editor, image: Image.Image, guidance: Guidance, params: EditParams, sweep: Sweep) -> Iterator[Cell]:
     """Renders every cell with one seed (the given one, or one drawn once for the whole grid)."""
     seed = params.seed if params.seed is not None else fresh_seed()
-    embed = getattr(editor, "image_embedding", None)
     reference = None  # every cell has the same source (same resolution policy): embed it once
     for text, image_scale in sweep.cells():
         cell_params = replace(params, text_guidance=text, image_guidance=image_scale, seed=seed)
         with render_lock(editor):  # never beside a cancelled render still finishing its step (editor.ui.streaming)
             result = editor.render(image, guidance, cell_params)
-        if embed is not None and reference is None:
-            reference = embed(result.source)
+        if isinstance(editor, EmbedsImages) and reference is None:
+            reference = editor.image_embedding(result.source)
         yield Cell(result, measure(result.source, result.image, editor, reference))

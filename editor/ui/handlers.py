@@ -168,7 +168,7 @@ class Handlers:
         """The size the next edit will use (next to Edit), from the input, the resolution mode and the size."""
         if model not in self.editors or not isinstance(size, int | float):
             return ""
-        native = getattr(self.editors[model], "native_size", DEFAULT_SIZE)
+        native = self.editors[model].native_size or DEFAULT_SIZE
         return views.size_plan(model, image, resize, int(size), native)
 
     @staticmethod

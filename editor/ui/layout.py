@@ -84,7 +84,7 @@ def build_demo(
     """The app's Blocks for `editors` (name -> loaded editor). `notice` is shown as a banner; `examples_dir=None`
     leaves the examples out; `preview_every` is the time between step previews (None: no previews)."""
     handlers = Handlers(editors, preview_every)
-    sizes = {name: getattr(editor, "native_size", DEFAULT_SIZE) for name, editor in editors.items()}
+    sizes = {name: editor.native_size or DEFAULT_SIZE for name, editor in editors.items()}
     settings = {name: editor.defaults for name, editor in editors.items()}  # each model's own steps and guidance
     defaults = settings[next(iter(editors))]
     gpu = {"concurrency_limit": 1, "concurrency_id": GPU}
