@@ -258,9 +258,7 @@ class CountedSteps(FakeEditor):
     """A slow fake editor that records every step it runs."""
 
     def __init__(self) -> None:
-        # 0.5 s a step, about a real model's on a GPU at full size: the cancel's round trip through the browser and
-        # the queue (measured up to ~0.6 s on a loaded 2-core machine) then fits in "a step or two"
-        super().__init__(step_seconds=0.5)
+        super().__init__(step_seconds=0.2)
         self.steps: list[int] = []
 
     def render(self, image, guidance, params=None, on_step=None):
@@ -299,7 +297,7 @@ def test_one_progress_line_and_stop_cancels_within_a_step_or_two(slow_app, page:
     button(page, "Stop").click()
     expect(used).to_contain_text("Stopped: nothing was added to the history")
     at_stop = len(editor.steps)
-    page.wait_for_timeout(2500)  # five more steps' time
+    page.wait_for_timeout(2000)  # ten more steps' time
     assert len(editor.steps) <= at_stop + 2, (at_stop, len(editor.steps))  # the render stopped within a step or two
     expect(page.locator("#status")).to_contain_text("No edits yet")  # the session is unchanged
     expect(page.locator("#output-image img")).to_have_count(0)  # the preview is gone, as the session has no result
