@@ -19,16 +19,16 @@ import tempfile
 from pathlib import Path
 
 from editor.loading import CheckpointError, MissingWeightsError
-from editor.login import throttled_auth
-from editor.quiet import quiet_third_party
+from editor.runtime.quiet import quiet_third_party
 
-quiet_third_party()  # first: importing the model code below prints a third-party notice (editor/quiet.py)
+quiet_third_party()  # first: importing the model code below prints a third-party notice (editor/runtime/quiet.py)
 from editor.pipelines.mgie import MGIEPaths, load_mgie  # noqa: E402
-from editor.registry import DEFAULT_WEIGHTS_DIR, DEMO_EDITORS, DTYPES, EDITORS, installed_editors, load_editor  # noqa: E402
-from editor.threads import set_threads  # noqa: E402
+from editor.pipelines.registry import DEFAULT_WEIGHTS_DIR, DEMO_EDITORS, DTYPES, EDITORS, installed_editors, load_editor  # noqa: E402
+from editor.runtime.threads import set_threads  # noqa: E402
 from editor.tiny import build_tiny_mgie_tree  # noqa: E402
 from editor.ui import build_demo  # noqa: E402
 from editor.ui.layout import CSS  # noqa: E402
+from editor.ui.login import throttled_auth  # noqa: E402
 from editor.weights.catalog import download_command  # noqa: E402
 
 AUTH_ENV = "EDITOR_AUTH"  # "user:pass" or "user1:pass1,user2:pass2"
@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     parser.add_argument("--dtype", choices=list(DTYPES), help="default: float16 on GPU, float32 on CPU")
     parser.add_argument("--offload", action="store_true", help="low VRAM: weights wait on the CPU between stages")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the free cores, editor/threads.py)")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: free cores, editor/runtime/threads.py)"
+    )
     parser.add_argument("--server-name", default=None, help="0.0.0.0 serves the local network (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="default 7860, or the next free port")
     parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")

@@ -10,11 +10,11 @@ from PIL import Image
 
 from editor.loading import CheckpointError, MissingWeightsError
 from editor.params import DEFAULT_SIZE, EditParams, Resolution
-from editor.quiet import quiet_third_party
+from editor.runtime.quiet import quiet_third_party
 
-quiet_third_party()  # first: importing the model code below prints a third-party notice (editor/quiet.py)
-from editor.registry import DEFAULT_WEIGHTS_DIR, DTYPES, EDITORS, installed_editors, load_editor  # noqa: E402
-from editor.threads import set_threads  # noqa: E402
+quiet_third_party()  # first: importing the model code below prints a third-party notice (editor/runtime/quiet.py)
+from editor.pipelines.registry import DEFAULT_WEIGHTS_DIR, DTYPES, EDITORS, installed_editors, load_editor  # noqa: E402
+from editor.runtime.threads import set_threads  # noqa: E402
 from editor.weights.catalog import download_command  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     edit.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: float16 on CUDA, else float32")
     edit.add_argument("--offload", action="store_true", help="low VRAM: weights wait on the CPU between stages")
-    edit.add_argument("--threads", type=int, help="torch CPU threads (default: the free cores, editor/threads.py)")
+    edit.add_argument("--threads", type=int, help="torch CPU threads (default: free cores, editor/runtime/threads.py)")
     return parser
 
 

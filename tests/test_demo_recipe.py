@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from editor import registry
 from editor.demo import cache, checks, curve, judge, stages, variety, world
 from editor.demo import model as demo
 from editor.loading import CheckpointError
 from editor.params import EditParams
+from editor.pipelines import registry
 
 SMALL = demo.DemoSizes(unet_channels=(16, 16), vae_channels=(16, 16, 16), cross_dim=16, latent_channels=4)
 

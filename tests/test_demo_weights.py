@@ -10,7 +10,7 @@ import torch
 from editor.demo import judge, world
 from editor.eval import EVAL_SEED
 from editor.params import EditParams, Resolution
-from editor.registry import DEMO_DIR, load_editor
+from editor.pipelines.registry import DEMO_DIR, load_editor
 
 # Regression floors, set below what `python -m editor.eval demo` measured on these weights (see the model card):
 # greedy decoding and a fixed seed make both checks deterministic on CPU.

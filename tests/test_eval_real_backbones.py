@@ -10,7 +10,7 @@ from skimage import data
 
 from editor.eval.lpips import LpipsScorer
 from editor.eval.metrics import ClipScorer, DinoScorer
-from editor.registry import DEFAULT_WEIGHTS_DIR
+from editor.pipelines.registry import DEFAULT_WEIGHTS_DIR
 
 pytestmark = pytest.mark.slow
 

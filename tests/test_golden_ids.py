@@ -11,10 +11,10 @@ import pytest
 
 from editor.demo.model import DemoSizes
 from editor.demo.stages import MLLMStage
+from editor.models.slow_llama import SlowLlamaTokenizer
 from editor.models.smartedit_llm import DEFAULT_HUMAN_TEMPLATE, build_prompt_ids, load_sentencepiece, slow_tokenizer
 from editor.pipelines.mgie import load_tokenizer, prompt_token_ids, training_token_ids
 from editor.prompts import clean_expressive
-from editor.slow_llama import SlowLlamaTokenizer
 from editor.tiny.tokenizers import build_llama_tokenizer
 from editor.tiny.tree import TinySizes
 

@@ -10,8 +10,8 @@ import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from editor.login import throttled_auth
 from editor.ui import build_demo
+from editor.ui.login import throttled_auth
 from tests.fakes import FakeEditor, free_port
 
 

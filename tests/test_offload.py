@@ -9,7 +9,7 @@ from PIL import Image
 
 import app
 from editor.params import EditParams, Resolution
-from editor.registry import load_editor
+from editor.pipelines.registry import load_editor
 
 
 def test_offload_without_a_gpu_is_refused_clearly(tiny_tree, capsys):

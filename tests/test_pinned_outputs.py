@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from editor.params import EditParams, Resolution
-from editor.registry import load_editor
+from editor.pipelines.registry import load_editor
 from editor.tiny import build_tiny_mgie_tree
 from editor.tiny.smartedit import build_tiny_smartedit_tree
 

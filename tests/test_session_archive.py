@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from editor import session_archive
 from editor.params import EditParams
-from editor.session_archive import read_archive
+from editor.ui import session_archive
 from editor.ui.history import History, image_key
+from editor.ui.session_archive import read_archive
 
 
 def _image(seed: int, size=(24, 16)) -> Image.Image:

@@ -14,7 +14,7 @@ from PIL import Image
 from editor.loading import CheckpointError, MissingWeightsError
 from editor.params import EditParams, Resolution
 from editor.pipelines.diffusion import render_edit
-from editor.registry import installed_editors, load_editor
+from editor.pipelines.registry import installed_editors, load_editor
 from editor.tiny.smartedit import build_tiny_smartedit_tree
 
 IMAGE = Image.new("RGB", (80, 64), (10, 200, 30))

@@ -1,4 +1,4 @@
-"""CPU threads: the user's choice wins, else the cores that other processes leave free (editor/threads.py)."""
+"""CPU threads: the user's choice wins, else the cores that other processes leave free (editor/runtime/threads.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import app
-from editor import threads
 from editor.__main__ import build_parser as cli_parser
+from editor.runtime import threads
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import torch
 from huggingface_hub import constants
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-from editor.registry import installed_editors, load_editor
+from editor.pipelines.registry import installed_editors, load_editor
 from editor.weights import catalog, download
 from editor.weights.__main__ import main
 from editor.weights.catalog import (

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from editor.loading import read_state_dict
-from editor.registry import load_editor
+from editor.pipelines.registry import load_editor
 from editor.weights import catalog, convert
 from editor.weights.__main__ import main
 from editor.weights.catalog import (

@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.check in ("drawn", "condition", "perfect"):
         from editor.params import EditParams, Resolution
-        from editor.registry import DEFAULT_WEIGHTS_DIR, load_editor
+        from editor.pipelines.registry import DEFAULT_WEIGHTS_DIR, load_editor
 
         params = EditParams(
             args.sampler_steps, args.text_guidance, args.image_guidance, resolution=Resolution(size=world.SIZE)

@@ -30,8 +30,8 @@ from editor.loading import llama_config_from_llava
 from editor.models.edit_head import EditHead, EditHeadConfig
 from editor.models.llava import LlavaV1, LlavaV1Config
 from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR
+from editor.pipelines.registry import DEFAULTS_FILE
 from editor.prompts import IMG_TOKENS
-from editor.registry import DEFAULTS_FILE
 from editor.tiny.diffusion import ip2p_model_index, ip2p_scheduler_config
 from editor.tiny.tokenizers import (
     CLIP_BOS,

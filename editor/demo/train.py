@@ -36,7 +36,7 @@ from transformers import get_cosine_schedule_with_warmup
 from editor.demo import cache as cached
 from editor.demo import model as demo
 from editor.demo import stages
-from editor.threads import set_threads
+from editor.runtime.threads import set_threads
 
 STAGES = ("vae", "decoder", "mllm", "mgie", "ip2p")
 
@@ -323,7 +323,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, help="override the recipe's learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the free cores, editor/threads.py)")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: free cores, editor/runtime/threads.py)"
+    )
     parser.add_argument("--ckpt-every", type=int, default=100)
     parser.add_argument("--until", type=int, help="stop after this step (rerun later to resume)")
     parser.add_argument("--samples", type=int, default=CACHE_SAMPLES, help="cache: training samples encoded")

@@ -58,8 +58,8 @@ from editor.params import (
     EditParams,
     Resolution,
 )
-from editor.registry import DEFAULT_WEIGHTS_DIR, DTYPES, EDITORS, load_editor
-from editor.threads import set_threads
+from editor.pipelines.registry import DEFAULT_WEIGHTS_DIR, DTYPES, EDITORS, load_editor
+from editor.runtime.threads import set_threads
 from editor.weights.catalog import DINO_VITS16, LPIPS, MODELS, component_dir
 
 HELD_OUT, EVAL_SEED = DEMO_SPLITS, DEMO_SEED  # training draws from seed 0's stream; evaluation from seed 1's
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--image-guidance", type=float, help="default: each model's own")
     demo.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     demo.add_argument("--out", type=Path, default=Path("runs/eval-demo"))
-    demo.add_argument("--threads", type=int, help="torch CPU threads (default: the free cores, editor/threads.py)")
+    demo.add_argument("--threads", type=int, help="torch CPU threads (default: free cores, editor/runtime/threads.py)")
     args = parser.parse_args(argv)
     set_threads(args.threads)
     run_demo(args)

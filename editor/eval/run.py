@@ -73,7 +73,7 @@ class RunConfig:
     dataset: str  # the benchmark kind (editor.eval.data KINDS)
     params: EditParams
     turns: bool = False
-    dtype: str = "float32"  # the editor's weights dtype (editor.registry DTYPES name)
+    dtype: str = "float32"  # the editor's weights dtype (editor.pipelines.registry DTYPES name)
     data: str = "demo"  # the folder read (resolved), or "demo": two folders of one kind never share a cache
 
     @property

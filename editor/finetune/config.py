@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-MODELS = ("mgie-7b",)  # base models this trainer opens (the official layout; editor.registry)
+MODELS = ("mgie-7b",)  # base models this trainer opens (the official layout; editor.pipelines.registry)
 EMBED_ROWS = ("new", "all")
 SAVE_DTYPES = ("float16", "bfloat16", "float32")
 

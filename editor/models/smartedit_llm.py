@@ -27,8 +27,8 @@ from transformers import LlamaForCausalLM
 
 from editor.loading import CheckpointError
 from editor.models.llava import greedy_decode
+from editor.models.slow_llama import SlowLlamaTokenizer
 from editor.prompts import EOS, IM_END, IM_START, check_text
-from editor.slow_llama import SlowLlamaTokenizer
 
 # --- vocabulary and prompt text (docs/smartedit.md §2.2, §2.3) ---------------------------------------------------
 
@@ -213,7 +213,7 @@ def slow_tokenizer(sp: spm.SentencePieceProcessor) -> SlowLlamaTokenizer:
 def encode_like_slow_llama(sp: spm.SentencePieceProcessor, text: str) -> list[int]:
     """BOS + ids as transformers 4.28's slow LlamaTokenizer gave them once the 35 tokens were added: the text is cut
     around added tokens, whitespace touching an added token is dropped, and every remaining chunk is encoded on its
-    own (so each starts with a fresh "▁", e.g. "<img>. The" -> <img>, "▁.", "▁The"); editor.slow_llama."""
+    own (so each starts with a fresh "▁", e.g. "<img>. The" -> <img>, "▁.", "▁The"); editor.models.slow_llama."""
     return slow_tokenizer(sp).encode(text)
 
 

@@ -43,6 +43,7 @@ from editor.loading import (
 )
 from editor.models.edit_head import EditHead, EditHeadConfig
 from editor.models.llava import LlavaV1, LlavaV1Config, greedy_decode
+from editor.models.slow_llama import SlowLlamaTokenizer
 from editor.params import EditParams
 from editor.pipelines.diffusion import build_pipeline, native_size, offload_pipeline, offload_target, render_edit
 from editor.prompts import (
@@ -57,7 +58,6 @@ from editor.prompts import (
     mgie_answer,
     mgie_prompt,
 )
-from editor.slow_llama import SlowLlamaTokenizer
 
 # Where each component comes from; shown whenever one is missing or does not match.
 GET_LLAVA = (
@@ -104,7 +104,7 @@ def img_window_start(ids: list[int], num_states: int, img0_id: int, n: int = len
 
 
 def prompt_token_ids(tokenizer: SlowLlamaTokenizer, instruction: str, num_patches: int) -> list[int]:
-    """The inference prompt's ids, BOS first, no EOS, as the reference's slow tokenizer gave them (editor.slow_llama):
+    """The inference prompt's ids, BOS first, no EOS, as the reference's slow tokenizer gave them (slow_llama.py):
     the newline before `<im_start>` and the space after `<im_end>` are stripped, so neither is a token."""
     return tokenizer.encode(mgie_prompt(instruction, num_patches))
 
@@ -241,7 +241,7 @@ class MGIE:
         t2 = _clock(self.device)
         # 3. the states that predict [IMG0..7] -> edit head
         start = img_window_start(out.ids, out.states.shape[0], self.img_ids[0])
-        text = self.tokenizer.decode(out.ids)  # as the demo decodes: special tokens kept (editor.slow_llama)
+        text = self.tokenizer.decode(out.ids)  # as the demo decodes: special tokens kept (editor.models.slow_llama)
         guidance = self.guidance_from_states(
             out.states[start : start + len(IMG_TOKENS)],
             instruction=instruction,
@@ -309,7 +309,7 @@ def weights_file(folder: Path, stem: str) -> Path:
 
 def load_tokenizer(llava_dir: Path) -> SlowLlamaTokenizer:
     """The LLaVA folder's SentencePiece model and added tokens, then [IMG0..7] (apple/ml-mgie demo.ipynb cell 2),
-    encoding and decoding as the reference's transformers 4.28 slow tokenizer did (editor.slow_llama)."""
+    encoding and decoding as the reference's transformers 4.28 slow tokenizer did (editor.models.slow_llama)."""
     require(llava_dir / "tokenizer.model", "LLaVA tokenizer", GET_LLAVA)
     tokenizer = SlowLlamaTokenizer.from_folder(llava_dir)
     tokenizer.add_tokens(IMG_TOKENS)

@@ -3,7 +3,7 @@
 `head` is the turn whose output is the current input (None: the uploaded `origin` image is). Editing appends a
 turn under the head, so editing after an undo or a revert starts a new branch and the old one stays reachable.
 Images are kept as PIL objects in memory (no lossy re-encoding between turns) and saved as PNG in the session
-archive (editor/session_archive.py): a zip with `session.json` and every distinct image once, which
+archive (editor/ui/session_archive.py): a zip with `session.json` and every distinct image once, which
 `History.from_archive` restores exactly. A session holds at most `MAX_TURNS` turns.
 """
 
@@ -115,17 +115,17 @@ class History:
             has = f"turns 0 to {len(self.turns) - 1}" if self.turns else "no turns yet"
             raise ValueError(f"no turn {turn_id!r}: this session has {has}")
 
-    # --- the session archive (editor/session_archive.py) -------------------------------------------------------
+    # --- the session archive (editor/ui/session_archive.py) -------------------------------------------------------
 
     def to_archive(self, path: str | Path) -> Path:
         """Writes the zip: `session.json` + `images/<key>.png`, each distinct image once."""
-        from editor.session_archive import write_archive
+        from editor.ui.session_archive import write_archive
 
         return write_archive(self, path)
 
     @classmethod
     def from_archive(cls, source: str | Path | bytes) -> History:
         """Reads a zip written by `to_archive`, every bound checked first; any problem is a ValueError naming it."""
-        from editor.session_archive import read_archive
+        from editor.ui.session_archive import read_archive
 
         return read_archive(source)

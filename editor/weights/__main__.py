@@ -98,7 +98,7 @@ def check_backbone_loads(entry: catalog.ModelEntry, weights_dir: Path) -> list[P
 def cmd_verify(args) -> int:
     from diffusers.utils import logging as diffusers_logging
 
-    from editor.registry import load_editor
+    from editor.pipelines.registry import load_editor
 
     diffusers_logging.set_verbosity_error()  # the load check (fp16 on the CPU) is warned as if it would run
     from editor.weights.verify import check_files, check_loads

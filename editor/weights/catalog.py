@@ -110,7 +110,7 @@ class ModelEntry:
     title: str
     components: tuple[Component, ...]
     licence: str  # shown, and accepted, before anything is downloaded
-    editor: str | None  # the name in editor.registry; None while this app cannot run the model, or for metrics
+    editor: str | None  # the name in pipelines/registry.py; None while this app cannot run the model, or for metrics
     memory: str = ""
     kind: Literal["editor", "metrics"] = "editor"  # metrics: evaluation backbones, loaded by their scorers
 
