@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -208,3 +209,49 @@ def test_the_head_preconditioner_whitens_the_spread_and_folds_into_the_head_exac
         after = head(states[:3], emb)
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(pre(states[:3], emb), states[:3])  # the identity once folded
+
+
+def test_the_shape_mask_covers_the_shapes_and_nothing_else():
+    scene = world.dataset("test", 1)[0].source
+    pixels = world.render_array(scene)
+    mask = stages.shape_mask(scene, pixels)
+    assert 0 < mask.mean() < 0.6
+    background = world.render_array(dataclasses.replace(scene, shapes=()))
+    assert np.abs(pixels - background)[~mask].max() <= 12  # outside the mask: the background itself
+    assert not stages.shape_mask(dataclasses.replace(scene, shapes=()), background).any()
+
+
+def test_the_decoder_stage_weighs_the_shapes_up_and_the_vae_stage_weighs_every_pixel_alike():
+    samples = stages.batch_samples(0, 0, 8)
+    _, flat = stages.VAEStage(SMALL, "cpu").images(samples, 0, 0)
+    assert torch.equal(flat, torch.ones_like(flat))
+    decoder = stages.DecoderStage(demo.build_vae(SMALL))
+    x, weights = decoder.images(samples, 0, 0)
+    assert set(weights.unique().tolist()) == {1.0, 1.0 + stages.SHAPE_WEIGHT}
+    assert weights.shape == (8, 1, *x.shape[2:])
+    assert (weights[6:] == 1).all()  # the last quarter: free drawings, no world shapes to find
+
+
+class _RoundTrip:
+    """A stand-in VAE whose round trip gives back either the image or the image with every shape gone."""
+
+    def __init__(self, drop_shapes: bool, scenes: list[world.Scene]) -> None:
+        self.drop, self.scenes = drop_shapes, scenes
+
+    def encode(self, x):
+        return type("E", (), {"latent_dist": type("D", (), {"mode": lambda _: x})()})()
+
+    def decode(self, z):
+        if self.drop:
+            plain = [world.render_array(dataclasses.replace(s, shapes=())) for s in self.scenes]
+            z = stages.arrays_to_tensor(plain, "cpu")
+        return type("O", (), {"sample": z})()
+
+
+def test_shapes_kept_tells_a_round_trip_that_keeps_the_shapes_from_one_that_drops_them():
+    scenes = [s.source for s in world.dataset("test", 6)]
+    kept = checks.shapes_kept(_RoundTrip(False, scenes), scenes)
+    dropped = checks.shapes_kept(_RoundTrip(True, scenes), scenes)
+    assert kept and kept.keys() == dropped.keys()
+    assert all(v.startswith("100 % of") for v in kept.values()), kept
+    assert all(v.startswith("0 % of") for v in dropped.values()), dropped

@@ -16,6 +16,7 @@ target latents differ), so that the few positions an edit touches are not drowne
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import tempfile
@@ -37,6 +38,7 @@ RESTYLE = 0.25  # share of training samples whose background is redrawn (editor.
 REGION_WEIGHT = 4.0
 REGION_THRESHOLD = 0.05  # unscaled latent units
 LOGVAR_INIT = -6.0
+SHAPE_WEIGHT = 4.0  # the decoder stage: a shape's pixels weigh 1 + this (DecoderStage)
 
 
 # --- data --------------------------------------------------------------------------------------------------------
@@ -71,6 +73,12 @@ def clip_pixels(images: torch.Tensor) -> torch.Tensor:
     return ((images + 1) / 2 - mean) / std
 
 
+def shape_mask(scene: world.Scene, pixels: np.ndarray) -> np.ndarray:
+    """H x W bool: where the scene's shapes (and tone) change its background's pixels."""
+    background = world.render_array(dataclasses.replace(scene, shapes=()))
+    return np.abs(pixels.astype(np.float32) - background).sum(-1) > 12
+
+
 def region_weights(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """B x 1 x h x w: 1 + REGION_WEIGHT where the edit changes the latents (any channel), else 1."""
     changed = (target - source).abs().amax(dim=1, keepdim=True) > REGION_THRESHOLD
@@ -99,22 +107,32 @@ class VAEStage:
         self.modules = {"vae": self.vae}
         self.device = device
 
-    def images(self, samples: list[world.Sample], seed: int, step: int) -> torch.Tensor:
+    shape_weight = 0.0  # the VAE stage weighs every pixel alike; DecoderStage weighs the shapes' pixels up
+
+    def images(self, samples: list[world.Sample], seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """B x 3 x H x W in [-1, 1], and B x 1 x H x W pixel weights: 1 + `shape_weight` on the scenes' shapes."""
         rng = random.Random(f"{seed}/vae/{step}")
         quarter = len(samples) // 4
         scenes = [s.source for s in samples[: 2 * quarter]] + [s.target for s in samples[2 * quarter : 3 * quarter]]
         scenes = [variety.restyle_scene(s, rng) if rng.random() < 0.3 else s for s in scenes]
         arrays = [world.render_array(s) for s in scenes]
-        arrays += [variety.drawing(rng) for _ in range(len(samples) - len(arrays))]
-        return arrays_to_tensor(arrays, self.device)
+        masks = [shape_mask(s, a) for s, a in zip(scenes, arrays, strict=True)] if self.shape_weight else []
+        drawings = [variety.drawing(rng) for _ in range(len(samples) - len(arrays))]
+        masks += [np.zeros(a.shape[:2], dtype=bool) for a in drawings] if self.shape_weight else []
+        x = arrays_to_tensor(arrays + drawings, self.device)
+        weights = torch.ones_like(x[:, :1])
+        if self.shape_weight:
+            weights += self.shape_weight * torch.from_numpy(np.stack(masks)).float().unsqueeze(1).to(self.device)
+        return x, weights
 
     def loss(self, samples, gen, seed: int, step: int) -> dict[str, torch.Tensor]:
-        x = self.images(samples, seed, step)
+        x, weights = self.images(samples, seed, step)
         posterior = self.vae.encode(x).latent_dist
         y = self.vae.decode(posterior.sample(generator=gen)).sample
         mse = F.mse_loss(y, x)
+        weighted = (weights * ((y - x).abs() + (y - x) ** 2)).mean() / weights.mean()
         edges = sum((torch.diff(y, dim=d) - torch.diff(x, dim=d)).abs().mean() for d in (2, 3))
-        loss = (y - x).abs().mean() + mse + edges + 1e-6 * posterior.kl().mean()
+        loss = weighted + edges + 1e-6 * posterior.kl().mean()
         return {"loss": loss, "psnr": 10 * torch.log10(4 / mse.detach())}
 
     @torch.no_grad()
@@ -126,7 +144,11 @@ class VAEStage:
 
 class DecoderStage(VAEStage):
     """The VAE's decoder alone trains on (the encoder frozen, so the latents the UNets learn stay the same), as
-    Stable Diffusion's ft-MSE decoder was made; it can run beside the diffusion stages."""
+    Stable Diffusion's ft-MSE decoder was made; it can run beside the diffusion stages. The shapes' pixels weigh
+    `SHAPE_WEIGHT` more: with every pixel alike, the decoder lost 42 % of the green shapes, whose latent signal is
+    the weakest (docs/demo-recipe.md, "The VAE drops green shapes")."""
+
+    shape_weight = SHAPE_WEIGHT
 
     def __init__(self, vae) -> None:
         self.vae = vae.train()
