@@ -31,7 +31,12 @@ class FakeHub:
     def sibling(self, repo: str, name: str) -> dict:
         data = self.repos[repo][name].read_bytes()
         digest = hashlib.sha256(data).hexdigest()
-        return {"rfilename": name, "size": len(data), "blobId": digest[:40], "lfs": {"sha256": digest, "size": len(data), "pointerSize": 134}}
+        return {
+            "rfilename": name,
+            "size": len(data),
+            "blobId": digest[:40],
+            "lfs": {"sha256": digest, "size": len(data), "pointerSize": 134},
+        }
 
     def tree(self, repo: str, under: str) -> list[dict]:
         """`list_repo_tree`'s answer (recursive): every file under `under`."""
