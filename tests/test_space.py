@@ -5,11 +5,14 @@ without the hardware, or a failed download opens the demo model with the reason.
 
 from __future__ import annotations
 
+import inspect
+import math
 import os
 import re
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,10 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from huggingface_hub import constants
 
+from editor.params import EditParams, Resolution
 from editor.pipelines.registry import DEFAULT_WEIGHTS_DIR
+from editor.ui import gpu
+from editor.ui.handlers import Handlers
 from editor.ui.startup import (
     ACCEPT_ENV,
     Hardware,
@@ -28,7 +34,7 @@ from editor.ui.startup import (
     weights_folder,
 )
 from editor.weights.catalog import MODELS, installed
-from tests.fakes import free_port
+from tests.fakes import FakeEditor, free_port
 from tests.hub_server import FakeHub, mgie_repos, serve
 
 ROOT = Path(__file__).parent.parent
@@ -169,3 +175,64 @@ def test_no_variables_no_start_up_and_a_bad_model_name_is_refused():
     assert read_config({}) is None and read_config({"SPACE_ID": "a/b", "EDITOR_MODEL": "demo"}) is None
     with pytest.raises(ValueError, match="EDITOR_MODEL='mgie-demo' is not a downloadable model"):
         read_config({"EDITOR_MODEL": "mgie-demo"})
+
+
+class FakeSpaces(types.ModuleType):
+    """`spaces` as ZeroGPU runs it, reduced to what matters here: GPU(duration=fn) computes the duration from each
+    call's own arguments before running the task (generators stay generators), and records it."""
+
+    def __init__(self) -> None:
+        super().__init__("spaces")
+        self.asked: list[tuple[str, int]] = []
+
+    def GPU(self, task=None, *, duration=None, size=None):  # noqa: N802 - the real decorator's name
+        def decorate(fn):
+            def seconds(args, kwargs) -> int:
+                value = duration(*args, **kwargs) if callable(duration) else duration
+                self.asked.append((fn.__name__, value))
+                return value
+
+            if inspect.isgeneratorfunction(fn):
+
+                def gen(*args, **kwargs):
+                    seconds(args, kwargs)
+                    yield from fn(*args, **kwargs)
+
+                return gen
+
+            def call(*args, **kwargs):
+                seconds(args, kwargs)
+                return fn(*args, **kwargs)
+
+            return call
+
+        return decorate if task is None else decorate(task)
+
+
+def test_zero_gpu_asks_for_a_duration_computed_from_each_request(monkeypatch):
+    fake = FakeSpaces()
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    handlers = Handlers({"mgie-7b": FakeEditor(name="mgie-7b")}, preview_every=None)
+    settings = dict(text_guidance=7.5, image_guidance=1.5, seed=1, randomize_seed=False, resize="keep_aspect")
+    for steps, size in ((100, 512), (20, 256)):
+        kwargs = dict(model="mgie-7b", image=str(EXAMPLE), instruction="make it blue", expressive="")
+        list(handlers.edit(**kwargs, steps=steps, size=size, **settings, state=None))
+    sweep = dict(text_values="7.5", start=1.0, stop=1.4, step=0.2, seed=1, randomize_seed=False, resize="keep_aspect")
+    list(handlers.explore("mgie-7b", str(EXAMPLE), "make it blue", "", steps=10, size=512, **sweep, state=None))
+    cost = gpu.COSTS["mgie-7b"]
+    think = math.ceil(cost.start_s + cost.think_s)
+    assert fake.asked == [
+        ("think", think),
+        ("render", math.ceil(cost.start_s + 100 * cost.step_s)),  # 100 steps at 512²
+        ("think", think),
+        ("render", math.ceil(cost.start_s + 20 * cost.step_s * (256 / 512) ** 2)),  # 20 steps at a quarter the area
+        ("think", think),
+        ("sweep", math.ceil(cost.start_s + 3 * 10 * cost.step_s)),  # 3 cells of 10 steps
+    ]
+    assert fake.asked[1][1] > fake.asked[3][1]  # the request sets the reservation, not one fixed figure
+
+
+def test_a_duration_stays_within_what_zero_gpu_admits():
+    long = EditParams(steps=1000, resolution=Resolution(size=1024))
+    assert gpu.render_seconds("smartedit-13b", None, None, long) == gpu.MAX_SECONDS
+    assert gpu.render_seconds("mgie-demo", None, None, EditParams(steps=1)) == gpu.MIN_SECONDS
