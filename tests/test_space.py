@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -79,12 +80,14 @@ def test_a_space_downloads_the_model_with_progress_then_serves_it(hub, tmp_path)
     with subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as proc:
+        rest: list[str] = []  # the output after the launch line, read on so the app never blocks on a full pipe
         try:
             for line in proc.stdout:
                 if line.startswith("* Running on"):
                     break
+            threading.Thread(target=lambda: rest.extend(proc.stdout), daemon=True).start()
             client = Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False)
-            banner = _wait_for(client, r"is downloading: \d+ %")
+            banner = _wait_for(client, r"is downloading: [1-9]\d* %")  # moving: every file but the held one
             done, total = re.search(r"(\d+) %, (.+) of (.+)\. Edits", banner).group(1, 3)
             assert int(done) < 100 and total.endswith(("kB", "MB")), banner  # the tiny tree's real size, not 16 GB
             with pytest.raises(AppError, match=r"MGIE-7B .* is still downloading \(\d+ %.*\): edits start once"):
@@ -97,7 +100,8 @@ def test_a_space_downloads_the_model_with_progress_then_serves_it(hub, tmp_path)
             assert out[1] and Path(out[5]).is_file() and "**Used:**" in out[2], out  # raw text, output, used line
         finally:
             proc.terminate()
-            log = proc.stdout.read()
+            proc.wait()
+            log = "".join(rest)
     assert installed(MODELS["mgie-7b"], weights), log
     assert any(
         r.startswith("GET /tsujuifu/ml-mgie/resolve/") and r.endswith(HELD.split("/", 2)[2]) for r in hub.requests
@@ -160,6 +164,12 @@ def test_a_small_gpu_is_refused_and_offload_is_suggested(tmp_path):
     assert "needs about 16 GB of GPU memory" in text and "EDITOR_OFFLOAD=1" in text
     offload = read_config(SPACE | {"EDITOR_DEVICE": "", "EDITOR_OFFLOAD": "1"}, tmp_path, data_root=tmp_path / "x")
     assert "licence" in refusal(offload, Hardware("gpu", 15.8))  # 14 GB with offload fits; the licence is next
+
+
+def test_a_model_with_no_published_copy_is_refused_before_any_download(tmp_path):
+    config = read_config({"EDITOR_MODEL": "smartedit-13b", ACCEPT_ENV: "smartedit-13b"}, tmp_path, data_root=tmp_path)
+    text = refusal(config, Hardware("gpu", 80.0))
+    assert "cannot be downloaded at start-up: LLaVA-13B-v1" in text and "--llama-base" in text
 
 
 def test_persistent_storage_holds_the_weights_unless_a_folder_is_chosen(tmp_path):

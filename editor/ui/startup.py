@@ -132,7 +132,13 @@ def refusal(config: StartupConfig, hardware: Hardware) -> str | None:
             f"**{entry.title}** needs about {need:.0f} GB of GPU memory{hint}; this GPU has {hardware.gpu_gb:.1f} GB, "
             f"so nothing was downloaded. Choose larger hardware: {hardware_advice(need)}."
         )
-    if not installed(entry, config.weights_dir) and not config.accepted:
+    missing = [c for c in entry.components if missing_files(component_dir(config.weights_dir, c), c)]
+    if unobtainable := [c.folder for c in missing if not c.sources]:
+        return (
+            f"**{entry.title}** cannot be downloaded at start-up: {', '.join(unobtainable)} has no ready-made copy "
+            '(it is built from your own LLaMA with `--llama-base`, README "Checkpoints"), so nothing was downloaded.'
+        )
+    if missing and not config.accepted:
         return licence_refusal(entry)
     return None
 
