@@ -17,6 +17,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from huggingface_hub import constants
@@ -139,6 +140,7 @@ def test_with_the_server_down_the_demo_model_serves_with_the_reason_shown(tmp_pa
     pending = startup.editors["mgie-7b"]
     with pytest.raises(ValueError, match="MGIE-7B .* is starting"):
         pending.think(EXAMPLE, "make it blue")
+    assert not hasattr(pending, "image_embedding")  # nothing to measure with yet
     startup.run()
     text, settled = startup.notice()
     assert settled and "could not be started" in text and "cannot reach the Hub" in text, text
@@ -146,6 +148,8 @@ def test_with_the_server_down_the_demo_model_serves_with_the_reason_shown(tmp_pa
     guidance = pending.think(EXAMPLE, "make the circle blue")
     assert guidance.model == "mgie-demo" and guidance.expressive  # edits run, on the labelled demo model
     assert pending.native_size == 64  # the demo's own size, now that it serves
+    demo = startup.run.__self__.editor
+    assert torch.equal(pending.image_embedding(EXAMPLE), demo.image_embedding(EXAMPLE))  # the explorer's CLIP-I
 
 
 def test_cpu_only_hardware_downloads_nothing_and_names_the_hardware(hub, tmp_path, monkeypatch):

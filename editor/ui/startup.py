@@ -293,6 +293,13 @@ class PendingEditor:
     def render(self, image, guidance, params=None, on_step=None):
         return self._ready().render(image, guidance, params, on_step)
 
+    def __getattr__(self, attr: str):
+        """The served model's CLIP image tower, when it has one (editor.core.EmbedsImages: the explorer's CLIP-I)."""
+        editor = self.__dict__["_startup"].editor
+        if attr == "image_embedding" and editor is not None and hasattr(editor, attr):
+            return getattr(editor, attr)
+        raise AttributeError(attr)
+
 
 def planned_bytes(component: Component, weights_dir: Path) -> int:
     """What fetching `component` will write: the Hub's sizes for its Hub source (asked now, so an unreachable or
