@@ -42,6 +42,13 @@ from tests.hub_server import FakeHub, mgie_repos, serve
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "shapes-1.png"
 HELD = "tsujuifu/ml-mgie/LLaVA-7B-v1/pytorch_model-00001-of-00002.bin"
+# the network reaches only the local Hub: Apple's archive URL fails fast (both spellings: lowercase wins in urllib)
+NO_NETWORK = {
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+}
 SPACE = {"SPACE_ID": "someone/editor", "EDITOR_MODEL": "mgie-7b", "EDITOR_DEVICE": "cpu"}
 
 
@@ -74,9 +81,7 @@ def test_a_space_downloads_the_model_with_progress_then_serves_it(hub, tmp_path)
         "HF_ENDPOINT": hub.url,
         "HF_HOME": str(tmp_path / "hf"),
         "HF_HUB_OFFLINE": "0",
-        "HTTPS_PROXY": "http://127.0.0.1:9",  # the network reaches only the mirror: Apple's archive URL fails fast
-        "NO_PROXY": "127.0.0.1,localhost",
-    }  # fmt: skip
+    } | NO_NETWORK  # fmt: skip
     command = [sys.executable, "app.py", "--port", str(port)]
     with subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -115,8 +120,8 @@ def _offline_hub(monkeypatch, url: str) -> None:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", url)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    for name, value in NO_NETWORK.items():
+        monkeypatch.setenv(name, value)
 
 
 def test_without_the_licence_variable_nothing_is_downloaded_and_the_variable_is_named(hub, tmp_path, monkeypatch):
