@@ -5,7 +5,9 @@ Parse arguments -> load the editors -> build the UI -> launch. Without --model i
 models (MGIE's architecture and its IP2P ablation, trained by this project on the shapes world, in weights/demo/).
 --also loads more models for side-by-side comparison. --tiny-random serves a tiny random-weight MGIE instead: a
 pipeline check whose edits are noise.
-On a Hugging Face Space the same file runs (Gradio reads GRADIO_SERVER_NAME/PORT there; `share` is ignored).
+On a Hugging Face Space the same file runs (Gradio reads GRADIO_SERVER_NAME/PORT there; `share` is ignored). There,
+or wherever EDITOR_MODEL is set (and no --model), the page comes up at once and the model is downloaded and loaded
+after launch (editor/ui/startup.py; README, "Deploy to Hugging Face Spaces").
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from editor.tiny import build_tiny_mgie_tree  # noqa: E402
 from editor.ui import build_demo  # noqa: E402
 from editor.ui.layout import CSS  # noqa: E402
 from editor.ui.login import throttled_auth  # noqa: E402
+from editor.ui.startup import prepare_startup  # noqa: E402
 from editor.weights.catalog import download_command  # noqa: E402
 
 AUTH_ENV = "EDITOR_AUTH"  # "user:pass" or "user1:pass1,user2:pass2"
@@ -136,13 +139,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: no --auth / {AUTH_ENV} given: the public link has no password", file=sys.stderr)
 
     try:
-        editors, notice = (
-            ({}, None)
-            if args.tiny_random
-            else load_editors(
-                args.model, args.also, args.weights_dir, args.device, DTYPES.get(args.dtype), args.offload
-            )
-        )
+        options = args.weights_dir, args.device, DTYPES.get(args.dtype), args.offload
+        startup = None if args.model or args.tiny_random else prepare_startup(os.environ, *options)
+        if startup is not None:
+            editors, notice = startup.editors, startup.notice
+        else:
+            editors, notice = ({}, None) if args.tiny_random else load_editors(args.model, args.also, *options)
     except (MissingWeightsError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             notice = "Running a tiny random-weight MGIE (--tiny-random): a pipeline check, edits are noise."
             tiny = load_mgie(MGIEPaths.from_weights_dir(build_tiny_mgie_tree(Path(tiny_root))), device=args.device)
             editors = {tiny.name: tiny}
-        if notice:
+        if isinstance(notice, str):
             print(f"warning: {plain(notice)}", file=sys.stderr)
         configure_logging()
         demo = build_demo(editors, notice=notice)
@@ -168,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             prevent_thread_lock=True,
         )
         print(launch_lines(demo.local_url, demo.share_url, share), flush=True)
+        if startup is not None and startup.run is not None:
+            # on this (the main) thread: ZeroGPU intercepts `.to("cuda")` only on the thread that imported `spaces`
+            startup.run()
         demo.block_thread()
     return 0
 

@@ -5,14 +5,14 @@ Which guidance "Edit" uses (`resolve_guidance`):
   - otherwise the session's guidance, when it was made by this model for this image and instruction;
   - otherwise the MLLM thinks first.
 The edit's input is the image in the input box; an API call may leave it out to continue from the current turn.
-Model calls (think, render, explore) go through `on_gpu`, which is ZeroGPU's `spaces.GPU` when the `spaces`
-package is installed (a no-op outside ZeroGPU hardware) and the plain function otherwise.
+Model calls (think, render, explore) go through `on_gpu` (gpu.py), which is ZeroGPU's `spaces.GPU` with a
+duration computed from each request when the `spaces` package is installed, and the plain function otherwise.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -28,12 +28,12 @@ from editor.params import DEFAULT_IMAGE_GUIDANCE, DEFAULT_SIZE, DEFAULT_TEXT_GUI
 from editor.pipelines.diffusion import fresh_seed
 from editor.ui import views
 from editor.ui.explore import Cell, Sweep, explore
+from editor.ui.gpu import on_gpu, render_seconds, sweep_seconds, think_seconds
 from editor.ui.guard import public_message, user_error
 from editor.ui.history import History, image_key
 from editor.ui.state import AppState, Session, fresh, history_view
 from editor.ui.streaming import PREVIEW_EVERY_S, Progress, stream_render
 
-GPU_SECONDS = 120  # ZeroGPU reservation per model call
 PROGRESS_EVERY_S = 0.25  # the progress line's updates during an edit, at most this often (besides each preview)
 
 
@@ -49,14 +49,6 @@ def resolve_guidance(
     if text and (previous is None or previous.source == "user" or text != previous.expressive):
         return Session(editor.name, key, editor.guidance_from_text(image, instruction, text))
     return Session(editor.name, key, editor.think(image, instruction))
-
-
-def on_gpu(fn: Callable) -> Callable:
-    try:
-        import spaces
-    except ImportError:
-        return fn
-    return spaces.GPU(duration=GPU_SECONDS)(fn)
 
 
 @contextmanager
@@ -105,7 +97,8 @@ class Handlers:
         def sweep(model: str, image, guidance: Guidance, params: EditParams, grid: Sweep) -> Iterator[Cell]:
             yield from explore(editors[model], image, guidance, params, grid)
 
-        self._think, self._render, self._explore = on_gpu(think), on_gpu(render), on_gpu(sweep)
+        self._think, self._render = on_gpu(think, think_seconds), on_gpu(render, render_seconds)
+        self._explore = on_gpu(sweep, sweep_seconds)
 
     def _inputs(self, model: str, image, state: AppState) -> tuple[str, Image.Image]:
         if model not in self.editors:

@@ -8,7 +8,7 @@ and the queue shows users their place; history events are instant and never wait
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import gradio as gr
@@ -16,6 +16,7 @@ import gradio as gr
 from editor.core import Editor
 from editor.params import DEFAULT_SEED, DEFAULT_SIZE, MAX_GUIDANCE, MAX_SIZE
 from editor.ui import views
+from editor.ui.banner import live_banner
 from editor.ui.examples import EXAMPLES_DIR, load_examples
 from editor.ui.explore import MAX_CELLS
 from editor.ui.guard import guard_inputs, upload_reader
@@ -77,7 +78,7 @@ def hide_archive() -> gr.DownloadButton:
 
 def build_demo(
     editors: Mapping[str, Editor],
-    notice: str | None = None,
+    notice: str | Callable[[], tuple[str, bool]] | None = None,
     examples_dir: Path | None = EXAMPLES_DIR,
     preview_every: float | None = PREVIEW_EVERY_S,
 ) -> gr.Blocks:
@@ -95,7 +96,9 @@ def build_demo(
         fill_width=True,
         delete_cache=CACHE_SWEEP,
     ) as demo:
-        if notice:
+        if callable(notice):  # a status that changes (the start-up's download and load): banner.py
+            live_banner(notice)
+        elif notice:
             gr.Markdown(f"**Note:** {notice}", elem_id="notice")
         gr.Markdown(
             "## Instruction-based image editing guided by a multimodal LLM\n"
