@@ -118,7 +118,7 @@ def test_export_loads_strictly_into_mgie(run):
 
 
 def test_ip2p_export_is_a_stock_diffusers_pipeline(run):
-    editor = load_ip2p(run / "export" / "ip2p", "hint", name="ip2p-demo")
+    editor = load_ip2p([run / "export" / "ip2p"], name="ip2p-demo", hint="hint")
     sample = world.dataset("test", 1, seed=6)[0]
     image = world.render(sample.source)
     guidance = editor.think(image, sample.terse)

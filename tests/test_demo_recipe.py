@@ -14,7 +14,7 @@ from editor.demo import cache, checks, curve, judge, stages, variety, world
 from editor.demo import model as demo
 from editor.loading import CheckpointError
 from editor.params import EditParams
-from editor.pipelines import registry
+from editor.pipelines import spec
 
 SMALL = demo.DemoSizes(unet_channels=(16, 16), vae_channels=(16, 16, 16), cross_dim=16, latent_channels=4)
 
@@ -146,13 +146,13 @@ def test_curve_reads_stage_logs_and_plots(tmp_path):
 
 
 def test_a_demo_folder_carries_its_own_app_settings(tmp_path):
-    assert registry.folder_defaults(tmp_path) == EditParams()
-    (tmp_path / registry.DEFAULTS_FILE).write_text(json.dumps(demo.APP_DEFAULTS))
-    own = registry.folder_defaults(tmp_path)
+    assert spec.folder_defaults(tmp_path) == EditParams()
+    (tmp_path / spec.DEFAULTS_FILE).write_text(json.dumps(demo.APP_DEFAULTS))
+    own = spec.folder_defaults(tmp_path)
     assert (own.steps, own.text_guidance, own.image_guidance) == tuple(demo.APP_DEFAULTS.values())
-    (tmp_path / registry.DEFAULTS_FILE).write_text('{"steps": "many"}')
+    (tmp_path / spec.DEFAULTS_FILE).write_text('{"steps": "many"}')
     with pytest.raises(CheckpointError, match="editor_defaults.json"):
-        registry.folder_defaults(tmp_path)
+        spec.folder_defaults(tmp_path)
 
 
 def test_the_decoder_stage_trains_the_decoder_alone(tmp_path):

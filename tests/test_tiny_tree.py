@@ -13,13 +13,10 @@ from safetensors.torch import load_file
 from transformers import LlamaTokenizer
 
 from editor import tiny
+from editor.layouts.folders import CLIP_L14, IP2P_SHELL, LLAVA_7B, MGIE_7B
 from editor.tiny import (
-    CLIP_DIR,
     IMG_TOKENS,
-    IP2P_DIR,
-    LLAVA_DIR,
     LLAVA_TOKENS,
-    MGIE_DIR,
     TinySizes,
     build_clip_tokenizer,
     build_edit_mapper_transformer,
@@ -27,6 +24,7 @@ from editor.tiny import (
     build_tiny_mgie_tree,
 )
 
+LLAVA_DIR, MGIE_DIR, IP2P_DIR, CLIP_DIR = LLAVA_7B.name, MGIE_7B.name, IP2P_SHELL.name, CLIP_L14.name
 SIZES = TinySizes()
 V = SIZES.sp_vocab
 H = SIZES.llm_hidden

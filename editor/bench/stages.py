@@ -34,6 +34,7 @@ from editor.models.llava import LlavaV1, LlavaV1Config, greedy_decode
 from editor.params import EditParams, Resolution
 from editor.pipelines.diffusion import build_pipeline
 from editor.pipelines.mgie import MGIE, MGIEPaths, load_mgie, load_tokenizer
+from editor.pipelines.spec import LoadOptions
 from editor.tiny import build_tiny_mgie_tree
 
 # Full-size architecture (docs/mgie.md §1): used only to build compute-identical random models for timing.
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         if full:
             m = full_size_mgie(home, dtype, MGIEPaths.from_weights_dir(root).llava)
         else:
-            m = load_mgie(MGIEPaths.from_weights_dir(root), device=home, dtype=dtype)
+            m = load_mgie(MGIEPaths.from_weights_dir(root), options=LoadOptions(home, dtype))
         if args.offload:
             m.enable_offload(device)
         load_s = time.perf_counter() - start

@@ -26,11 +26,10 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig
 
 from editor.demo import world
 from editor.layouts.files import write_json, write_sharded
+from editor.layouts.folders import CLIP_L14, DEFAULTS_FILE, IP2P_SHELL, LLAVA_7B, MGIE_7B
 from editor.loading import llama_config_from_llava
 from editor.models.edit_head import EditHead, EditHeadConfig
 from editor.models.llava import LlavaV1, LlavaV1Config
-from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR
-from editor.pipelines.registry import DEFAULTS_FILE
 from editor.prompts import IMG_TOKENS
 from editor.tiny.diffusion import ip2p_model_index, ip2p_scheduler_config
 from editor.tiny.tokenizers import (
@@ -214,7 +213,7 @@ def export_mgie(out: Path, sizes: DemoSizes, mllm: LlavaV1, head: EditHead, unet
             llava[name] = value[:llava_rows] if name in ("model.embed_tokens.weight", "lm_head.weight") else value
         elif key.startswith("projector."):
             llava["model.mm_projector." + key.removeprefix("projector.")] = value
-    folder = out / LLAVA_DIR
+    folder = out / LLAVA_7B.name
     write_llama_tokenizer(folder, sizes)
     write_json(folder / "config.json", llava_config(t) | {"torch_dtype": "float16"})
     write_json(folder / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0})
@@ -227,11 +226,11 @@ def export_mgie(out: Path, sizes: DemoSizes, mllm: LlavaV1, head: EditHead, unet
         **{f"edit_head.{k}": v for k, v in head.state_dict().items()},
         "emb": embed[-len(IMG_TOKENS) :],
     }
-    (out / MGIE_DIR).mkdir(parents=True, exist_ok=True)
-    save_file(_half(mllm_state), str(out / MGIE_DIR / "mllm.safetensors"), metadata={"format": "pt"})
-    save_file(_half(unet.state_dict()), str(out / MGIE_DIR / "unet.safetensors"), metadata={"format": "pt"})
+    (out / MGIE_7B.name).mkdir(parents=True, exist_ok=True)
+    save_file(_half(mllm_state), str(out / MGIE_7B.name / "mllm.safetensors"), metadata={"format": "pt"})
+    save_file(_half(unet.state_dict()), str(out / MGIE_7B.name / "unet.safetensors"), metadata={"format": "pt"})
     # instruct-pix2pix shell: scheduler, UNet config (weights come from mgie_7b), VAE
-    shell = out / IP2P_DIR
+    shell = out / IP2P_SHELL.name
     index = ip2p_model_index() | {"text_encoder": [None, None], "tokenizer": [None, None]}
     write_json(shell / "model_index.json", index)
     write_json(shell / "scheduler" / "scheduler_config.json", scheduler_config())
@@ -240,7 +239,7 @@ def export_mgie(out: Path, sizes: DemoSizes, mllm: LlavaV1, head: EditHead, unet
     vae.to(torch.float32)
     write_json(out / DEFAULTS_FILE, APP_DEFAULTS)
     # CLIP: the vision tower only (MGIE never uses CLIP's text tower)
-    clip = out / CLIP_DIR
+    clip = out / CLIP_L14.name
     clip.mkdir(parents=True, exist_ok=True)
     write_json(clip / "config.json", clip_config(t) | {"model_type": "clip", "architectures": ["CLIPModel"]})
     write_json(clip / "preprocessor_config.json", clip_preprocessor_config(t))

@@ -288,10 +288,11 @@ def unpack(weights: Path, out: Path, sizes: demo.DemoSizes = demo.DemoSizes()) -
     preconditioned coordinates it trained in (<weights>/precondition.safetensors; the identity when absent)."""
     from editor.pipelines.ip2p import load_ip2p
     from editor.pipelines.mgie import MGIEPaths, load_mgie
+    from editor.pipelines.spec import LoadOptions
 
     record = json.loads((weights / TRAINING_FILE).read_text())
-    mgie = load_mgie(MGIEPaths.from_weights_dir(weights / "mgie"), "cpu", torch.float32)
-    ip2p = load_ip2p(weights / "ip2p", "", "ip2p-demo", "cpu", torch.float32)
+    mgie = load_mgie(MGIEPaths.from_weights_dir(weights / "mgie"), options=LoadOptions("cpu", torch.float32))
+    ip2p = load_ip2p([weights / "ip2p"], name="ip2p-demo", options=LoadOptions("cpu", torch.float32), hint="")
     precondition = stages.Preconditioner(sizes.llm_hidden)
     if (weights / PRECONDITION_FILE).exists():  # the exported head has it folded in: back to training coordinates
         precondition.load_state_dict(load_file(weights / PRECONDITION_FILE))

@@ -31,11 +31,7 @@ from editor.tiny.diffusion import (
 from editor.tiny.sizes import TinySizes
 from editor.tiny.tokenizers import LLAVA_TOKENS, VICUNA_SYSTEM, build_clip_tokenizer, build_llama_tokenizer
 from editor.tiny.tree import (
-    CLIP_DIR,
     IMG_TOKENS,
-    IP2P_DIR,
-    LLAVA_DIR,
-    MGIE_DIR,
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
     build_clip_folder,
@@ -51,13 +47,9 @@ from editor.tiny.tree import (
 )
 
 __all__ = [
-    "CLIP_DIR",
     "IMG_TOKENS",
     "IP2P_DIFFUSERS_VERSION",
-    "IP2P_DIR",
-    "LLAVA_DIR",
     "LLAVA_TOKENS",
-    "MGIE_DIR",
     "OPENAI_CLIP_MEAN",
     "OPENAI_CLIP_STD",
     "VICUNA_SYSTEM",

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from editor.layouts.files import write_json
+from editor.layouts.folders import CLIP_L14, IP2P_TEXT, LLAVA_7B, SMARTEDIT_7B, SMARTEDIT_STEP, VICUNA_7B
 from editor.models.bim import BidirectionalInteractionModule, BIMConfig
 from editor.models.bim import module_to_released as bim_released
 from editor.models.qformer import SDQFormer, SDQFormerConfig
@@ -28,9 +29,8 @@ from editor.tiny._common import randn, seeded, sub_seed
 from editor.tiny.diffusion import build_ip2p_folder, build_unet
 from editor.tiny.sizes import TinySizes
 from editor.tiny.tokenizers import build_llama_tokenizer
-from editor.tiny.tree import CLIP_DIR, IP2P_DIR, LLAVA_DIR, build_clip_folder, build_llava_folder
+from editor.tiny.tree import build_clip_folder, build_llava_folder
 
-SMARTEDIT_DIR, VICUNA_DIR = "SmartEdit-7B", "vicuna-7b-v1-1"
 NEW_TOKENS = 35  # <img>, <im_start>, <im_end>, <img_0> .. <img_31>
 LORA_RANK, LORA_ALPHA = 8, 16
 SEED_SE_LLM, SEED_SE_QFORMER, SEED_SE_BIM, SEED_SE_UNET = 7, 8, 9, 10  # after _common.SEED_* (0..6)
@@ -115,26 +115,28 @@ def build_tiny_smartedit_tree(root: Path, *, sizes: TinySizes = TinySizes(), see
     """Write SmartEdit-7B/, vicuna-7b-v1-1/ and the shared LLaVA, CLIP and IP2P folders under `root`."""
     root = Path(root)
     for folder, build in (
-        (LLAVA_DIR, build_llava_folder),
-        (IP2P_DIR, build_ip2p_folder),
-        (CLIP_DIR, build_clip_folder),
+        (LLAVA_7B.name, build_llava_folder),
+        (IP2P_TEXT.name, build_ip2p_folder),
+        (CLIP_L14.name, build_clip_folder),
     ):
         if not (root / folder).is_dir():
             build(root / folder, sizes, seed)
-    vicuna = root / VICUNA_DIR
+    vicuna = root / VICUNA_7B.name
     build_llama_tokenizer(vicuna, vocab_size=sizes.sp_vocab, add_llava_tokens=False)
     write_json(vicuna / "config.json", vicuna_config(sizes))
-    smartedit = root / SMARTEDIT_DIR
+    smartedit = root / SMARTEDIT_7B.name
     files = {
-        "LLM-15000/adapter_model.bin": llm_state(sizes, seed),
-        "embeddings_qformer/checkpoint-15000_embeddings_qformer.bin": qformer_file_state(sizes, seed),
-        "modulate-15000/adapter_model.bin": bim_state(sizes, seed),
-        "unet-15000/adapter_model.bin": {
+        f"LLM-{SMARTEDIT_STEP}/adapter_model.bin": llm_state(sizes, seed),
+        f"embeddings_qformer/checkpoint-{SMARTEDIT_STEP}_embeddings_qformer.bin": qformer_file_state(sizes, seed),
+        f"modulate-{SMARTEDIT_STEP}/adapter_model.bin": bim_state(sizes, seed),
+        f"unet-{SMARTEDIT_STEP}/adapter_model.bin": {
             f"unet.{k}": v for k, v in build_unet(sizes, sub_seed(seed, SEED_SE_UNET)).state_dict().items()
         },
     }
     for name, state in files.items():
         (smartedit / name).parent.mkdir(parents=True, exist_ok=True)
         torch.save(state, smartedit / name)
-    (smartedit / "LLM-15000" / "adapter_config.json").write_text(json.dumps(ADAPTER_CONFIG, indent=2) + "\n")
+    (smartedit / f"LLM-{SMARTEDIT_STEP}" / "adapter_config.json").write_text(
+        json.dumps(ADAPTER_CONFIG, indent=2) + "\n"
+    )
     return root

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from editor.layouts.files import ShardFormat, write_json, write_sharded
-from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR
+from editor.layouts.folders import CLIP_L14, IP2P_SHELL, LLAVA_7B, MGIE_7B
 from editor.prompts import IMG_TOKENS  # MGIE's visual tokens, ids V+3 .. V+10
 from editor.tiny._common import (
     SEED_CLIP,
@@ -240,8 +240,8 @@ def build_tiny_mgie_tree(
         raise ValueError(f"llava_format must be 'bin' or 'safetensors', got {llava_format!r}")
     _check_emb(emb)
     root = Path(root)
-    build_llava_folder(root / LLAVA_DIR, sizes, seed, llava_format)
-    build_mgie_folder(root / MGIE_DIR, sizes, seed, emb)
-    build_ip2p_folder(root / IP2P_DIR, sizes, seed)
-    build_clip_folder(root / CLIP_DIR, sizes, seed)
+    build_llava_folder(root / LLAVA_7B.name, sizes, seed, llava_format)
+    build_mgie_folder(root / MGIE_7B.name, sizes, seed, emb)
+    build_ip2p_folder(root / IP2P_SHELL.name, sizes, seed)
+    build_clip_folder(root / CLIP_L14.name, sizes, seed)
     return root
