@@ -34,6 +34,7 @@ from editor.models.llava import LlavaV1, LlavaV1Config, greedy_decode
 from editor.params import EditParams, Resolution
 from editor.pipelines.diffusion import build_pipeline
 from editor.pipelines.mgie import MGIE, MGIEPaths, load_mgie, load_tokenizer
+from editor.pipelines.registry import add_load_arguments, load_options
 from editor.pipelines.spec import LoadOptions
 from editor.tiny import build_tiny_mgie_tree
 
@@ -198,27 +199,25 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m editor.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny", help="model size")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
     parser.add_argument("--resolution", type=int, default=None, help="image side (default: 64 tiny, 512 full)")
     parser.add_argument("--steps", type=int, default=None, help="render steps (default: 20 tiny, 50 full)")
     parser.add_argument("--tokens", type=int, default=64, help="decoded tokens for the tokens/s figure")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--offload", action="store_true", help="weights on the CPU, each stage moved in (low VRAM)")
+    add_load_arguments(parser, weights_dir=False)
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
+    placement = load_options(args).resolve()
+    device, dtype = placement.run_on, placement.dtype
     full = args.size == "full"
     size, steps = args.resolution or (512 if full else 64), args.steps or (50 if full else 20)
     with tempfile.TemporaryDirectory() as tmp:
         root = build_tiny_mgie_tree(Path(tmp))
         start = time.perf_counter()
-        home = torch.device("cpu") if args.offload else device
+        home = placement.load_on
         if full:
             m = full_size_mgie(home, dtype, MGIEPaths.from_weights_dir(root).llava)
         else:
             m = load_mgie(MGIEPaths.from_weights_dir(root), options=LoadOptions(home, dtype))
-        if args.offload:
+        if placement.offload:
             m.enable_offload(device)
         load_s = time.perf_counter() - start
     mode = "offload" if args.offload else "resident"
