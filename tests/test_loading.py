@@ -7,11 +7,11 @@ import shutil
 import pytest
 import torch
 
+from editor.layouts.configs import ip2p_scheduler_config
 from editor.loading import CheckpointError, MissingWeightsError, load_scheduler
 from editor.pipelines.mgie import MGIEPaths, load_mgie
 from editor.pipelines.spec import LoadOptions
 from editor.tiny import build_tiny_mgie_tree
-from editor.tiny.diffusion import ip2p_scheduler_config
 
 
 @pytest.fixture

@@ -27,10 +27,11 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from PIL import Image
-from transformers import CLIPVisionConfig, LlamaConfig
 
-from editor.models.edit_head import EditHead, EditHeadConfig
-from editor.models.llava import LlavaV1, LlavaV1Config, greedy_decode
+from editor.layouts.configs import mllm_config
+from editor.layouts.sizes import ModelSizes
+from editor.models.edit_head import EditHead
+from editor.models.llava import LlavaV1, greedy_decode
 from editor.params import EditParams, Resolution
 from editor.pipelines.diffusion import build_pipeline
 from editor.pipelines.mgie import MGIE, MGIEPaths, load_mgie, load_tokenizer
@@ -38,27 +39,9 @@ from editor.pipelines.registry import add_load_arguments, load_options
 from editor.pipelines.spec import LoadOptions
 from editor.tiny import build_tiny_mgie_tree
 
-# Full-size architecture (docs/mgie.md §1): used only to build compute-identical random models for timing.
-LLAMA_7B = dict(
-    vocab_size=32011,
-    hidden_size=4096,
-    intermediate_size=11008,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    rms_norm_eps=1e-6,
-    max_position_embeddings=2048,
-    tie_word_embeddings=False,
-)
-CLIP_L14 = dict(
-    hidden_size=1024,
-    intermediate_size=4096,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    image_size=224,
-    patch_size=14,
-    hidden_act="quick_gelu",
-    projection_dim=768,
-)
+# Full-size architecture (docs/mgie.md §1): used only to build compute-identical random models for timing. The MLLM
+# and edit head are the "7b" sizes preset (editor/layouts/sizes.py); the diffusion side is SD-1.5's diffusers config.
+FULL = ModelSizes.from_name("7b")
 SD15_UNET = dict(
     sample_size=64,
     in_channels=8,
@@ -95,8 +78,8 @@ def full_size_mgie(device: torch.device, dtype: torch.dtype, tokenizer_dir: Path
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            config = LlavaV1Config(text=LlamaConfig(**LLAMA_7B), vision=CLIPVisionConfig(**CLIP_L14))
-            mllm, head = LlavaV1(config), EditHead(EditHeadConfig())
+            config = mllm_config(FULL)
+            mllm, head = LlavaV1(config), EditHead(FULL.edit_head())
             unet, vae = UNet2DConditionModel(**SD15_UNET), AutoencoderKL(**SD15_VAE)
     finally:
         torch.set_default_dtype(torch.float32)
