@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from editor.layouts import folders
+from editor.pipelines import ip2p, mgie, smartedit
 from editor.pipelines.registry import (
     DEMO_EDITORS,
     EDITORS,
@@ -32,6 +33,14 @@ def test_the_catalog_downloads_exactly_the_folders_each_spec_reads():
         assert [(c.folder, c.needs) for c in entry.components] == [(f.name, f.needs) for f in spec.folders]
     runnable = {entry.editor for entry in MODELS.values() if entry.editor is not None}
     assert runnable == {name for name, spec in EDITORS.items() if spec.downloadable}
+
+
+def test_every_spec_is_offered_best_first():
+    specs = {spec.name for spec in (*mgie.SPECS, *smartedit.SPECS, *ip2p.SPECS)}
+    assert list(EDITORS) == [
+        "mgie-7b", "smartedit-13b", "smartedit-7b", "magicbrush", "instruct-pix2pix", "mgie-demo", "ip2p-demo"
+    ]  # fmt: skip
+    assert set(EDITORS) == specs
 
 
 def test_overrides_move_the_downloads_but_not_the_demo_models_own_copies(tmp_path, monkeypatch):

@@ -21,9 +21,11 @@ from editor.pipelines import ip2p, mgie, smartedit
 from editor.pipelines.spec import LoadOptions, ModelSpec
 from editor.weights.catalog import PREFERENCE
 
-EDITORS: dict[str, ModelSpec] = {spec.name: spec for spec in (*mgie.SPECS, *smartedit.SPECS, *ip2p.SPECS)}
-
 DEMO_EDITORS = ("mgie-demo", "ip2p-demo")  # when none of PREFERENCE is installed
+
+_SPECS = {spec.name: spec for spec in (*mgie.SPECS, *smartedit.SPECS, *ip2p.SPECS)}
+EDITORS: dict[str, ModelSpec] = {name: _SPECS[name] for name in (*PREFERENCE, *DEMO_EDITORS)}  # best first
+
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}  # --dtype choices
 
 
