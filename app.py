@@ -25,7 +25,15 @@ from editor.runtime.quiet import quiet_third_party
 
 quiet_third_party()  # first: importing the model code below prints a third-party notice (editor/runtime/quiet.py)
 from editor.pipelines.mgie import MGIEPaths, load_mgie  # noqa: E402
-from editor.pipelines.registry import DEFAULT_WEIGHTS_DIR, DEMO_EDITORS, DTYPES, EDITORS, installed_editors, load_editor  # noqa: E402
+from editor.pipelines.registry import (  # noqa: E402
+    DEMO_EDITORS,
+    DTYPES,
+    EDITORS,
+    add_load_arguments,
+    default_editors,
+    load_editor,
+)
+from editor.pipelines.spec import LoadOptions  # noqa: E402
 from editor.runtime.threads import set_threads  # noqa: E402
 from editor.tiny import build_tiny_mgie_tree  # noqa: E402
 from editor.ui import build_demo  # noqa: E402
@@ -42,10 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", choices=list(EDITORS), help="default: the best installed, else the demo")
     parser.add_argument("--also", action="append", default=[], choices=list(EDITORS), metavar="NAME",
                         help="load another model too, for side-by-side comparison (repeatable)")  # fmt: skip
-    parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR)
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
-    parser.add_argument("--dtype", choices=list(DTYPES), help="default: float16 on GPU, float32 on CPU")
-    parser.add_argument("--offload", action="store_true", help="low VRAM: weights wait on the CPU between stages")
+    add_load_arguments(parser)
     parser.add_argument(
         "--threads", type=int, help="torch CPU threads (default: free cores, editor/runtime/threads.py)"
     )
@@ -102,11 +107,8 @@ def load_editors(
     offline demo models with a notice saying so; then each of `also`."""
     load = lambda name: load_editor(name, weights_dir, device, dtype, offload)  # noqa: E731
     notice = None
-    if model is not None:
-        editors = {model: load(model)}
-    elif found := installed_editors(weights_dir):
-        editors = {found[0]: load(found[0])}
-    else:
+    names = (model,) if model is not None else default_editors(weights_dir)
+    if model is None and names == DEMO_EDITORS:
         notice = (
             f"No downloaded model in `{weights_dir}`: this is the **offline demo model**, MGIE's architecture trained "
             "by this project on a world of coloured shapes (64 x 64 px; try the shapes examples), beside its "
@@ -114,7 +116,7 @@ def load_editors(
             "few edits right yet (weights/demo/README.md). To get the real MGIE-7B: "
             f"`{download_command('mgie-7b')}` (`python -m editor.weights list` shows every model)."
         )
-        editors = {name: load(name) for name in DEMO_EDITORS}
+    editors = {name: load(name) for name in names}
     for name in also:
         if name not in editors:
             editors[name] = load(name)
@@ -151,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tiny-mgie-") as tiny_root:
         if args.tiny_random:
             notice = "Running a tiny random-weight MGIE (--tiny-random): a pipeline check, edits are noise."
-            tiny = load_mgie(MGIEPaths.from_weights_dir(build_tiny_mgie_tree(Path(tiny_root))), device=args.device)
+            tiny = load_mgie(
+                MGIEPaths.from_weights_dir(build_tiny_mgie_tree(Path(tiny_root))), options=LoadOptions(args.device)
+            )
             editors = {tiny.name: tiny}
         if isinstance(notice, str):
             print(f"warning: {plain(notice)}", file=sys.stderr)

@@ -13,7 +13,14 @@ from editor.params import DEFAULT_SIZE, EditParams, Resolution
 from editor.runtime.quiet import quiet_third_party
 
 quiet_third_party()  # first: importing the model code below prints a third-party notice (editor/runtime/quiet.py)
-from editor.pipelines.registry import DEFAULT_WEIGHTS_DIR, DTYPES, EDITORS, installed_editors, load_editor  # noqa: E402
+from editor.pipelines.registry import (  # noqa: E402
+    DEMO_EDITORS,
+    EDITORS,
+    add_load_arguments,
+    default_editors,
+    load_editor,
+    load_options,
+)
 from editor.runtime.threads import set_threads  # noqa: E402
 from editor.weights.catalog import download_command  # noqa: E402
 
@@ -39,10 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument(
         "--size", type=int, default=None, help="long side (keep_aspect) or square side; default: the model's own"
     )
-    edit.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR)
-    edit.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
-    edit.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: float16 on CUDA, else float32")
-    edit.add_argument("--offload", action="store_true", help="low VRAM: weights wait on the CPU between stages")
+    add_load_arguments(edit)
     edit.add_argument("--threads", type=int, help="torch CPU threads (default: free cores, editor/runtime/threads.py)")
     return parser
 
@@ -65,12 +69,12 @@ def run_edit(args: argparse.Namespace) -> None:
         raise ValueError(f"output folder does not exist: {args.output.parent}")
     if args.output.suffix.lower() not in Image.registered_extensions():
         raise ValueError(f"unknown image format for {args.output}; use .png, .jpg or .webp")
-    model = args.model or next(iter(installed_editors(args.weights_dir)), None)
-    if model is None:
-        model = "mgie-demo"
+    model = args.model or default_editors(args.weights_dir)[0]
+    if args.model is None and model == DEMO_EDITORS[0]:
         print(f"warning: no downloaded model in {args.weights_dir}; using the offline demo model (shapes world "
               f"only). Get MGIE-7B: {download_command('mgie-7b')}", file=sys.stderr)  # fmt: skip
-    editor = load_editor(model, args.weights_dir, args.device, DTYPES.get(args.dtype), args.offload)
+    options = load_options(args)
+    editor = load_editor(model, args.weights_dir, options.device, options.dtype, options.offload)
     params = params_for(args.size or editor.native_size or DEFAULT_SIZE, editor.defaults)
     if args.expressive:
         guidance = editor.guidance_from_text(args.input, args.instruction, args.expressive)

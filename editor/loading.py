@@ -8,8 +8,10 @@ All pickles are read with `weights_only=True`; `.bin` files are memory-mapped wh
 from __future__ import annotations
 
 import json
+import math
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import diffusers
@@ -17,6 +19,7 @@ import torch
 from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 from transformers import CLIPVisionConfig, LlamaConfig
@@ -64,28 +67,67 @@ def read_state_dict(path: Path, hint: str) -> dict[str, torch.Tensor]:
     return dict(sd)
 
 
-def read_model_folder(folder: Path, hint: str) -> Iterable[tuple[Path, dict[str, torch.Tensor]]]:
-    """Yield (file, state dict) for each shard of a transformers-style weights folder.
+WEIGHT_FILES = (  # (shard index, single file) of a transformers-style folder, safetensors preferred
+    ("model.safetensors.index.json", "model.safetensors"),
+    ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+)
 
-    Accepts `model.safetensors[.index.json]` or `pytorch_model.bin[.index.json]`, safetensors preferred.
-    """
-    for index_name, single_name in (
-        ("model.safetensors.index.json", "model.safetensors"),
-        ("pytorch_model.bin.index.json", "pytorch_model.bin"),
-    ):
-        index = folder / index_name
-        if index.exists():
-            weight_map = read_json(index, hint).get("weight_map", {})
-            for shard in sorted(set(weight_map.values())):
-                yield folder / shard, read_state_dict(require(folder / shard, f"shard listed in {index}", hint), hint)
-            return
-        if (folder / single_name).exists():
-            yield folder / single_name, read_state_dict(folder / single_name, hint)
-            return
-    raise MissingWeightsError(
-        f"no weights in {folder} (looked for model.safetensors[.index.json] and pytorch_model.bin[.index.json])"
-        f"\n  How to get them: {hint}"
-    )
+
+def weight_files(folder: Path, hint: str) -> list[Path]:
+    """The weight files of a transformers-style folder (the shards its index lists, else its single file),
+    safetensors preferred; [] when there are none."""
+    for index, single in WEIGHT_FILES:
+        if (folder / index).exists():
+            return [folder / f for f in sorted(set(read_json(folder / index, hint).get("weight_map", {}).values()))]
+        if (folder / single).exists():
+            return [folder / single]
+    return []
+
+
+def read_model_folder(folder: Path, hint: str) -> Iterable[tuple[Path, dict[str, torch.Tensor]]]:
+    """Yield (file, state dict) for each shard of a transformers-style weights folder (`weight_files`)."""
+    files = weight_files(folder, hint)
+    if not files:
+        raise MissingWeightsError(
+            f"no weights in {folder} (looked for model.safetensors[.index.json] and pytorch_model.bin[.index.json])"
+            f"\n  How to get them: {hint}"
+        )
+    for path in files:
+        yield path, read_state_dict(require(path, f"shard listed in the index of {folder}", hint), hint)
+
+
+_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}  # safetensors' dtype names  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A tensor not read yet: its shape and size, and how to read it."""
+
+    shape: tuple[int, ...]
+    nbytes: int
+    load: Callable[[], torch.Tensor]
+
+
+def _ref(tensor: torch.Tensor) -> TensorRef:
+    return TensorRef(tuple(tensor.shape), tensor.numel() * tensor.element_size(), lambda: tensor)
+
+
+def open_tensors(files: Iterable[Path], hint: str) -> dict[str, TensorRef]:
+    """Lazy view of every tensor in `files` (pickles memory-mapped, safetensors opened by header)."""
+    refs: dict[str, TensorRef] = {}
+    for path in files:
+        if path.suffix == ".safetensors":
+            handle = safe_open(path, framework="pt")
+            for key in handle.keys():
+                view = handle.get_slice(key)
+                shape = tuple(view.get_shape())
+                nbytes = _DTYPES[view.get_dtype()].itemsize * math.prod(shape)
+                refs[key] = TensorRef(shape, nbytes, lambda h=handle, k=key: h.get_tensor(k))
+        else:
+            refs.update({k: _ref(v) for k, v in read_state_dict(path, hint).items()})
+    return refs
 
 
 def _keys_preview(keys: Iterable[str], limit: int = 6) -> str:

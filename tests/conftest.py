@@ -23,8 +23,9 @@ def tiny_tree(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mgie(tiny_tree):
     from editor.pipelines.mgie import MGIEPaths, load_mgie
+    from editor.pipelines.spec import LoadOptions
 
-    return load_mgie(MGIEPaths.from_weights_dir(tiny_tree), device="cpu")
+    return load_mgie(MGIEPaths.from_weights_dir(tiny_tree), options=LoadOptions("cpu"))
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,15 @@ from editor.demo.train import (
     unpack,
 )
 from editor.eval import main
+from editor.layouts.sizes import ModelSizes
 from editor.params import EditParams, Resolution
 from editor.pipelines.ip2p import load_ip2p
 from editor.pipelines.mgie import MGIEPaths, load_mgie
 
-SMALL = demo.DemoSizes(
-    vision_hidden=32, vision_layers=2, llm_hidden=32, llm_intermediate=64, llm_layers=2, head_dim=32,
-    head_layers=1, cross_dim=32, unet_channels=(32, 32), vae_channels=(16, 16, 16), text_hidden=32, text_layers=1,
+SMALL = ModelSizes.from_name(
+    "demo", vision_hidden=32, vision_intermediate=128, vision_layers=2, llm_hidden=32, llm_intermediate=64,
+    llm_layers=2, head_dim_model=32, head_ffn=64, head_encoder_layers=1, head_decoder_layers=1,
+    cross_attention_dim=32, unet_channels=(32, 32), vae_channels=(16, 16, 16), text_hidden=32, text_layers=1,
 )  # fmt: skip
 PARAMS = EditParams(steps=3, resolution=Resolution(size=world.SIZE))
 CACHED = 8  # training samples in the test cache
@@ -118,7 +120,7 @@ def test_export_loads_strictly_into_mgie(run):
 
 
 def test_ip2p_export_is_a_stock_diffusers_pipeline(run):
-    editor = load_ip2p(run / "export" / "ip2p", "hint", name="ip2p-demo")
+    editor = load_ip2p([run / "export" / "ip2p"], name="ip2p-demo", hint="hint")
     sample = world.dataset("test", 1, seed=6)[0]
     image = world.render(sample.source)
     guidance = editor.think(image, sample.terse)

@@ -13,11 +13,14 @@ import torch
 
 from editor.demo import cache, checks, curve, judge, stages, variety, world
 from editor.demo import model as demo
+from editor.layouts.sizes import ModelSizes
 from editor.loading import CheckpointError
 from editor.params import EditParams
-from editor.pipelines import registry
+from editor.pipelines import spec
 
-SMALL = demo.DemoSizes(unet_channels=(16, 16), vae_channels=(16, 16, 16), cross_dim=16, latent_channels=4)
+SMALL = ModelSizes.from_name(
+    "demo", unet_channels=(16, 16), vae_channels=(16, 16, 16), cross_attention_dim=16, latent_channels=4
+)
 
 
 def test_restyle_changes_only_the_background():
@@ -105,7 +108,7 @@ def test_edit_loss_runs_on_cached_batches(built):
     out, _ = built
     batch = cache.Cache(out, 10, with_states=False).batch(0, 0, 4, "cpu")
     stage = stages.DiffusionStage(SMALL, "cpu", scaling_factor=1.0)
-    cond, null = torch.randn(4, 77, SMALL.cross_dim), torch.zeros(1, 77, SMALL.cross_dim)
+    cond, null = torch.randn(4, 77, SMALL.cross_attention_dim), torch.zeros(1, 77, SMALL.cross_attention_dim)
     losses = [stage.edit_loss(batch, cond, null, torch.Generator().manual_seed(0)) for _ in range(2)]
     assert losses[0].item() > 0 and losses[0].item() == losses[1].item()  # seeded noise, timesteps and dropout
     losses[0].backward()
@@ -147,13 +150,13 @@ def test_curve_reads_stage_logs_and_plots(tmp_path):
 
 
 def test_a_demo_folder_carries_its_own_app_settings(tmp_path):
-    assert registry.folder_defaults(tmp_path) == EditParams()
-    (tmp_path / registry.DEFAULTS_FILE).write_text(json.dumps(demo.APP_DEFAULTS))
-    own = registry.folder_defaults(tmp_path)
+    assert spec.folder_defaults(tmp_path) == EditParams()
+    (tmp_path / spec.DEFAULTS_FILE).write_text(json.dumps(demo.APP_DEFAULTS))
+    own = spec.folder_defaults(tmp_path)
     assert (own.steps, own.text_guidance, own.image_guidance) == tuple(demo.APP_DEFAULTS.values())
-    (tmp_path / registry.DEFAULTS_FILE).write_text('{"steps": "many"}')
+    (tmp_path / spec.DEFAULTS_FILE).write_text('{"steps": "many"}')
     with pytest.raises(CheckpointError, match="editor_defaults.json"):
-        registry.folder_defaults(tmp_path)
+        spec.folder_defaults(tmp_path)
 
 
 def test_the_decoder_stage_trains_the_decoder_alone(tmp_path):

@@ -9,8 +9,9 @@ import torch
 
 from editor.demo import judge, world
 from editor.eval import EVAL_SEED
+from editor.layouts.folders import DEMO_DIR
 from editor.params import EditParams, Resolution
-from editor.pipelines.registry import DEMO_DIR, load_editor
+from editor.pipelines.registry import load_editor
 
 # Regression floors, set below what `python -m editor.eval demo` measured on these weights (see the model card):
 # greedy decoding and a fixed seed make both checks deterministic on CPU.

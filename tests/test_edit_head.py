@@ -1,9 +1,14 @@
 """The edit head: sizes read from a state dict, the released key names, and its math checked from scratch."""
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
+from editor.layouts.sizes import ModelSizes
 from editor.models.edit_head import EditHead, EditHeadConfig
+
+FULL = ModelSizes.from_name("7b").edit_head()
 
 SMALL = EditHeadConfig(llm_hidden=24, d_model=16, num_heads=4, encoder_layers=2, decoder_layers=3, ffn_dim=40,
                        num_queries=7, out_dim=12)  # fmt: skip
@@ -11,7 +16,7 @@ SMALL = EditHeadConfig(llm_hidden=24, d_model=16, num_heads=4, encoder_layers=2,
 
 def test_full_size_parameter_count_matches_the_release():
     with torch.device("meta"):
-        head = EditHead(EditHeadConfig())
+        head = EditHead(FULL)
     assert sum(p.numel() for p in head.parameters()) == 31_958_784  # docs/mgie.md §2.7
     assert sum(p.numel() for p in head.mapper.parameters()) == 29_427_712
 
@@ -22,7 +27,7 @@ def test_config_is_recovered_from_tensor_shapes():
 
 
 def test_key_names_are_those_of_mllm_pt():
-    keys = set(EditHead(EditHeadConfig(encoder_layers=1, decoder_layers=1)).state_dict())
+    keys = set(EditHead(replace(FULL, encoder_layers=1, decoder_layers=1)).state_dict())
     for key in ("llm2hid.weight", "llm2hid.bias", "query", "hid2feat.weight", "hid2feat.bias",
                 "mapper.encoder.layers.0.self_attn.in_proj_weight", "mapper.encoder.layers.0.linear1.weight",
                 "mapper.encoder.norm.weight", "mapper.decoder.layers.0.multihead_attn.in_proj_bias",

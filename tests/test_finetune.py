@@ -25,6 +25,7 @@ from editor.finetune.loop import Trainer
 from editor.finetune.memory import MemoryEstimate, check_fits
 from editor.params import EditParams, Resolution
 from editor.pipelines.mgie import MGIEPaths, load_mgie, prompt_token_ids
+from editor.pipelines.spec import LoadOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +89,7 @@ def test_a_few_steps_lower_the_loss_and_frozen_weights_stay_bit_identical(tiny_t
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == [1, 2, 3, 4, 5, 6]
     # what MGIE freezes is bit-identical to a fresh load; what trains has moved
-    fresh = load_mgie(MGIEPaths.from_weights_dir(tiny_tree), device="cpu", dtype=torch.float32)
+    fresh = load_mgie(MGIEPaths.from_weights_dir(tiny_tree), options=LoadOptions("cpu", torch.float32))
     model = trainer.model
     for name in ("llm.model.layers", "llm.model.norm", "vision", "projector"):
         trained = {k: v for k, v in model.mllm.state_dict().items() if k.startswith(name)}
@@ -108,7 +109,7 @@ def test_overfitting_four_triplets_drives_l_edit_down(tiny_tree, plain_data, tmp
     assert record["objective"].startswith("L_edit")
     before, after = record["loss_before"]["edit"], record["loss_after"]["edit"]
     assert after < before / 3, (before, after)
-    fresh = load_mgie(MGIEPaths.from_weights_dir(tiny_tree), device="cpu", dtype=torch.float32)
+    fresh = load_mgie(MGIEPaths.from_weights_dir(tiny_tree), options=LoadOptions("cpu", torch.float32))
     # without L_ins the whole MLLM is frozen, embeddings and LM head included
     assert all(torch.equal(v, fresh.mllm.state_dict()[k]) for k, v in trainer.model.mllm.state_dict().items())
 
@@ -132,7 +133,7 @@ def _lora_pairs(adapters: dict[str, torch.Tensor], prefix: str = "") -> dict[str
 
 def test_lora_merged_weights_equal_base_plus_adapter(tiny_tree, lora_run):
     _, out = lora_run
-    base_unet = load_mgie(MGIEPaths.from_weights_dir(tiny_tree), device="cpu", dtype=torch.float32).pipe.unet
+    base_unet = load_mgie(MGIEPaths.from_weights_dir(tiny_tree), options=LoadOptions("cpu", torch.float32)).pipe.unet
     base = base_unet.state_dict()
     merged = load_file(out / "mgie_7b" / "unet.safetensors")
     pairs = _lora_pairs(load_file(out / "mgie_7b" / "adapters" / "unet_lora.safetensors"))
@@ -144,7 +145,9 @@ def test_lora_merged_weights_equal_base_plus_adapter(tiny_tree, lora_run):
     assert all(torch.equal(merged[k], v) for k, v in base.items() if k not in lora_keys)  # the rest stayed frozen
     # the LLaMA attention: a new LLaVA folder with merged weights, beside links to the base's other files
     llava = load_file(out / "LLaVA-7B-v1" / "model.safetensors")
-    fresh = load_mgie(MGIEPaths.from_weights_dir(tiny_tree), device="cpu", dtype=torch.float32).mllm.llm.state_dict()
+    fresh = load_mgie(
+        MGIEPaths.from_weights_dir(tiny_tree), options=LoadOptions("cpu", torch.float32)
+    ).mllm.llm.state_dict()
     llm_pairs = _lora_pairs(load_file(out / "mgie_7b" / "adapters" / "llm_lora.safetensors"))
     assert len(llm_pairs) == 2 * 4  # 2 layers x q, k, v, o
     for name, (a, b) in llm_pairs.items():
@@ -154,7 +157,7 @@ def test_lora_merged_weights_equal_base_plus_adapter(tiny_tree, lora_run):
 
 def test_the_output_opens_in_the_apps_loader_and_edits(lora_run):
     trainer, out = lora_run
-    editor = load_mgie(MGIEPaths.from_weights_dir(out), device="cpu", dtype=torch.float32)
+    editor = load_mgie(MGIEPaths.from_weights_dir(out), options=LoadOptions("cpu", torch.float32))
     assert torch.equal(editor.head.query, trainer.model.head.query)
     assert torch.equal(editor.mllm.llm.lm_head.weight, trainer.model.mllm.llm.lm_head.weight)
     assert torch.equal(editor.img_embeddings, trainer.model.mllm.llm.get_input_embeddings().weight[-8:])
@@ -193,7 +196,9 @@ def test_bf16_mixed_precision_keeps_frozen_weights_low_and_trainable_ones_fp32(t
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert trainable and all(p.dtype == torch.float32 for p in trainable)
     assert all(math.isfinite(v) for v in record["loss_after"].values())
-    editor = load_mgie(MGIEPaths.from_weights_dir(tmp_path / "run"), device="cpu")  # fp16 files, the app's loader
+    editor = load_mgie(
+        MGIEPaths.from_weights_dir(tmp_path / "run"), options=LoadOptions("cpu")
+    )  # fp16 files, the app's loader
     assert editor.pipe.unet.conv_in.weight.shape[1] == 8
 
 
@@ -284,7 +289,7 @@ def fresh_model(tiny_tree, expressive_data):
     from editor.finetune.data import TripletDataset, collate
     from editor.finetune.model import FinetuneModel
 
-    editor = load_mgie(MGIEPaths.from_weights_dir(tiny_tree), device="cpu", dtype=torch.float32)
+    editor = load_mgie(MGIEPaths.from_weights_dir(tiny_tree), options=LoadOptions("cpu", torch.float32))
     triplets = read_triplets(expressive_data)
     dataset = TripletDataset(triplets, editor.tokenizer, editor.image_processor, editor.num_patches, 64)
     return editor, FinetuneModel(editor, instruct=True), collate([dataset[0], dataset[1]]), triplets

@@ -9,14 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from editor.demo.model import DemoSizes
 from editor.demo.stages import MLLMStage
+from editor.layouts.sizes import ModelSizes
+from editor.layouts.tokenizers import build_llama_tokenizer
 from editor.models.slow_llama import SlowLlamaTokenizer
 from editor.models.smartedit_llm import DEFAULT_HUMAN_TEMPLATE, build_prompt_ids, load_sentencepiece, slow_tokenizer
 from editor.pipelines.mgie import load_tokenizer, prompt_token_ids, training_token_ids
 from editor.prompts import clean_expressive
-from editor.tiny.tokenizers import build_llama_tokenizer
-from editor.tiny.tree import TinySizes
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "golden_ids.json").read_text(encoding="utf-8"))
 DEMO_LLAVA = Path(__file__).parents[1] / "weights" / "demo" / "mgie" / "LLaVA-7B-v1"
@@ -58,7 +57,7 @@ def test_mgie_tiny_tree_ids_equal_the_reference(mgie, tiny_tree):
 def test_demo_model_trains_and_infers_on_the_reference_ids():
     golden = GOLDEN["mgie"]["demo"]
     _same_model(DEMO_LLAVA, golden)
-    sizes = DemoSizes().tiny
+    sizes = ModelSizes.from_name("demo")
     assert (sizes.vision_image_size // sizes.vision_patch_size) ** 2 == golden["num_patches"]
     tokenizer = load_tokenizer(DEMO_LLAVA)
     _check_mgie(tokenizer, golden)
@@ -81,7 +80,9 @@ def test_the_newline_before_im_start_is_not_a_token():
 @pytest.fixture(scope="module")
 def vicuna(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("vicuna")
-    build_llama_tokenizer(folder, vocab_size=TinySizes().sp_vocab, add_llava_tokens=False)  # as the tiny tree does
+    build_llama_tokenizer(
+        folder, vocab_size=ModelSizes.from_name("tiny").sp_vocab, add_llava_tokens=False
+    )  # as the tiny tree does
     return folder
 
 

@@ -7,10 +7,11 @@ import shutil
 import pytest
 import torch
 
+from editor.layouts.configs import ip2p_scheduler_config
 from editor.loading import CheckpointError, MissingWeightsError, load_scheduler
 from editor.pipelines.mgie import MGIEPaths, load_mgie
+from editor.pipelines.spec import LoadOptions
 from editor.tiny import build_tiny_mgie_tree
-from editor.tiny.diffusion import ip2p_scheduler_config
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def tree(tiny_tree, tmp_path):
 
 
 def _load(root):
-    return load_mgie(MGIEPaths.from_weights_dir(root), device="cpu")
+    return load_mgie(MGIEPaths.from_weights_dir(root), options=LoadOptions("cpu"))
 
 
 def _edit_pt(path, change):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
 
+from editor.layouts.tokenizers import _train_sentencepiece
 from editor.loading import CheckpointError
 from editor.models.smartedit_llm import (
     DEFAULT_HUMAN_TEMPLATE,
@@ -30,7 +31,6 @@ from editor.models.smartedit_llm import (
     splice_image,
     temperature_sampler,
 )
-from editor.tiny.tokenizers import _train_sentencepiece
 
 BASE = 300  # SentencePiece size V: <img> 300, <im_start> 301, <im_end> 302, <img_0>.. 303..334
 IMG, IM_START, IM_END, IMG0 = BASE, BASE + 1, BASE + 2, BASE + 3

@@ -13,21 +13,15 @@ from safetensors.torch import load_file
 from transformers import LlamaTokenizer
 
 from editor import tiny
-from editor.tiny import (
-    CLIP_DIR,
-    IMG_TOKENS,
-    IP2P_DIR,
-    LLAVA_DIR,
-    LLAVA_TOKENS,
-    MGIE_DIR,
-    TinySizes,
-    build_clip_tokenizer,
-    build_edit_mapper_transformer,
-    build_llama_tokenizer,
-    build_tiny_mgie_tree,
-)
+from editor.layouts.configs import OPENAI_CLIP_MEAN
+from editor.layouts.folders import CLIP_L14, IP2P_SHELL, LLAVA_7B, MGIE_7B
+from editor.layouts.sizes import ModelSizes
+from editor.layouts.tokenizers import LLAVA_TOKENS, VICUNA_SYSTEM, build_clip_tokenizer, build_llama_tokenizer
+from editor.prompts import IMG_TOKENS
+from editor.tiny import build_edit_mapper_transformer, build_tiny_mgie_tree
 
-SIZES = TinySizes()
+LLAVA_DIR, MGIE_DIR, IP2P_DIR, CLIP_DIR = LLAVA_7B.name, MGIE_7B.name, IP2P_SHELL.name, CLIP_L14.name
+SIZES = ModelSizes.from_name("tiny")
 V = SIZES.sp_vocab
 H = SIZES.llm_hidden
 
@@ -67,7 +61,7 @@ EXPECTED_FILES = [
 ]
 
 
-def expected_llava_keys(sizes: TinySizes = SIZES) -> set[str]:
+def expected_llava_keys(sizes: ModelSizes = SIZES) -> set[str]:
     keys = {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"}
     keys |= {"model.mm_projector.weight", "model.mm_projector.bias"}
     for i in range(sizes.llm_layers):
@@ -296,7 +290,7 @@ def test_clip_vision_tower_loads_from_the_full_checkpoint(tree: Path) -> None:
     model, info = CLIPVisionModel.from_pretrained(folder, output_loading_info=True)
     assert not info["missing_keys"]
     processor = CLIPImageProcessor.from_pretrained(folder)
-    assert list(processor.image_mean) == list(tiny.OPENAI_CLIP_MEAN)
+    assert list(processor.image_mean) == list(OPENAI_CLIP_MEAN)
     pixels = processor(images=torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8), return_tensors="pt")
     assert pixels["pixel_values"].shape == (1, 3, SIZES.vision_image_size, SIZES.vision_image_size)
     with torch.no_grad():
@@ -337,7 +331,7 @@ def test_llama_tokenizer_matches_sentencepiece(tree: Path, llama_tokenizer: Llam
     assert processor.get_piece_size() == V
     assert [processor.id_to_piece(i) for i in range(3)] == ["<unk>", "<s>", "</s>"]
     assert processor.id_to_piece(13) == "<0x0A>" and processor.is_byte(13)
-    for text in (tiny.VICUNA_SYSTEM, "USER: turn the sky red\nASSISTANT:", "add 12 cats, émigré"):
+    for text in (VICUNA_SYSTEM, "USER: turn the sky red\nASSISTANT:", "add 12 cats, émigré"):
         assert llama_tokenizer(text).input_ids == [1, *processor.encode(text)]
 
 
@@ -447,7 +441,9 @@ def test_building_leaves_the_global_rng_alone() -> None:
 
 
 def test_custom_sizes(tmp_path: Path) -> None:
-    sizes = TinySizes(llm_hidden=16, llm_layers=3, llm_heads=2, head_queries=5, cross_attention_dim=16)
+    sizes = ModelSizes.from_name(
+        "tiny", llm_hidden=16, llm_layers=3, llm_heads=2, head_queries=5, cross_attention_dim=16
+    )
     shards = tiny.llava_shards(sizes, seed=0)
     assert set(shards[0]) | set(shards[1]) == expected_llava_keys(sizes)
     assert shards[1]["lm_head.weight"].shape == (sizes.sp_vocab + 3, 16)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from editor.layouts.sizes import ModelSizes
 from editor.models.unet_residual import residual_after_conv_in
 from editor.tiny.diffusion import build_unet
-from editor.tiny.tree import TinySizes
 
 
 @pytest.fixture(scope="module")
 def unet():
-    return build_unet(TinySizes(), seed=0).eval()
+    return build_unet(ModelSizes.from_name("tiny"), seed=0).eval()
 
 
 def _run(unet, residual=None):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from editor import loading
 from editor.loading import read_state_dict
 from editor.pipelines.registry import load_editor
 from editor.weights import catalog, convert
@@ -46,7 +47,7 @@ def test_llava_delta_on_llama_rebuilds_the_merged_folder(tree, tmp_path):
     merged_dir = tree / "LLaVA-7B-v1"
     merged = {
         k: v.float()
-        for _, sd in [(None, read_state_dict(f, "")) for f in convert.weight_files(merged_dir, "")]
+        for _, sd in [(None, read_state_dict(f, "")) for f in loading.weight_files(merged_dir, "")]
         for k, v in sd.items()
         if not k.endswith("inv_freq")
     }
@@ -63,7 +64,7 @@ def test_llava_delta_on_llama_rebuilds_the_merged_folder(tree, tmp_path):
     (tmp_path / "llama").mkdir()
     (tmp_path / "delta").mkdir()
     convert.save_sharded(
-        {k: convert.TensorRef(tuple(v.shape), 0, lambda v=v: v) for k, v in base.items()}, tmp_path / "llama"
+        {k: loading.TensorRef(tuple(v.shape), 0, lambda v=v: v) for k, v in base.items()}, tmp_path / "llama"
     )
     torch.save(delta, tmp_path / "delta" / "pytorch_model.bin")
     for name in (
@@ -76,7 +77,7 @@ def test_llava_delta_on_llama_rebuilds_the_merged_folder(tree, tmp_path):
         shutil.copy(merged_dir / name, tmp_path / "delta" / name)
     before = _think(tree)
     out = apply_llava_delta(tmp_path / "llama", tmp_path / "delta", merged_dir)
-    rebuilt = convert.open_tensors(convert.weight_files(out, ""), "")
+    rebuilt = loading.open_tensors(loading.weight_files(out, ""), "")
     assert rebuilt.keys() == merged.keys()
     for key, value in merged.items():
         torch.testing.assert_close(rebuilt[key].load(), value, rtol=0, atol=1e-5)
@@ -112,7 +113,7 @@ def test_convert_drops_oversized_view_storages(tmp_path):
     torch.save({"w": big[:2]}, tmp_path / "adapter_model.bin")  # a view: the pickle stores all 100k floats
     convert.convert_folder(tmp_path, "")
     assert (tmp_path / "adapter_model.safetensors").stat().st_size < 2000
-    assert torch.equal(convert.open_tensors([tmp_path / "adapter_model.safetensors"], "")["w"].load(), big[:2])
+    assert torch.equal(loading.open_tensors([tmp_path / "adapter_model.safetensors"], "")["w"].load(), big[:2])
 
 
 def test_magicbrush_pickles_load_and_convert(tree, tmp_path):

@@ -26,6 +26,7 @@ from editor.core import EditResult, Guidance
 from editor.images import load_image, prepare_image
 from editor.params import EditParams
 from editor.pipelines.mgie import MGIEPaths, load_mgie
+from editor.pipelines.spec import LoadOptions
 from editor.tiny import build_tiny_mgie_tree
 from editor.ui import build_demo
 
@@ -107,7 +108,7 @@ def overhead(image: Path, size: int, turns: int) -> None:
 
 def previews(image: Path, size: int, steps: int, repeats: int, folder: Path) -> None:
     """Two servers, previews off and on, called alternately so both see the same machine load."""
-    editor = load_mgie(MGIEPaths.from_weights_dir(build_tiny_mgie_tree(folder / "tiny")), device="cpu")
+    editor = load_mgie(MGIEPaths.from_weights_dir(build_tiny_mgie_tree(folder / "tiny")), options=LoadOptions("cpu"))
     settings = {"off": None, "every 0.5 s": 0.5}
     demos = {label: _serve(editor, preview_every=every) for label, every in settings.items()}
     try:

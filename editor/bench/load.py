@@ -30,6 +30,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from editor.pipelines.mgie import MGIEPaths, load_mgie
+from editor.pipelines.spec import LoadOptions
 from editor.tiny import build_tiny_mgie_tree
 from editor.ui import build_demo
 
@@ -139,7 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-load-") as root:
         root = Path(root)
-        editor = load_mgie(MGIEPaths.from_weights_dir(build_tiny_mgie_tree(root / "weights")), device="cpu")
+        editor = load_mgie(
+            MGIEPaths.from_weights_dir(build_tiny_mgie_tree(root / "weights")), options=LoadOptions("cpu")
+        )
         image = root / "photo.png"
         Image.new("RGB", (96, 64), (30, 140, 200)).save(image)
         demo = build_demo({editor.name: editor}, examples_dir=None).queue(default_concurrency_limit=1, max_size=64)

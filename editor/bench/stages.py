@@ -27,36 +27,21 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from PIL import Image
-from transformers import CLIPVisionConfig, LlamaConfig
 
-from editor.models.edit_head import EditHead, EditHeadConfig
-from editor.models.llava import LlavaV1, LlavaV1Config, greedy_decode
+from editor.layouts.configs import mllm_config
+from editor.layouts.sizes import ModelSizes
+from editor.models.edit_head import EditHead
+from editor.models.llava import LlavaV1, greedy_decode
 from editor.params import EditParams, Resolution
 from editor.pipelines.diffusion import build_pipeline
 from editor.pipelines.mgie import MGIE, MGIEPaths, load_mgie, load_tokenizer
+from editor.pipelines.registry import add_load_arguments, load_options
+from editor.pipelines.spec import LoadOptions
 from editor.tiny import build_tiny_mgie_tree
 
-# Full-size architecture (docs/mgie.md §1): used only to build compute-identical random models for timing.
-LLAMA_7B = dict(
-    vocab_size=32011,
-    hidden_size=4096,
-    intermediate_size=11008,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    rms_norm_eps=1e-6,
-    max_position_embeddings=2048,
-    tie_word_embeddings=False,
-)
-CLIP_L14 = dict(
-    hidden_size=1024,
-    intermediate_size=4096,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    image_size=224,
-    patch_size=14,
-    hidden_act="quick_gelu",
-    projection_dim=768,
-)
+# Full-size architecture (docs/mgie.md §1): used only to build compute-identical random models for timing. The MLLM
+# and edit head are the "7b" sizes preset (editor/layouts/sizes.py); the diffusion side is SD-1.5's diffusers config.
+FULL = ModelSizes.from_name("7b")
 SD15_UNET = dict(
     sample_size=64,
     in_channels=8,
@@ -93,8 +78,8 @@ def full_size_mgie(device: torch.device, dtype: torch.dtype, tokenizer_dir: Path
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            config = LlavaV1Config(text=LlamaConfig(**LLAMA_7B), vision=CLIPVisionConfig(**CLIP_L14))
-            mllm, head = LlavaV1(config), EditHead(EditHeadConfig())
+            config = mllm_config(FULL)
+            mllm, head = LlavaV1(config), EditHead(FULL.edit_head())
             unet, vae = UNet2DConditionModel(**SD15_UNET), AutoencoderKL(**SD15_VAE)
     finally:
         torch.set_default_dtype(torch.float32)
@@ -197,27 +182,25 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m editor.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny", help="model size")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
     parser.add_argument("--resolution", type=int, default=None, help="image side (default: 64 tiny, 512 full)")
     parser.add_argument("--steps", type=int, default=None, help="render steps (default: 20 tiny, 50 full)")
     parser.add_argument("--tokens", type=int, default=64, help="decoded tokens for the tokens/s figure")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--offload", action="store_true", help="weights on the CPU, each stage moved in (low VRAM)")
+    add_load_arguments(parser, weights_dir=False)
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
+    placement = load_options(args).resolve()
+    device, dtype = placement.run_on, placement.dtype
     full = args.size == "full"
     size, steps = args.resolution or (512 if full else 64), args.steps or (50 if full else 20)
     with tempfile.TemporaryDirectory() as tmp:
         root = build_tiny_mgie_tree(Path(tmp))
         start = time.perf_counter()
-        home = torch.device("cpu") if args.offload else device
+        home = placement.load_on
         if full:
             m = full_size_mgie(home, dtype, MGIEPaths.from_weights_dir(root).llava)
         else:
-            m = load_mgie(MGIEPaths.from_weights_dir(root), device=home, dtype=dtype)
-        if args.offload:
+            m = load_mgie(MGIEPaths.from_weights_dir(root), options=LoadOptions(home, dtype))
+        if placement.offload:
             m.enable_offload(device)
         load_s = time.perf_counter() - start
     mode = "offload" if args.offload else "resident"

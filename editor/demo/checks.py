@@ -262,14 +262,14 @@ def main(argv: list[str] | None = None) -> None:
     from editor.demo.train import load_mllm, load_vae
 
     if args.check == "vae":
-        vae = load_vae(args.out, demo.DemoSizes(), "cpu")
+        vae = load_vae(args.out, demo.SIZES, "cpu")
         for name, value in vae_ceiling(vae, args.per_split).items():
             print(f"| {name} | {value} |")
         return
     from editor.demo.cache import load_states
     from editor.demo.stages import train_sample
 
-    stage, step = load_mllm(args.out, demo.DemoSizes(), "cpu")
+    stage, step = load_mllm(args.out, demo.SIZES, "cpu")
     states_train, _ = load_states(args.out, args.samples, step)
     facts_train = [edit_facts(train_sample(args.seed, i)) for i in range(args.samples)]
     samples = held_out(args.per_split)

@@ -1,6 +1,6 @@
 """The offline demo model: MGIE's architecture at a size a 2-core CPU trains in about an hour, and its ablation.
 
-`DemoSizes` holds every size. `build_*` make the modules trained by `editor.demo.train`; `export_*` write them in the
+`ModelSizes` holds every size. `build_*` make the modules trained by `editor.demo.train`; `export_*` write them in the
 official layouts, so the real loaders read them like the downloads:
 
     <out>/mgie/LLaVA-7B-v1/            LLaMA + projector shards (safetensors), the LLaMA-style tokenizer, config.json
@@ -15,68 +15,38 @@ The VAE downsamples by 4 (64 x 64 images -> 4 x 16 x 16 latents); the UNet has 8
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig
+from transformers import CLIPTextConfig, CLIPTextModel
 
 from editor.demo import world
+from editor.layouts.configs import (
+    clip_config,
+    clip_preprocessor_config,
+    ip2p_model_index,
+    ip2p_scheduler_config,
+    llava_config,
+    mllm_config,
+)
 from editor.layouts.files import write_json, write_sharded
-from editor.loading import llama_config_from_llava
-from editor.models.edit_head import EditHead, EditHeadConfig
-from editor.models.llava import LlavaV1, LlavaV1Config
-from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR
-from editor.pipelines.registry import DEFAULTS_FILE
-from editor.prompts import IMG_TOKENS
-from editor.tiny.diffusion import ip2p_model_index, ip2p_scheduler_config
-from editor.tiny.tokenizers import (
+from editor.layouts.folders import CLIP_L14, DEFAULTS_FILE, IP2P_SHELL, LLAVA_7B, MGIE_7B
+from editor.layouts.sizes import ModelSizes
+from editor.layouts.tokenizers import (
     CLIP_BOS,
     CLIP_EOS,
     build_clip_tokenizer,
     build_llama_tokenizer,
     clip_vocab_and_merges,
 )
-from editor.tiny.tree import TinySizes, clip_config, clip_preprocessor_config, llava_config
+from editor.models.edit_head import EditHead
+from editor.models.llava import LlavaV1
+from editor.prompts import IMG_TOKENS
 
-
-@dataclass(frozen=True)
-class DemoSizes:
-    image: int = world.SIZE
-    patch: int = 8  # -> 64 image tokens
-    vision_hidden: int = 128
-    vision_layers: int = 4
-    llm_hidden: int = 192
-    llm_intermediate: int = 384
-    llm_layers: int = 4
-    heads: int = 4
-    sp_vocab: int = 900  # enough merges that the system prompt and world words are mostly whole pieces
-    head_dim: int = 128
-    head_layers: int = 2
-    queries: int = 77
-    cross_dim: int = 64
-    unet_channels: tuple[int, ...] = (32, 64, 64)
-    unet_heads: int = 2
-    vae_channels: tuple[int, ...] = (16, 32, 64)
-    vae_groups: int = 4  # GroupNorm groups; 16 groups of 16 channels (instance norm) lose flat backgrounds' colour
-    latent_channels: int = 8  # 4 (SD's) cap the round trip at 89 % judge accuracy: edges around shapes blur
-    text_hidden: int = 64  # the ablation's CLIP text encoder
-    text_layers: int = 2
-
-    @property
-    def tiny(self) -> TinySizes:
-        """The same sizes in the tiny-tree vocabulary, to reuse its config writers."""
-        return TinySizes(
-            llm_hidden=self.llm_hidden, llm_intermediate=self.llm_intermediate, llm_layers=self.llm_layers,
-            llm_heads=self.heads, vision_hidden=self.vision_hidden, vision_intermediate=4 * self.vision_hidden,
-            vision_layers=self.vision_layers, vision_heads=self.heads, vision_image_size=self.image,
-            vision_patch_size=self.patch, head_dim_model=self.head_dim, head_heads=self.heads,
-            head_encoder_layers=self.head_layers, head_decoder_layers=self.head_layers, head_ffn=2 * self.head_dim,
-            head_queries=self.queries, cross_attention_dim=self.cross_dim, sp_vocab=self.sp_vocab,
-        )  # fmt: skip
+SIZES = ModelSizes.from_name("demo")  # the demo model's sizes (editor/layouts/sizes.py)
 
 
 # What the app starts from for the demo models (written next to their weights as editor_defaults.json): the
@@ -98,57 +68,38 @@ def world_words() -> list[str]:
 # --- modules -----------------------------------------------------------------------------------------------------
 
 
-def llava_config_of(sizes: DemoSizes) -> LlavaV1Config:
-    """The config `load_mgie` builds from the exported folders: the same readers, applied to the same dicts."""
-    t = sizes.tiny
-    text = llama_config_from_llava(llava_config(t), vocab_size=t.mgie_vocab)
-    vision = CLIPVisionConfig(**{k: v for k, v in clip_config(t)["vision_config"].items() if k != "projection_dim"})
-    return LlavaV1Config(text=text, vision=vision, vision_select_layer=llava_config(t)["mm_vision_select_layer"])
+def build_mllm(sizes: ModelSizes) -> LlavaV1:
+    return LlavaV1(mllm_config(sizes))
 
 
-def build_mllm(sizes: DemoSizes) -> LlavaV1:
-    return LlavaV1(llava_config_of(sizes))
+def build_head(sizes: ModelSizes) -> EditHead:
+    return EditHead(sizes.edit_head())
 
 
-def build_head(sizes: DemoSizes) -> EditHead:
-    return EditHead(
-        EditHeadConfig(
-            llm_hidden=sizes.llm_hidden,
-            d_model=sizes.head_dim,
-            num_heads=sizes.heads,
-            encoder_layers=sizes.head_layers,
-            decoder_layers=sizes.head_layers,
-            ffn_dim=2 * sizes.head_dim,
-            num_queries=sizes.queries,
-            out_dim=sizes.cross_dim,
-        )  # fmt: skip
-    )
-
-
-def unet_config(sizes: DemoSizes) -> dict[str, Any]:
+def unet_config(sizes: ModelSizes) -> dict[str, Any]:
     """Cross-attention at every level, the 16 x 16 latent grid included: an object is 3-5 latent pixels wide, so the
     instruction has to meet the image where the object is still resolved (2 heads: `attention_head_dim` is the head
     count in diffusers' UNet config)."""
     levels = len(sizes.unet_channels)
     return {
-        "sample_size": sizes.image // 4,
+        "sample_size": sizes.vision_image_size // 4,
         "in_channels": 2 * sizes.latent_channels,
         "out_channels": sizes.latent_channels,
         "layers_per_block": 1,
         "block_out_channels": sizes.unet_channels,
         "down_block_types": ("CrossAttnDownBlock2D",) * levels,
         "up_block_types": ("CrossAttnUpBlock2D",) * levels,
-        "cross_attention_dim": sizes.cross_dim,
+        "cross_attention_dim": sizes.cross_attention_dim,
         "attention_head_dim": sizes.unet_heads,
         "norm_num_groups": 8,
     }
 
 
-def build_unet(sizes: DemoSizes) -> UNet2DConditionModel:
+def build_unet(sizes: ModelSizes) -> UNet2DConditionModel:
     return UNet2DConditionModel(**unet_config(sizes))
 
 
-def vae_config(sizes: DemoSizes, scaling_factor: float = 1.0) -> dict[str, Any]:
+def vae_config(sizes: ModelSizes, scaling_factor: float = 1.0) -> dict[str, Any]:
     levels = len(sizes.vae_channels)
     return {
         "in_channels": 3,
@@ -159,33 +110,33 @@ def vae_config(sizes: DemoSizes, scaling_factor: float = 1.0) -> dict[str, Any]:
         "layers_per_block": 1,
         "norm_num_groups": sizes.vae_groups,
         "latent_channels": sizes.latent_channels,
-        "sample_size": sizes.image,
+        "sample_size": sizes.vision_image_size,
         "scaling_factor": scaling_factor,
     }
 
 
-def build_vae(sizes: DemoSizes, scaling_factor: float = 1.0) -> AutoencoderKL:
+def build_vae(sizes: ModelSizes, scaling_factor: float = 1.0) -> AutoencoderKL:
     return AutoencoderKL(**vae_config(sizes, scaling_factor))
 
 
-def text_config(sizes: DemoSizes) -> CLIPTextConfig:
+def text_config(sizes: ModelSizes) -> CLIPTextConfig:
     vocab = clip_vocab_and_merges(world_words())[0]
     ids = {token: i for i, token in enumerate(vocab)}
     return CLIPTextConfig(
         vocab_size=len(vocab), hidden_size=sizes.text_hidden, intermediate_size=4 * sizes.text_hidden,
-        num_hidden_layers=sizes.text_layers, num_attention_heads=sizes.heads, max_position_embeddings=77,
+        num_hidden_layers=sizes.text_layers, num_attention_heads=sizes.head_heads, max_position_embeddings=77,
         hidden_act="quick_gelu", projection_dim=sizes.text_hidden, bos_token_id=ids[CLIP_BOS],
         eos_token_id=ids[CLIP_EOS], pad_token_id=ids[CLIP_EOS],
     )  # fmt: skip
 
 
-def build_text_encoder(sizes: DemoSizes) -> CLIPTextModel:
-    if sizes.text_hidden != sizes.cross_dim:
+def build_text_encoder(sizes: ModelSizes) -> CLIPTextModel:
+    if sizes.text_hidden != sizes.cross_attention_dim:
         raise ValueError("the ablation's text encoder width must equal the UNet's cross-attention width")
     return CLIPTextModel(text_config(sizes))
 
 
-def write_llama_tokenizer(folder: Path, sizes: DemoSizes) -> None:
+def write_llama_tokenizer(folder: Path, sizes: ModelSizes) -> None:
     """LLaVA's tokenizer files, its SentencePiece model trained on the world's sentences (same bytes every time)."""
     build_llama_tokenizer(folder, vocab_size=sizes.sp_vocab, corpus=world.corpus())
 
@@ -201,12 +152,11 @@ def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to(torch.float16).contiguous() for k, v in state.items()}
 
 
-def export_mgie(out: Path, sizes: DemoSizes, mllm: LlavaV1, head: EditHead, unet, vae: AutoencoderKL) -> Path:
+def export_mgie(out: Path, sizes: ModelSizes, mllm: LlavaV1, head: EditHead, unet, vae: AutoencoderKL) -> Path:
     """Write the four MGIE folders under `out` (fp16 safetensors) and return `out`."""
     out = Path(out)
-    t = sizes.tiny
     state = mllm.state_dict()
-    llava_rows = t.llava_vocab
+    llava_rows = sizes.llava_vocab
     llava: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key.startswith("llm."):
@@ -214,9 +164,9 @@ def export_mgie(out: Path, sizes: DemoSizes, mllm: LlavaV1, head: EditHead, unet
             llava[name] = value[:llava_rows] if name in ("model.embed_tokens.weight", "lm_head.weight") else value
         elif key.startswith("projector."):
             llava["model.mm_projector." + key.removeprefix("projector.")] = value
-    folder = out / LLAVA_DIR
+    folder = out / LLAVA_7B.name
     write_llama_tokenizer(folder, sizes)
-    write_json(folder / "config.json", llava_config(t) | {"torch_dtype": "float16"})
+    write_json(folder / "config.json", llava_config(sizes) | {"torch_dtype": "float16"})
     write_json(folder / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0})
     write_sharded(folder, [_half(llava)], "safetensors")
     # mgie_7b: the grown embeddings/lm_head, the edit head and emb (= rows [IMG0..7], as MGIE trains it)
@@ -227,11 +177,11 @@ def export_mgie(out: Path, sizes: DemoSizes, mllm: LlavaV1, head: EditHead, unet
         **{f"edit_head.{k}": v for k, v in head.state_dict().items()},
         "emb": embed[-len(IMG_TOKENS) :],
     }
-    (out / MGIE_DIR).mkdir(parents=True, exist_ok=True)
-    save_file(_half(mllm_state), str(out / MGIE_DIR / "mllm.safetensors"), metadata={"format": "pt"})
-    save_file(_half(unet.state_dict()), str(out / MGIE_DIR / "unet.safetensors"), metadata={"format": "pt"})
+    (out / MGIE_7B.name).mkdir(parents=True, exist_ok=True)
+    save_file(_half(mllm_state), str(out / MGIE_7B.name / "mllm.safetensors"), metadata={"format": "pt"})
+    save_file(_half(unet.state_dict()), str(out / MGIE_7B.name / "unet.safetensors"), metadata={"format": "pt"})
     # instruct-pix2pix shell: scheduler, UNet config (weights come from mgie_7b), VAE
-    shell = out / IP2P_DIR
+    shell = out / IP2P_SHELL.name
     index = ip2p_model_index() | {"text_encoder": [None, None], "tokenizer": [None, None]}
     write_json(shell / "model_index.json", index)
     write_json(shell / "scheduler" / "scheduler_config.json", scheduler_config())
@@ -240,10 +190,10 @@ def export_mgie(out: Path, sizes: DemoSizes, mllm: LlavaV1, head: EditHead, unet
     vae.to(torch.float32)
     write_json(out / DEFAULTS_FILE, APP_DEFAULTS)
     # CLIP: the vision tower only (MGIE never uses CLIP's text tower)
-    clip = out / CLIP_DIR
+    clip = out / CLIP_L14.name
     clip.mkdir(parents=True, exist_ok=True)
-    write_json(clip / "config.json", clip_config(t) | {"model_type": "clip", "architectures": ["CLIPModel"]})
-    write_json(clip / "preprocessor_config.json", clip_preprocessor_config(t))
+    write_json(clip / "config.json", clip_config(sizes) | {"model_type": "clip", "architectures": ["CLIPModel"]})
+    write_json(clip / "preprocessor_config.json", clip_preprocessor_config(sizes))
     vision = {
         "vision_model." + k.removeprefix("vision.").removeprefix("vision_model."): v
         for k, v in state.items()

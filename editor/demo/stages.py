@@ -30,9 +30,10 @@ from transformers import CLIPTokenizer
 
 from editor.demo import model as demo
 from editor.demo import variety, world
+from editor.layouts.configs import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from editor.layouts.sizes import ModelSizes
 from editor.pipelines.mgie import load_tokenizer, training_token_ids
 from editor.prompts import IM_START, IMG_TOKENS
-from editor.tiny.tree import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 RESTYLE = 0.25  # share of training samples whose background is redrawn (editor.demo.variety)
 REGION_WEIGHT = 4.0
@@ -93,7 +94,7 @@ class VAEStage:
     its round trip keeps the shapes' edges and the backgrounds a user draws on. Loss: L1 + L2 + L1 of the image
     gradients (edges) + 1e-6 KL."""
 
-    def __init__(self, sizes: demo.DemoSizes, device) -> None:
+    def __init__(self, sizes: ModelSizes, device) -> None:
         self.vae = demo.build_vae(sizes).to(device)
         # The posterior's log-variance is held at LOGVAR_INIT (std 0.05): a learnt one drifts up under AdamW, which
         # turns the tiny KL term's steady pull into full-size steps, until sampling noise drowns the colours (seen:
@@ -160,7 +161,7 @@ class DecoderStage(VAEStage):
         self.device = next(vae.parameters()).device
 
 
-def write_tokenizer(folder: Path, sizes: demo.DemoSizes) -> None:
+def write_tokenizer(folder: Path, sizes: ModelSizes) -> None:
     """The MLLM's tokenizer files, built in a private folder and then moved into place file by file (`os.replace`
     is atomic): the processes that build the cache side by side never read a half-written file."""
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +176,7 @@ class MLLMStage:
     """(a) L_ins alone: the token cross-entropy of "<expressive> [IMG0..7]</s>" after MGIE's prompt. Every MLLM
     weight trains (no pretrained LLaVA exists for this world); `states` gives stage (b) its conditions."""
 
-    def __init__(self, sizes: demo.DemoSizes, device, out) -> None:
+    def __init__(self, sizes: ModelSizes, device, out) -> None:
         write_tokenizer(Path(out) / "tokenizer", sizes)
         self.tokenizer = load_tokenizer(Path(out) / "tokenizer")
         self.mllm = demo.build_mllm(sizes).to(device)
@@ -221,7 +222,7 @@ class MLLMStage:
 class DiffusionStage:
     """Shared by MGIE (b) and the ablation: L_edit on cached latents (editor.demo.cache.Batch)."""
 
-    def __init__(self, sizes: demo.DemoSizes, device, scaling_factor: float) -> None:
+    def __init__(self, sizes: ModelSizes, device, scaling_factor: float) -> None:
         self.unet = demo.build_unet(sizes).to(device)
         self.noise = DDPMScheduler.from_config(demo.scheduler_config())
         self.scaling_factor = scaling_factor
@@ -318,7 +319,7 @@ class MGIEStage(DiffusionStage):
     With `states` (a sample of the cache), the head's input is preconditioned (`Preconditioner`)."""
 
     def __init__(
-        self, sizes: demo.DemoSizes, device, scaling_factor: float, img_embeddings: torch.Tensor,
+        self, sizes: ModelSizes, device, scaling_factor: float, img_embeddings: torch.Tensor,
         states: torch.Tensor | None = None,
     ) -> None:  # fmt: skip
         super().__init__(sizes, device, scaling_factor)
@@ -339,7 +340,7 @@ class MGIEStage(DiffusionStage):
 
 
 class IP2PStage(DiffusionStage):
-    def __init__(self, sizes: demo.DemoSizes, device, scaling_factor: float, out) -> None:
+    def __init__(self, sizes: ModelSizes, device, scaling_factor: float, out) -> None:
         super().__init__(sizes, device, scaling_factor)
         demo.write_clip_tokenizer(out / "clip_tokenizer")
         self.tokenizer = CLIPTokenizer.from_pretrained(out / "clip_tokenizer")

@@ -36,6 +36,7 @@ from transformers import get_cosine_schedule_with_warmup
 from editor.demo import cache as cached
 from editor.demo import model as demo
 from editor.demo import stages
+from editor.layouts.sizes import ModelSizes
 from editor.runtime.threads import set_threads
 
 STAGES = ("vae", "decoder", "mllm", "mgie", "ip2p")
@@ -87,7 +88,7 @@ def load_checkpoint(path: Path, modules: dict, optimizer=None, scheduler=None) -
     return ckpt
 
 
-def load_vae(out: Path, sizes: demo.DemoSizes, device, decoder: bool = True):
+def load_vae(out: Path, sizes: ModelSizes, device, decoder: bool = True):
     """The finished VAE, frozen; with `decoder`, its decoder from the `decoder` stage when there is one (the
     encoder, hence every latent, is the VAE stage's either way)."""
     ckpt_path = out / "vae.ckpt"
@@ -105,7 +106,7 @@ def load_vae(out: Path, sizes: demo.DemoSizes, device, decoder: bool = True):
     return vae.to(device).eval().requires_grad_(False)
 
 
-def load_mllm(out: Path, sizes: demo.DemoSizes, device) -> tuple[stages.MLLMStage, int]:
+def load_mllm(out: Path, sizes: ModelSizes, device) -> tuple[stages.MLLMStage, int]:
     """Stage (a)'s MLLM, frozen, and the step it was saved at."""
     path = out / "mllm.ckpt"
     if not path.exists():
@@ -117,7 +118,7 @@ def load_mllm(out: Path, sizes: demo.DemoSizes, device) -> tuple[stages.MLLMStag
 
 
 def build_cache(
-    out: Path, sizes: demo.DemoSizes, device, samples: int, seed: int, parts: tuple[str, ...], shard=(0, 1)
+    out: Path, sizes: ModelSizes, device, samples: int, seed: int, parts: tuple[str, ...], shard=(0, 1)
 ) -> None:
     if "latents" in parts:
         cached.build_latents(out, load_vae(out, sizes, device, decoder=False), samples, seed, device, shard=shard)
@@ -126,7 +127,7 @@ def build_cache(
         cached.build_states(out, stage, step, samples, seed, shard=shard)
 
 
-def make_runner(stage: str, out: Path, sizes: demo.DemoSizes, device, samples: int, precondition: bool = True):
+def make_runner(stage: str, out: Path, sizes: ModelSizes, device, samples: int, precondition: bool = True):
     """The stage object and the function that gives batch `step` (samples drawn afresh, or cached latents).
     `precondition`: MGIE's head input is whitened (stages.Preconditioner, fitted on the first cached states)."""
     if stage == "vae":
@@ -161,7 +162,7 @@ def train(
     seed: int = 0,
     device: str = "cpu",
     ckpt_every: int = 100,
-    sizes: demo.DemoSizes = demo.DemoSizes(),  # noqa: B008 - frozen dataclass
+    sizes: ModelSizes = demo.SIZES,
     until: int | None = None,
     samples: int = CACHE_SAMPLES,
     keep_every: int | None = None,
@@ -239,7 +240,7 @@ def train(
 def export(
     out: Path,
     to: Path,
-    sizes: demo.DemoSizes = demo.DemoSizes(),  # noqa: B008 - frozen dataclass
+    sizes: ModelSizes = demo.SIZES,
     parts: tuple[str, ...] = ("mgie", "ip2p"),
     step: int | None = None,
 ) -> None:
@@ -281,17 +282,18 @@ def training_record(out: Path, stages_done: tuple[str, ...], step: int | None = 
     return record
 
 
-def unpack(weights: Path, out: Path, sizes: demo.DemoSizes = demo.DemoSizes()) -> None:  # noqa: B008 - frozen
+def unpack(weights: Path, out: Path, sizes: ModelSizes = demo.SIZES) -> None:
     """Compact resume points from shipped weights (fp16 safetensors, no optimizer state): <weights>/mgie and
     <weights>/ip2p become <out>/{vae,mllm,mgie,ip2p}.ckpt at the steps in <weights>/training.json, so that training
     goes on from what is committed (fresh AdamW moments; the schedule at that step). MGIE's head comes back in the
     preconditioned coordinates it trained in (<weights>/precondition.safetensors; the identity when absent)."""
     from editor.pipelines.ip2p import load_ip2p
     from editor.pipelines.mgie import MGIEPaths, load_mgie
+    from editor.pipelines.spec import LoadOptions
 
     record = json.loads((weights / TRAINING_FILE).read_text())
-    mgie = load_mgie(MGIEPaths.from_weights_dir(weights / "mgie"), "cpu", torch.float32)
-    ip2p = load_ip2p(weights / "ip2p", "", "ip2p-demo", "cpu", torch.float32)
+    mgie = load_mgie(MGIEPaths.from_weights_dir(weights / "mgie"), options=LoadOptions("cpu", torch.float32))
+    ip2p = load_ip2p([weights / "ip2p"], name="ip2p-demo", options=LoadOptions("cpu", torch.float32), hint="")
     precondition = stages.Preconditioner(sizes.llm_hidden)
     if (weights / PRECONDITION_FILE).exists():  # the exported head has it folded in: back to training coordinates
         precondition.load_state_dict(load_file(weights / PRECONDITION_FILE))
@@ -347,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.stage == "cache":
         shard = tuple(int(v) for v in args.shard.split("/"))
-        build_cache(args.out, demo.DemoSizes(), args.device, args.samples, args.seed, tuple(args.cache_parts), shard)
+        build_cache(args.out, demo.SIZES, args.device, args.samples, args.seed, tuple(args.cache_parts), shard)
         return
     base = RECIPES[args.stage]
     recipe = StageConfig(args.steps or base.steps, args.batch or base.batch, args.lr or base.lr, base.warmup)

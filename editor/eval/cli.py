@@ -32,8 +32,6 @@ from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
 
-import torch
-
 from editor.demo import world
 from editor.eval.data import DEMO_SEED, DEMO_SPLITS, KINDS, EvalDataset, demo_first_turns, load_dataset
 from editor.eval.metrics import ClipScorer, DinoScorer
@@ -58,7 +56,14 @@ from editor.params import (
     EditParams,
     Resolution,
 )
-from editor.pipelines.registry import DEFAULT_WEIGHTS_DIR, DTYPES, EDITORS, load_editor
+from editor.pipelines.registry import (
+    DEFAULT_WEIGHTS_DIR,
+    DTYPES,
+    EDITORS,
+    add_load_arguments,
+    load_editor,
+    load_options,
+)
 from editor.runtime.threads import set_threads
 from editor.weights.catalog import DINO_VITS16, LPIPS, MODELS, component_dir
 
@@ -122,11 +127,12 @@ def run_demo(args) -> None:
     its own settings unless given; the judge's numbers per split and operation. Every call edits afresh (the
     weights may have been retrained since): the run folders under <out>/demo/ are replaced."""
     dataset = demo_first_turns(args.per_split)
-    dtype = "float16" if str(args.device).startswith("cuda") else "float32"  # load_editor's defaults
+    options = load_options(args)
+    dtype = str(options.resolve().dtype).removeprefix("torch.")  # the run records it
     args.out.mkdir(parents=True, exist_ok=True)
     report = []
     for name in args.models:
-        editor = load_editor(name, args.weights, args.device, DTYPES[dtype])
+        editor = load_editor(name, args.weights, options.device, options.dtype, options.offload)
         own = editor.defaults  # the given settings, else the model's own (what the app starts from for it)
         params = EditParams(
             steps=own.steps if args.steps is None else args.steps,
@@ -260,9 +266,7 @@ def harness_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR)
     for name in ("clip", "dino", "lpips"):
         parser.add_argument(f"--{name}", type=Path, metavar="DIR", help=f"{name} folder (default: under --weights)")
-    parser.add_argument("--device", help="default: this process's accelerate device (cuda:N, else cpu)")
-    parser.add_argument("--dtype", choices=list(DTYPES), help="default: float16 on GPU, float32 on CPU")
-    parser.add_argument("--offload", action="store_true", help="low VRAM: each stage on the GPU only while it runs")
+    add_load_arguments(parser, weights_dir=False)  # --device: default this process's accelerate device (cuda:N)
     parser.add_argument("--threads", type=int, help="torch CPU threads per process (default: the free cores)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     return parser
@@ -299,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--steps", type=int, help="default: each model's own (what the app starts from for it)")
     demo.add_argument("--text-guidance", type=float, help="default: each model's own")
     demo.add_argument("--image-guidance", type=float, help="default: each model's own")
-    demo.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_load_arguments(demo, weights_dir=False)
     demo.add_argument("--out", type=Path, default=Path("runs/eval-demo"))
     demo.add_argument("--threads", type=int, help="torch CPU threads (default: free cores, editor/runtime/threads.py)")
     args = parser.parse_args(argv)

@@ -20,7 +20,8 @@ import torch
 from safetensors.torch import save_file
 
 from editor.finetune.model import N_IMG, FinetuneModel, adapter_state, merged_state
-from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR, MGIEPaths
+from editor.layouts.folders import CLIP_L14, IP2P_SHELL, LLAVA_7B, MGIE_7B
+from editor.pipelines.mgie import MGIEPaths
 
 WEIGHT_NAMES = ("pytorch_model", "model")  # shard stems of a transformers folder (never linked when rewritten)
 
@@ -64,13 +65,13 @@ def write_official_layout(
     model: FinetuneModel, adapters: dict, base: MGIEPaths, out: Path, dtype: torch.dtype
 ) -> MGIEPaths:
     out = Path(out)
-    mgie = out / MGIE_DIR
+    mgie = out / MGIE_7B.name
     _save(mllm_state(model), mgie / "mllm.safetensors", dtype)
     _save(merged_state(model.unet), mgie / "unet.safetensors", dtype)
     for name in adapters:
         module = model.unet if name == "unet" else model.mllm.llm
         _save(adapter_state(module), mgie / "adapters" / f"{name}_lora.safetensors", torch.float32)
-    llava = out / LLAVA_DIR
+    llava = out / LLAVA_7B.name
     if "llm" in adapters:
         if llava.is_symlink():
             llava.unlink()
@@ -81,6 +82,6 @@ def write_official_layout(
         _save(llava_state(model), llava / "model.safetensors", dtype)
     else:
         _link(base.llava, llava)
-    _link(base.ip2p, out / IP2P_DIR)
-    _link(base.clip, out / CLIP_DIR)
+    _link(base.ip2p, out / IP2P_SHELL.name)
+    _link(base.clip, out / CLIP_L14.name)
     return MGIEPaths.from_weights_dir(out)

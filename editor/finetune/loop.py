@@ -29,18 +29,18 @@ from editor.finetune.memory import check_fits, estimate
 from editor.finetune.model import FinetuneModel, configure, think_states, upcast_trainable
 from editor.finetune.samples import write_samples
 from editor.pipelines.mgie import MGIEPaths, load_mgie
-from editor.weights.catalog import DEFAULT_WEIGHTS_DIR, MODELS, component_dir
+from editor.pipelines.registry import DEFAULT_WEIGHTS_DIR, DTYPES, EDITORS
+from editor.pipelines.spec import LoadOptions
 
 CHECKPOINTS = "checkpoints"
 EVAL_DRAWS = 4  # fixed draws (timestep, noise, dropout) per sample in `measure`
 BEFORE_FILE = "loss_before.json"  # the fixed-draw losses of step 0, kept for training.json across resumes
 STEP_DIR = re.compile(r"step-(\d+)$")
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def base_paths(config: FinetuneConfig) -> MGIEPaths:
     weights = Path(config.weights_dir or DEFAULT_WEIGHTS_DIR)
-    return MGIEPaths(*(component_dir(weights, c) for c in MODELS[config.model].components))
+    return MGIEPaths(*EDITORS[config.model].paths(weights))
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -75,7 +75,7 @@ class Trainer:
         # with mixed precision the weights load in its dtype (half the host memory of each process) and only the
         # trainable ones become fp32; without it everything is fp32
         low = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.accelerator.mixed_precision, torch.float32)
-        self.editor = load_mgie(self.base, device="cpu", dtype=low)
+        self.editor = load_mgie(self.base, options=LoadOptions("cpu", low))
         self.model = FinetuneModel(self.editor, self.instruct, config.edit_weight, config.embed_rows, config.lora_llm)
         upcast_trainable(self.model, config.lora_unet)
         self.adapters = configure(

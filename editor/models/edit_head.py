@@ -21,14 +21,16 @@ from torch import nn
 
 @dataclass(frozen=True)
 class EditHeadConfig:
-    llm_hidden: int = 4096
-    d_model: int = 512
-    num_heads: int = 4  # not recoverable from tensor shapes; MGIE uses 4
-    encoder_layers: int = 4
-    decoder_layers: int = 4
-    ffn_dim: int = 2048
-    num_queries: int = 77
-    out_dim: int = 768
+    """MGIE-7B's: `ModelSizes.from_name("7b").edit_head()` (editor/layouts/sizes.py, the one place sizes are named)."""
+
+    llm_hidden: int
+    d_model: int
+    num_heads: int  # not recoverable from tensor shapes; MGIE uses 4
+    encoder_layers: int
+    decoder_layers: int
+    ffn_dim: int
+    num_queries: int
+    out_dim: int
 
     @classmethod
     def from_state_dict(cls, sd: dict[str, torch.Tensor], num_heads: int = 4) -> EditHeadConfig:

@@ -8,6 +8,7 @@ an edited expressive text is simply encoded instead.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -15,16 +16,22 @@ from diffusers import StableDiffusionInstructPix2PixPipeline
 
 from editor.core import EditResult, Guidance, StepCallback
 from editor.images import ImageSource
+from editor.layouts.folders import IP2P_FULL, MAGICBRUSH, Folder, download_command
 from editor.loading import CheckpointError, MissingWeightsError, require
 from editor.params import EditParams
-from editor.pipelines.diffusion import native_size, offload_pipeline, offload_target, render_edit
+from editor.pipelines.diffusion import native_size, offload_pipeline, render_edit
+from editor.pipelines.spec import GET_DEMO, LoadOptions, ModelSpec, demo_folder, folder_defaults
 from editor.prompts import check_text
 
 
 class InstructPix2Pix:
-    def __init__(self, pipe: StableDiffusionInstructPix2PixPipeline, name: str = "ip2p") -> None:
-        self.pipe, self.name = pipe, name
-        self.defaults = EditParams()
+    def __init__(
+        self,
+        pipe: StableDiffusionInstructPix2PixPipeline,
+        name: str = "ip2p",
+        defaults: EditParams = EditParams(),  # noqa: B008 - frozen
+    ) -> None:
+        self.pipe, self.name, self.defaults = pipe, name, defaults
         self.device = pipe._execution_device
         self.null_embeds = self._encode("")
 
@@ -66,19 +73,20 @@ class InstructPix2Pix:
 
 
 def load_ip2p(
-    folder: Path,
-    hint: str,
+    paths: Sequence[Path],
+    *,
     name: str = "ip2p",
-    device: str | torch.device | None = None,
-    dtype=None,
-    offload: bool = False,
+    options: LoadOptions = LoadOptions(),  # noqa: B008 - frozen
+    hint: str | None = None,
+    defaults: EditParams = EditParams(),  # noqa: B008 - frozen
 ) -> InstructPix2Pix:
-    """A diffusers InstructPix2Pix folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
-    `offload`: diffusers' model CPU offload (each model moves to the GPU while it runs)."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if offload:
-        offload_target(device)  # refuses the CPU before anything loads
-    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    """A diffusers InstructPix2Pix folder, `paths[0]` (model_index.json, unet/, vae/, text_encoder/, tokenizer/,
+    scheduler/). `hint` (default: the download command of `name`) ends every error. With `options.offload`:
+    diffusers' model CPU offload (each model moves to the GPU while it runs)."""
+    (folder,) = paths
+    hint = download_command(name) if hint is None else hint
+    placement = options.resolve()  # refuses --offload without a GPU before anything loads
+    dtype = placement.dtype
     require(folder / "model_index.json", "InstructPix2Pix pipeline folder", hint)
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if not (folder / part).is_dir():
@@ -90,8 +98,31 @@ def load_ip2p(
     except (OSError, ValueError, KeyError) as err:
         raise CheckpointError(f"could not load {folder} as an InstructPix2Pix pipeline ({err}). {hint}") from None
     pipe.set_progress_bar_config(disable=True)
-    if offload:
-        offload_pipeline(pipe, device)
+    if placement.offload:
+        offload_pipeline(pipe, placement.run_on)
     else:
-        pipe.to(device)
-    return InstructPix2Pix(pipe, name)
+        pipe.to(placement.load_on)
+    return InstructPix2Pix(pipe, name, defaults)
+
+
+def load_ip2p_demo(paths: Sequence[Path], *, name: str, options: LoadOptions) -> InstructPix2Pix:
+    """The demo model's InstructPix2Pix-style ablation, at the settings its folder records (spec.folder_defaults)."""
+    return load_ip2p(paths, name=name, options=options, hint=GET_DEMO, defaults=folder_defaults(paths[0]))
+
+
+DEMO_FOLDER = Folder("ip2p", IP2P_FULL.needs)  # weights/demo/ip2p/
+SPECS = (
+    ModelSpec(
+        "magicbrush", "MagicBrush (InstructPix2Pix fine-tuned on MagicBrush)", (MAGICBRUSH,),
+        download_command("magicbrush"), load_ip2p,
+    ),
+    ModelSpec(
+        "instruct-pix2pix", "InstructPix2Pix (Brooks et al., CVPR 2023)", (IP2P_FULL,),
+        download_command("instruct-pix2pix"), load_ip2p,
+    ),
+    ModelSpec(
+        "ip2p-demo", "Offline demo ablation: InstructPix2Pix-style, terse instruction only", (DEMO_FOLDER,), GET_DEMO,
+        load_ip2p_demo, root=lambda weights_dir: demo_folder(weights_dir, DEMO_FOLDER.name).parent,
+        downloadable=False,
+    ),
+)  # fmt: skip

@@ -15,7 +15,7 @@ keeps the reference's window clamp inactive; the text shown is cut at [IMG0] any
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from transformers import CLIPImageProcessorPil
 
 from editor.core import EditResult, Guidance, StepCallback
 from editor.images import ImageSource, load_image
+from editor.layouts.folders import CLIP_L14, IP2P_SHELL, LLAVA_7B, MGIE_7B, download_command
 from editor.loading import (
     CheckpointError,
     MissingWeightsError,
@@ -45,7 +46,15 @@ from editor.models.edit_head import EditHead, EditHeadConfig
 from editor.models.llava import LlavaV1, LlavaV1Config, greedy_decode
 from editor.models.slow_llama import SlowLlamaTokenizer
 from editor.params import EditParams
-from editor.pipelines.diffusion import build_pipeline, native_size, offload_pipeline, offload_target, render_edit
+from editor.pipelines.diffusion import build_pipeline, native_size, offload_pipeline, render_edit
+from editor.pipelines.spec import (
+    GET_DEMO,
+    LoadOptions,
+    ModelSpec,
+    demo_folder,
+    folder_defaults,
+    staged,
+)
 from editor.prompts import (
     EOS,
     IM_END,
@@ -70,10 +79,7 @@ GET_MGIE = (
 )
 GET_IP2P = "`hf download timbrooks/instruct-pix2pix --local-dir <weights>/instruct-pix2pix`"
 GET_CLIP = "`hf download openai/clip-vit-large-patch14 --local-dir <weights>/clip-vit-large-patch14`"
-
-
-# The folder names of the downloads (official layout), under a weights directory.
-LLAVA_DIR, MGIE_DIR, IP2P_DIR, CLIP_DIR = "LLaVA-7B-v1", "mgie_7b", "instruct-pix2pix", "clip-vit-large-patch14"
+FOLDERS = (LLAVA_7B, MGIE_7B, IP2P_SHELL, CLIP_L14)  # the official layout, in MGIEPaths' order
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,9 @@ class MGIEPaths:
 
     @classmethod
     def from_weights_dir(cls, weights_dir: str | Path) -> MGIEPaths:
-        root = Path(weights_dir)
-        return cls(root / LLAVA_DIR, root / MGIE_DIR, root / IP2P_DIR, root / CLIP_DIR)
+        """The four folders of a tree written under one root (a tiny tree, an export); the registry's specs find
+        the downloads, which may be moved by EDITOR_*_DIR (ModelSpec.paths)."""
+        return cls(*(Path(weights_dir) / folder.name for folder in FOLDERS))
 
 
 @dataclass(frozen=True)
@@ -130,9 +137,6 @@ def _clock(device: torch.device) -> float:
 
 
 class MGIE:
-    name = "mgie"
-    defaults = EditParams()
-
     def __init__(
         self,
         mllm: LlavaV1,
@@ -142,9 +146,12 @@ class MGIE:
         image_processor,
         pipe,
         decode: DecodeConfig = DecodeConfig(),
+        name: str = "mgie",
+        defaults: EditParams = EditParams(),  # noqa: B008 - frozen
     ) -> None:
         self.mllm, self.head, self.pipe = mllm, head, pipe
         self.tokenizer, self.image_processor, self.decode = tokenizer, image_processor, decode
+        self.name, self.defaults = name, defaults
         self.device = next(mllm.parameters()).device
         self.img_embeddings = img_embeddings.to(self.device, next(head.parameters()).dtype)  # 8 x hidden
         ids = tokenizer.convert_tokens_to_ids([IM_PATCH, IM_START, IM_END, *IMG_TOKENS])
@@ -169,21 +176,14 @@ class MGIE:
 
     @contextmanager
     def _on_device(self) -> Iterator[None]:
-        if self.offload_device is None:
-            yield
-            return
-        home = self.device
-        for module in (self.mllm, self.head):
-            module.to(self.offload_device)
-        self.img_embeddings, self.device = self.img_embeddings.to(self.offload_device), self.offload_device
-        try:
-            yield
-        finally:
-            for module in (self.mllm, self.head):
-                module.to(home)
-            self.img_embeddings, self.device = self.img_embeddings.to(home), home
-            if self.offload_device.type == "cuda":
-                torch.cuda.empty_cache()
+        """The MLLM stage's weights (and the [IMG] embeddings it adds) where the stage runs (spec.staged)."""
+        with staged((self.mllm, self.head), self.offload_device) as device:
+            home, embeddings = self.device, self.img_embeddings
+            self.device, self.img_embeddings = device, embeddings.to(device)
+            try:
+                yield
+            finally:
+                self.device, self.img_embeddings = home, embeddings
 
     # --- stage 1: the MLLM ------------------------------------------------------------------------------------
 
@@ -328,16 +328,18 @@ def _check_vocab(tokenizer, rows: int) -> None:
 
 
 def load_mgie(
-    paths: MGIEPaths,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
-    offload: bool = False,
+    paths: MGIEPaths | Sequence[Path],
+    *,
+    name: str = "mgie",
+    options: LoadOptions = LoadOptions(),  # noqa: B008 - frozen
+    decode: DecodeConfig = DecodeConfig(),
+    defaults: EditParams = EditParams(),  # noqa: B008 - frozen
 ) -> MGIE:
-    """Load MGIE from the folders exactly as downloaded. Sizes come from configs and tensor shapes. `offload`:
-    weights stay on the CPU and each stage moves to `device` while it runs (MGIE.enable_offload)."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-    run_on, device = (offload_target(device), torch.device("cpu")) if offload else (device, device)
+    """Load MGIE from the folders exactly as downloaded. Sizes come from configs and tensor shapes. With
+    `options.offload`, weights stay on the CPU and each stage moves to the GPU while it runs (MGIE.enable_offload)."""
+    paths = paths if isinstance(paths, MGIEPaths) else MGIEPaths(*paths)
+    placement = options.resolve()
+    device, dtype = placement.load_on, placement.dtype
     for folder, hint in (
         (paths.llava, GET_LLAVA),
         (paths.mgie, GET_MGIE),
@@ -380,8 +382,8 @@ def load_mgie(
         return "embeddings" if key in embed_state else "vision" if key.startswith("vision.") else "llava"
 
     expected = expected_shapes(mllm)
-    for name, (state, source, hint) in parts.items():
-        check_keys({k: shape for k, shape in expected.items() if part_of(k) == name}, state, source, hint)
+    for part, (state, source, hint) in parts.items():
+        check_keys({k: shape for k, shape in expected.items() if part_of(k) == part}, state, source, hint)
     assign_state(mllm, llava_state | vision_state | embed_state, dtype)
     # 3. the edit head and its [IMG] embeddings (`emb`; rows [IMG0..7] of embed_tokens when absent, docs/mgie.md §3.3)
     head_state = {k.removeprefix("edit_head."): v for k, v in mllm_sd.items() if k.startswith("edit_head.")}
@@ -413,7 +415,40 @@ def load_mgie(
     processor = CLIPImageProcessorPil.from_pretrained(
         require(paths.clip / "preprocessor_config.json", "CLIP preprocessor config", GET_CLIP).parent
     )
-    editor = MGIE(mllm.to(device).eval(), head.to(device).eval(), emb.to(dtype), tokenizer, processor, pipe)
-    if offload:
-        editor.enable_offload(run_on)
+    editor = MGIE(
+        mllm.to(device).eval(),
+        head.to(device).eval(),
+        emb.to(dtype),
+        tokenizer,
+        processor,
+        pipe,
+        decode,
+        name,
+        defaults,
+    )
+    if placement.offload:
+        editor.enable_offload(placement.run_on)
     return editor
+
+
+# No trigram ban for the demo: the world's expressive texts repeat the instruction's words ("... at the top left turns
+# blue"), which MGIE's ban over prompt + output (docs/mgie.md G8) would forbid; MGIE's own training targets were
+# written under such a ban, these were not.
+DEMO_DECODE = DecodeConfig(no_repeat_ngram_size=0)
+
+
+def load_mgie_demo(paths: Sequence[Path], *, name: str, options: LoadOptions) -> MGIE:
+    """The offline demo model: MGIE's layout, decoded without the trigram ban, at the settings its root folder
+    (the parent of its four folders) records (spec.folder_defaults)."""
+    paths = MGIEPaths(*paths)
+    defaults = folder_defaults(paths.llava.parent)
+    return load_mgie(paths, name=name, options=options, decode=DEMO_DECODE, defaults=defaults)
+
+
+SPECS = (
+    ModelSpec("mgie-7b", "MGIE-7B (Apple, ICLR 2024)", FOLDERS, download_command("mgie-7b"), load_mgie),
+    ModelSpec(
+        "mgie-demo", "Offline demo: MGIE architecture trained on the shapes world", FOLDERS, GET_DEMO,
+        load_mgie_demo, root=lambda weights_dir: demo_folder(weights_dir, "mgie"), downloadable=False,
+    ),
+)  # fmt: skip

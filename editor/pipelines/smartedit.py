@@ -14,7 +14,7 @@ MLLM in fp32; seeds are fixed (EditParams) where the reference draws them unseed
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +26,17 @@ from transformers import CLIPImageProcessorPil, CLIPTextModel, CLIPTokenizer
 
 from editor.core import EditResult, Guidance, StepCallback
 from editor.images import ImageSource, load_image, prepare_image
+from editor.layouts.folders import (
+    CLIP_L14,
+    IP2P_TEXT,
+    LLAVA_7B,
+    LLAVA_13B,
+    SMARTEDIT_7B,
+    SMARTEDIT_13B,
+    VICUNA_7B,
+    VICUNA_13B,
+    download_command,
+)
 from editor.loading import (
     CheckpointError,
     MissingWeightsError,
@@ -36,10 +47,12 @@ from editor.loading import (
     expected_shapes,
     llama_config_from_llava,
     load_ip2p_shell,
+    open_tensors,
     read_clip_vision_state,
     read_json,
     read_state_dict,
     require,
+    weight_files,
 )
 from editor.models.bim import BidirectionalInteractionModule, BIMConfig, text_condition
 from editor.models.bim import released_to_module as bim_keys
@@ -61,10 +74,9 @@ from editor.models.smartedit_llm import (
 )
 from editor.models.unet_residual import residual_after_conv_in
 from editor.params import EditParams
-from editor.pipelines.diffusion import build_pipeline, offload_pipeline, offload_target, render_edit
+from editor.pipelines.diffusion import build_pipeline, offload_pipeline, render_edit
+from editor.pipelines.spec import LoadOptions, ModelSpec, staged
 from editor.prompts import check_text
-from editor.weights.catalog import download_command
-from editor.weights.convert import open_tensors, weight_files
 
 NATIVE_SIZE = 256  # the reference's default `--resize_resolution` (384 is its other setting)
 QFORMER_HEAD_WIDTH, BIM_HEAD_WIDTH = (
@@ -115,18 +127,9 @@ class SmartEdit:
 
     @contextmanager
     def _staged(self) -> Iterator[None]:
-        modules, home = (self.mllm, self.qformer, self.bim), self.device
-        if self.offload_device is None:
+        """The MLLM side's weights where the stage runs (spec.staged)."""
+        with staged((self.mllm, self.qformer, self.bim), self.offload_device):
             yield
-            return
-        for module in modules:
-            module.to(self.offload_device)
-        try:
-            yield
-        finally:
-            for module in modules:
-                module.to(home)
-            torch.cuda.empty_cache()
 
     @property
     def native_size(self) -> int:
@@ -220,16 +223,15 @@ def _one(folder: Path, pattern: str, hint: str) -> Path:
 
 
 def load_smartedit(
-    paths: SmartEditPaths,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    paths: SmartEditPaths | Sequence[Path],
+    *,
     name: str = "smartedit-7b",
-    offload: bool = False,
+    options: LoadOptions = LoadOptions(),  # noqa: B008 - frozen
 ) -> SmartEdit:
     """Load SmartEdit from the folders as downloaded; every size from configs and tensor shapes (7B, 13B, tiny)."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-    run_on, device = (offload_target(device), torch.device("cpu")) if offload else (device, device)
+    paths = paths if isinstance(paths, SmartEditPaths) else SmartEditPaths(*paths)
+    placement = options.resolve()
+    device, dtype = placement.load_on, placement.dtype
     hint = f"`{download_command(name)}`"
     for folder in (paths.smartedit, paths.llava, paths.vicuna, paths.clip, paths.ip2p):
         if not folder.is_dir():
@@ -285,8 +287,8 @@ def load_smartedit(
         mllm.to(device).eval(), qformer.to(device).eval(), bim.to(device).eval(), sp, processor,
         build_pipeline(unet, vae, scheduler).to(device), null_embeds.to(device), name,
     )  # fmt: skip
-    if offload:
-        editor.enable_offload(run_on)
+    if placement.offload:
+        editor.enable_offload(placement.run_on)
     return editor
 
 
@@ -302,3 +304,18 @@ def _empty_prompt(ip2p: Path, dtype: torch.dtype, hint: str) -> torch.Tensor:
         ) from None
     ids = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
     return encoder(ids)[0]
+
+
+SPECS = tuple(
+    ModelSpec(
+        f"smartedit-{size}",
+        f"SmartEdit-{size.upper()} (TencentARC, CVPR 2024)",
+        folders,
+        download_command(f"smartedit-{size}"),
+        load_smartedit,
+    )  # fmt: skip
+    for size, folders in (
+        ("13b", (SMARTEDIT_13B, LLAVA_13B, VICUNA_13B, CLIP_L14, IP2P_TEXT)),  # in SmartEditPaths' order
+        ("7b", (SMARTEDIT_7B, LLAVA_7B, VICUNA_7B, CLIP_L14, IP2P_TEXT)),
+    )
+)

@@ -13,70 +13,33 @@ weights instead of ~30 GB:
 So the project's real loaders can be exercised end to end without network or GPU. Everything is
 deterministic given `seed`; building takes a couple of seconds on a small CPU.
 
-Modules: `tokenizers` (LLaMA SentencePiece and CLIP tokenizers), `diffusion` (UNet, VAE, the IP2P folder),
-`sizes` (`TinySizes`), `tree` (the LLaVA / mgie_7b / CLIP folders, and the whole tree); `_common` holds the
-seeding helpers, and editor.layouts.files writes the files.
+Modules: `diffusion` (UNet, VAE, the IP2P folder), `tree` (the LLaVA / mgie_7b / CLIP folders, and the whole tree),
+`smartedit` (SmartEdit's folders), `backbones` (evaluation backbones); `_common` holds the seeding helpers. The
+layouts themselves (folder names, config files, tokenizers, sizes) are editor.layouts'; the tiny size is its "tiny"
+preset (`ModelSizes.from_name("tiny")`, the default).
 """
 
 from editor.tiny._common import WEIGHT_STD
-from editor.tiny.diffusion import (
-    IP2P_DIFFUSERS_VERSION,
-    build_ip2p_folder,
-    build_unet,
-    ip2p_model_index,
-    ip2p_scheduler_config,
-    unet_config,
-    vae_config,
-)
-from editor.tiny.sizes import TinySizes
-from editor.tiny.tokenizers import LLAVA_TOKENS, VICUNA_SYSTEM, build_clip_tokenizer, build_llama_tokenizer
+from editor.tiny.diffusion import build_ip2p_folder, build_unet, unet_config, vae_config
 from editor.tiny.tree import (
-    CLIP_DIR,
-    IMG_TOKENS,
-    IP2P_DIR,
-    LLAVA_DIR,
-    MGIE_DIR,
-    OPENAI_CLIP_MEAN,
-    OPENAI_CLIP_STD,
     build_clip_folder,
     build_edit_mapper_transformer,
     build_llava_folder,
     build_mgie_folder,
     build_tiny_mgie_tree,
-    clip_config,
-    clip_preprocessor_config,
-    llava_config,
     llava_shards,
     mllm_state,
 )
 
 __all__ = [
-    "CLIP_DIR",
-    "IMG_TOKENS",
-    "IP2P_DIFFUSERS_VERSION",
-    "IP2P_DIR",
-    "LLAVA_DIR",
-    "LLAVA_TOKENS",
-    "MGIE_DIR",
-    "OPENAI_CLIP_MEAN",
-    "OPENAI_CLIP_STD",
-    "VICUNA_SYSTEM",
     "WEIGHT_STD",
-    "TinySizes",
     "build_clip_folder",
-    "build_clip_tokenizer",
     "build_edit_mapper_transformer",
     "build_ip2p_folder",
-    "build_llama_tokenizer",
     "build_llava_folder",
     "build_mgie_folder",
     "build_tiny_mgie_tree",
     "build_unet",
-    "clip_config",
-    "clip_preprocessor_config",
-    "ip2p_model_index",
-    "ip2p_scheduler_config",
-    "llava_config",
     "llava_shards",
     "mllm_state",
     "unet_config",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from editor.tiny.diffusion import clip_text_config
-from editor.tiny.tokenizers import build_clip_tokenizer
+from editor.layouts.configs import clip_text_config
+from editor.layouts.tokenizers import build_clip_tokenizer
 
 TINY_VIT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
 TINY_IMAGE = {"image_size": 32, "patch_size": 8}

@@ -19,18 +19,19 @@ from pathlib import Path
 
 import torch
 
+from editor.layouts.configs import vicuna_config
 from editor.layouts.files import write_json
+from editor.layouts.folders import CLIP_L14, IP2P_TEXT, LLAVA_7B, SMARTEDIT_7B, SMARTEDIT_STEP, VICUNA_7B
+from editor.layouts.sizes import ModelSizes
+from editor.layouts.tokenizers import build_llama_tokenizer
 from editor.models.bim import BidirectionalInteractionModule, BIMConfig
 from editor.models.bim import module_to_released as bim_released
 from editor.models.qformer import SDQFormer, SDQFormerConfig
 from editor.models.qformer import module_to_released as qformer_released
 from editor.tiny._common import randn, seeded, sub_seed
 from editor.tiny.diffusion import build_ip2p_folder, build_unet
-from editor.tiny.sizes import TinySizes
-from editor.tiny.tokenizers import build_llama_tokenizer
-from editor.tiny.tree import CLIP_DIR, IP2P_DIR, LLAVA_DIR, build_clip_folder, build_llava_folder
+from editor.tiny.tree import build_clip_folder, build_llava_folder
 
-SMARTEDIT_DIR, VICUNA_DIR = "SmartEdit-7B", "vicuna-7b-v1-1"
 NEW_TOKENS = 35  # <img>, <im_start>, <im_end>, <img_0> .. <img_31>
 LORA_RANK, LORA_ALPHA = 8, 16
 SEED_SE_LLM, SEED_SE_QFORMER, SEED_SE_BIM, SEED_SE_UNET = 7, 8, 9, 10  # after _common.SEED_* (0..6)
@@ -42,16 +43,16 @@ ADAPTER_CONFIG = {
 }  # fmt: skip
 
 
-def qformer_config(sizes: TinySizes) -> SDQFormerConfig:
+def qformer_config(sizes: ModelSizes) -> SDQFormerConfig:
     hidden = sizes.cross_attention_dim  # c_q is the UNet's cross-attention condition
     return SDQFormerConfig(hidden, 6, 1, 2 * hidden, sizes.llm_hidden, 77)
 
 
-def bim_config(sizes: TinySizes) -> BIMConfig:
+def bim_config(sizes: ModelSizes) -> BIMConfig:
     return BIMConfig(sizes.vision_hidden, 8, 2 * sizes.vision_hidden, 2, sizes.cross_attention_dim, 32)
 
 
-def llm_state(sizes: TinySizes, seed: int) -> dict[str, torch.Tensor]:
+def llm_state(sizes: ModelSizes, seed: int) -> dict[str, torch.Tensor]:
     """LLM-15000/adapter_model.bin: `model.base_model.model.` + LLaMA keys, LoRA on q/v in PEFT 0.4's layout."""
     gen = torch.Generator().manual_seed(sub_seed(seed, SEED_SE_LLM))
     hidden, inter, vocab = sizes.llm_hidden, sizes.llm_intermediate, sizes.sp_vocab + NEW_TOKENS
@@ -76,7 +77,7 @@ def llm_state(sizes: TinySizes, seed: int) -> dict[str, torch.Tensor]:
     return state
 
 
-def qformer_file_state(sizes: TinySizes, seed: int) -> dict[str, torch.Tensor]:
+def qformer_file_state(sizes: ModelSizes, seed: int) -> dict[str, torch.Tensor]:
     """embeddings_qformer/checkpoint-15000_embeddings_qformer.bin: QFormer + queries + mm_projector + lm_head."""
     with seeded(sub_seed(seed, SEED_SE_QFORMER)):
         qformer = SDQFormer(qformer_config(sizes))
@@ -91,7 +92,7 @@ def qformer_file_state(sizes: TinySizes, seed: int) -> dict[str, torch.Tensor]:
     }
 
 
-def bim_state(sizes: TinySizes, seed: int) -> dict[str, torch.Tensor]:
+def bim_state(sizes: ModelSizes, seed: int) -> dict[str, torch.Tensor]:
     with seeded(sub_seed(seed, SEED_SE_BIM)):
         bim = BidirectionalInteractionModule(bim_config(sizes))
         for head in (bim.dimension_reduction_head_qformer_out, bim.dimension_reduction_head_zeroconv):
@@ -100,41 +101,32 @@ def bim_state(sizes: TinySizes, seed: int) -> dict[str, torch.Tensor]:
     return bim_released(bim.state_dict())
 
 
-def vicuna_config(sizes: TinySizes) -> dict:
-    return {
-        "architectures": ["LlamaForCausalLM"], "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
-        "hidden_size": sizes.llm_hidden, "intermediate_size": sizes.llm_intermediate, "initializer_range": 0.02,
-        "max_position_embeddings": 2048, "model_type": "llama", "num_attention_heads": sizes.llm_heads,
-        "num_hidden_layers": sizes.llm_layers, "pad_token_id": 0, "rms_norm_eps": 1e-06,
-        "tie_word_embeddings": False, "torch_dtype": "float16", "transformers_version": "4.28.0.dev0",
-        "use_cache": True, "vocab_size": sizes.sp_vocab,
-    }  # fmt: skip
-
-
-def build_tiny_smartedit_tree(root: Path, *, sizes: TinySizes = TinySizes(), seed: int = 0) -> Path:  # noqa: B008
+def build_tiny_smartedit_tree(root: Path, *, sizes: ModelSizes = ModelSizes(), seed: int = 0) -> Path:  # noqa: B008
     """Write SmartEdit-7B/, vicuna-7b-v1-1/ and the shared LLaVA, CLIP and IP2P folders under `root`."""
     root = Path(root)
     for folder, build in (
-        (LLAVA_DIR, build_llava_folder),
-        (IP2P_DIR, build_ip2p_folder),
-        (CLIP_DIR, build_clip_folder),
+        (LLAVA_7B.name, build_llava_folder),
+        (IP2P_TEXT.name, build_ip2p_folder),
+        (CLIP_L14.name, build_clip_folder),
     ):
         if not (root / folder).is_dir():
             build(root / folder, sizes, seed)
-    vicuna = root / VICUNA_DIR
+    vicuna = root / VICUNA_7B.name
     build_llama_tokenizer(vicuna, vocab_size=sizes.sp_vocab, add_llava_tokens=False)
     write_json(vicuna / "config.json", vicuna_config(sizes))
-    smartedit = root / SMARTEDIT_DIR
+    smartedit = root / SMARTEDIT_7B.name
     files = {
-        "LLM-15000/adapter_model.bin": llm_state(sizes, seed),
-        "embeddings_qformer/checkpoint-15000_embeddings_qformer.bin": qformer_file_state(sizes, seed),
-        "modulate-15000/adapter_model.bin": bim_state(sizes, seed),
-        "unet-15000/adapter_model.bin": {
+        f"LLM-{SMARTEDIT_STEP}/adapter_model.bin": llm_state(sizes, seed),
+        f"embeddings_qformer/checkpoint-{SMARTEDIT_STEP}_embeddings_qformer.bin": qformer_file_state(sizes, seed),
+        f"modulate-{SMARTEDIT_STEP}/adapter_model.bin": bim_state(sizes, seed),
+        f"unet-{SMARTEDIT_STEP}/adapter_model.bin": {
             f"unet.{k}": v for k, v in build_unet(sizes, sub_seed(seed, SEED_SE_UNET)).state_dict().items()
         },
     }
     for name, state in files.items():
         (smartedit / name).parent.mkdir(parents=True, exist_ok=True)
         torch.save(state, smartedit / name)
-    (smartedit / "LLM-15000" / "adapter_config.json").write_text(json.dumps(ADAPTER_CONFIG, indent=2) + "\n")
+    (smartedit / f"LLM-{SMARTEDIT_STEP}" / "adapter_config.json").write_text(
+        json.dumps(ADAPTER_CONFIG, indent=2) + "\n"
+    )
     return root

@@ -1,19 +1,23 @@
 """The four official MGIE folders at tiny sizes: LLaVA, mgie_7b, instruct-pix2pix and CLIP.
 
-`TinySizes` (sizes.py) sets every model's size; one `build_*_folder` per folder; `build_tiny_mgie_tree` writes all four.
+`ModelSizes` (editor/layouts/sizes.py, its "tiny" preset by default) sets every model's size; one `build_*_folder`
+per folder; `build_tiny_mgie_tree` writes all four.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
+from editor.layouts.configs import clip_config, clip_preprocessor_config, llava_config
 from editor.layouts.files import ShardFormat, write_json, write_sharded
-from editor.pipelines.mgie import CLIP_DIR, IP2P_DIR, LLAVA_DIR, MGIE_DIR
+from editor.layouts.folders import CLIP_L14, IP2P_SHELL, LLAVA_7B, MGIE_7B
+from editor.layouts.sizes import ModelSizes
+from editor.layouts.tokenizers import build_clip_tokenizer, build_llama_tokenizer
 from editor.prompts import IMG_TOKENS  # MGIE's visual tokens, ids V+3 .. V+10
 from editor.tiny._common import (
     SEED_CLIP,
@@ -26,12 +30,7 @@ from editor.tiny._common import (
     seeded,
     sub_seed,
 )
-from editor.tiny.diffusion import build_ip2p_folder, build_unet, clip_text_config
-from editor.tiny.sizes import TinySizes
-from editor.tiny.tokenizers import build_clip_tokenizer, build_llama_tokenizer
-
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from editor.tiny.diffusion import build_ip2p_folder, build_unet
 
 EmbShape = Literal["2d", "3d", "missing"]
 
@@ -44,45 +43,12 @@ def _check_emb(emb: str) -> None:
 # ------------------------------------------------------------------------------------------ LLaVA folder
 
 
-def llava_config(sizes: TinySizes) -> dict[str, Any]:
-    """config.json of the merged LLaVA-Lightning-7B v1.1 folder, at tiny sizes."""
-    return {
-        "architectures": ["LlavaLlamaForCausalLM"],
-        "bos_token_id": 0,
-        "eos_token_id": 1,
-        "freeze_mm_mlp_adapter": False,
-        "hidden_act": "silu",
-        "hidden_size": sizes.llm_hidden,
-        "initializer_range": 0.02,
-        "intermediate_size": sizes.llm_intermediate,
-        "max_position_embeddings": 2048,
-        "max_sequence_length": 2048,
-        "mm_hidden_size": sizes.vision_hidden,
-        "mm_use_im_start_end": True,
-        "mm_vision_select_layer": -2,
-        "mm_vision_tower": "openai/clip-vit-large-patch14",
-        "model_type": "llava",
-        "num_attention_heads": sizes.llm_heads,
-        "num_hidden_layers": sizes.llm_layers,
-        "pad_token_id": -1,
-        "rms_norm_eps": 1e-06,
-        "sep_image_conv_front": False,
-        "tie_word_embeddings": False,
-        "torch_dtype": "float16",
-        "transformers_version": "4.28.0.dev0",
-        "tune_mm_mlp_adapter": False,
-        "use_cache": True,
-        "use_mm_proj": True,
-        "vocab_size": sizes.llava_vocab,
-    }
-
-
 def _rotary_inv_freq(head_dim: int) -> torch.Tensor:
     """The fp32 `rotary_emb.inv_freq` buffer old transformers (<4.31) saved in every LLaMA layer."""
     return 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
 
 
-def _llama_layer(prefix: str, sizes: TinySizes, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def _llama_layer(prefix: str, sizes: ModelSizes, gen: torch.Generator) -> dict[str, torch.Tensor]:
     hidden, inter = sizes.llm_hidden, sizes.llm_intermediate
     return {
         **{f"{prefix}.self_attn.{p}_proj.weight": randn(gen, hidden, hidden).half() for p in "qkvo"},
@@ -95,7 +61,7 @@ def _llama_layer(prefix: str, sizes: TinySizes, gen: torch.Generator) -> dict[st
     }
 
 
-def llava_shards(sizes: TinySizes, seed: int) -> list[dict[str, torch.Tensor]]:
+def llava_shards(sizes: ModelSizes, seed: int) -> list[dict[str, torch.Tensor]]:
     """LLaVA's weights in HF LLaMA key order, split in two shards (later layers + heads in the second)."""
     gen = torch.Generator().manual_seed(sub_seed(seed, SEED_LLAVA))
     hidden = sizes.llm_hidden
@@ -111,7 +77,7 @@ def llava_shards(sizes: TinySizes, seed: int) -> list[dict[str, torch.Tensor]]:
     return [first, second]
 
 
-def build_llava_folder(folder: Path, sizes: TinySizes, seed: int, fmt: ShardFormat = "bin") -> None:
+def build_llava_folder(folder: Path, sizes: ModelSizes, seed: int, fmt: ShardFormat = "bin") -> None:
     build_llama_tokenizer(folder, vocab_size=sizes.sp_vocab)  # first: it loads from the folder
     write_json(folder / "config.json", llava_config(sizes))
     generation = {"_from_model_config": True, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 0}
@@ -122,7 +88,7 @@ def build_llava_folder(folder: Path, sizes: TinySizes, seed: int, fmt: ShardForm
 # ------------------------------------------------------------------------------------------- MGIE folder
 
 
-def build_edit_mapper_transformer(sizes: TinySizes) -> nn.Transformer:
+def build_edit_mapper_transformer(sizes: ModelSizes) -> nn.Transformer:
     """The `edit_head.mapper` module of MGIE's EditMapper, at tiny sizes."""
     with warnings.catch_warnings():  # norm_first disables the nested-tensor fast path; torch says so loudly
         warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
@@ -142,7 +108,7 @@ def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return {f"{prefix}.{key}": value for key, value in state.items()}
 
 
-def _edit_head_state(sizes: TinySizes) -> dict[str, torch.Tensor]:
+def _edit_head_state(sizes: ModelSizes) -> dict[str, torch.Tensor]:
     """EditMapper: llm2hid -> (query, mapper transformer) -> hid2feat; call under `seeded`."""
     llm2hid = nn.Linear(sizes.llm_hidden, sizes.head_dim_model)  # built in this order: it fixes the weights
     query = torch.randn(1, sizes.head_queries, sizes.head_dim_model)
@@ -157,7 +123,7 @@ def _edit_head_state(sizes: TinySizes) -> dict[str, torch.Tensor]:
     return _prefixed("edit_head", state)
 
 
-def mllm_state(sizes: TinySizes, seed: int, emb: EmbShape = "2d") -> dict[str, torch.Tensor]:
+def mllm_state(sizes: ModelSizes, seed: int, emb: EmbShape = "2d") -> dict[str, torch.Tensor]:
     """Contents of mgie_7b/mllm.pt: grown embed_tokens / lm_head, edit head, and `emb` (last 8 rows)."""
     _check_emb(emb)
     with seeded(sub_seed(seed, SEED_MLLM)):
@@ -170,7 +136,7 @@ def mllm_state(sizes: TinySizes, seed: int, emb: EmbShape = "2d") -> dict[str, t
     return state
 
 
-def build_mgie_folder(folder: Path, sizes: TinySizes, seed: int, emb: EmbShape) -> None:
+def build_mgie_folder(folder: Path, sizes: ModelSizes, seed: int, emb: EmbShape) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(mllm_state(sizes, seed, emb), folder / "mllm.pt")
     unet = build_unet(sizes, sub_seed(seed, SEED_MGIE_UNET))
@@ -180,42 +146,7 @@ def build_mgie_folder(folder: Path, sizes: TinySizes, seed: int, emb: EmbShape) 
 # --------------------------------------------------------------------------------------------- CLIP folder
 
 
-def clip_config(sizes: TinySizes) -> dict[str, Any]:
-    """Full CLIPConfig of the tiny openai/clip-vit-large-patch14 stand-in."""
-    vision = {
-        "hidden_size": sizes.vision_hidden,
-        "intermediate_size": sizes.vision_intermediate,
-        "num_hidden_layers": sizes.vision_layers,
-        "num_attention_heads": sizes.vision_heads,
-        "image_size": sizes.vision_image_size,
-        "patch_size": sizes.vision_patch_size,
-        "projection_dim": 16,
-        "hidden_act": "quick_gelu",
-    }
-    text = clip_text_config(sizes.vision_hidden) | {"projection_dim": 16}
-    return {"text_config": text, "vision_config": vision, "projection_dim": 16}
-
-
-def clip_preprocessor_config(sizes: TinySizes) -> dict[str, Any]:
-    side = sizes.vision_image_size
-    return {
-        "crop_size": {"height": side, "width": side},
-        "do_center_crop": True,
-        "do_convert_rgb": True,
-        "do_normalize": True,
-        "do_rescale": True,
-        "do_resize": True,
-        "feature_extractor_type": "CLIPFeatureExtractor",
-        "image_mean": list(OPENAI_CLIP_MEAN),
-        "image_processor_type": "CLIPImageProcessor",
-        "image_std": list(OPENAI_CLIP_STD),
-        "resample": 3,
-        "rescale_factor": 1 / 255,
-        "size": {"shortest_edge": side},
-    }
-
-
-def build_clip_folder(folder: Path, sizes: TinySizes, seed: int) -> None:
+def build_clip_folder(folder: Path, sizes: ModelSizes, seed: int) -> None:
     from transformers import CLIPConfig, CLIPModel
 
     with seeded(sub_seed(seed, SEED_CLIP)):
@@ -230,7 +161,7 @@ def build_clip_folder(folder: Path, sizes: TinySizes, seed: int) -> None:
 def build_tiny_mgie_tree(
     root: Path,
     *,
-    sizes: TinySizes = TinySizes(),  # noqa: B008 - frozen dataclass, safe as a default
+    sizes: ModelSizes = ModelSizes(),  # noqa: B008 - frozen dataclass, safe as a default
     seed: int = 0,
     llava_format: ShardFormat = "bin",
     emb: EmbShape = "2d",
@@ -240,8 +171,8 @@ def build_tiny_mgie_tree(
         raise ValueError(f"llava_format must be 'bin' or 'safetensors', got {llava_format!r}")
     _check_emb(emb)
     root = Path(root)
-    build_llava_folder(root / LLAVA_DIR, sizes, seed, llava_format)
-    build_mgie_folder(root / MGIE_DIR, sizes, seed, emb)
-    build_ip2p_folder(root / IP2P_DIR, sizes, seed)
-    build_clip_folder(root / CLIP_DIR, sizes, seed)
+    build_llava_folder(root / LLAVA_7B.name, sizes, seed, llava_format)
+    build_mgie_folder(root / MGIE_7B.name, sizes, seed, emb)
+    build_ip2p_folder(root / IP2P_SHELL.name, sizes, seed)
+    build_clip_folder(root / CLIP_L14.name, sizes, seed)
     return root

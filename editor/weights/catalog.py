@@ -16,14 +16,19 @@ scorer (editor.eval.metrics, editor.eval.lpips) instead of an editor, and the re
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-REPO_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
-DEFAULT_WEIGHTS_DIR = Path(os.environ.get("EDITOR_WEIGHTS_DIR") or REPO_WEIGHTS_DIR).expanduser()
+from editor.layouts import folders as layout
+from editor.layouts.folders import (  # noqa: F401 - the weights CLI's names for them
+    DEFAULT_WEIGHTS_DIR,
+    REPO_WEIGHTS_DIR,
+    download_command,
+    folder_env,
+    folder_path,
+)
+
 SIZE_TOLERANCE = 0.02  # the sizes below are rounded as the Hub pages print them
 MANIFEST = ".download.json"  # per folder: source, revision, and each file's size and SHA-256 as the Hub states them
 
@@ -98,10 +103,15 @@ class Component:
     sizes: dict[str, int] = field(default_factory=dict)  # file -> bytes, as published
     delta: DeltaSource | None = None
 
+    @classmethod
+    def of(cls, folder: layout.Folder, title: str, sources: tuple, **more) -> Component:
+        """The component that is the editors' folder `folder` (its name and needed files: editor.layouts.folders)."""
+        return cls(folder.name, title, sources, folder.needs, **more)
+
     @property
     def env(self) -> str:
         """Environment variable that points this component at another folder."""
-        return "EDITOR_" + re.sub(r"[^A-Z0-9]+", "_", self.folder.upper()).strip("_") + "_DIR"
+        return folder_env(self.folder)
 
 
 @dataclass(frozen=True)
@@ -115,24 +125,14 @@ class ModelEntry:
     kind: Literal["editor", "metrics"] = "editor"  # metrics: evaluation backbones, loaded by their scorers
 
 
-def download_command(name: str) -> str:
-    """The one command that gets model `name`, as error messages and notices print it."""
-    return f"python -m editor.weights download {name}"
-
-
 def component_dir(weights_dir: Path, component: Component) -> Path:
-    """`$EDITOR_<FOLDER>_DIR` when set, else `<weights_dir>/<folder>`."""
-    override = os.environ.get(component.env)
-    return Path(override).expanduser() if override else Path(weights_dir) / component.folder
+    """`$EDITOR_<FOLDER>_DIR` when set, else `<weights_dir>/<folder>` (editor.layouts.folders.folder_path)."""
+    return folder_path(weights_dir, component.folder)
 
 
 def missing_files(folder: Path, component: Component) -> list[str]:
     """The `needs` patterns of `component` that match no file in `folder` ("a|b" means either)."""
-    return (
-        [need for need in component.needs if not any(any(folder.glob(alt)) for alt in need.split("|"))]
-        if folder.is_dir()
-        else list(component.needs)
-    )
+    return layout.missing_files(folder, component.needs)
 
 
 def installed(entry: ModelEntry, weights_dir: Path) -> bool:
@@ -144,23 +144,21 @@ def installed(entry: ModelEntry, weights_dir: Path) -> bool:
 MGIE_HUB = "tsujuifu/ml-mgie"
 MGIE_HUB_REVISION = "7da3813a321383e01ab7f50a49391603fd8596f0"
 
-LLAVA_7B = Component(
-    folder="LLaVA-7B-v1",
+LLAVA_7B = Component.of(
+    layout.LLAVA_7B,
     title="LLaVA-Lightning-7B v1.1, merged with LLaMA-7B (13.5 GB fp16)",
     sources=(HubSource(MGIE_HUB, ("LLaVA-7B-v1/*",), MGIE_HUB_REVISION, in_repo="LLaVA-7B-v1"),),
-    needs=("config.json", "tokenizer.model", "tokenizer_config.json", "*.bin*|*.safetensors*"),
     sizes={"pytorch_model-00001-of-00002.bin": 9_980_000_000, "pytorch_model-00002-of-00002.bin": 3_510_000_000},
     delta=DeltaSource("liuhaotian/LLaVA-Lightning-7B-delta-v1-1", "the original LLaMA-7B in Hugging Face format"),
 )
-LLAVA_13B = Component(
-    folder="LLaVA-13B-v1",
+LLAVA_13B = Component.of(
+    layout.LLAVA_13B,
     title="LLaVA-13B v1.1, merged with LLaMA-13B (no ready-merged copy is published: apply the delta)",
     sources=(),
-    needs=("config.json", "tokenizer.model", "*.bin*|*.safetensors*"),
     delta=DeltaSource("liuhaotian/LLaVA-13b-delta-v1-1", "the original LLaMA-13B in Hugging Face format"),
 )
-MGIE_7B = Component(
-    folder="mgie_7b",
+MGIE_7B = Component.of(
+    layout.MGIE_7B,
     title="MGIE-7B trained weights: mllm.pt (embeddings, lm_head, edit head) and unet.pt",
     sources=(
         ArchiveSource(
@@ -168,7 +166,6 @@ MGIE_7B = Component(
         ),
         HubSource(MGIE_HUB, ("mgie_7b/*",), MGIE_HUB_REVISION, in_repo="mgie_7b"),
     ),
-    needs=("mllm.pt|mllm.safetensors", "unet.pt|unet.safetensors"),
     sizes={"mllm.pt": 588_000_000, "unet.pt": 1_720_000_000},
 )
 IP2P_ID, IP2P_REVISION = "timbrooks/instruct-pix2pix", "ff0267aaa181efb912fefb5bf015920cb8df17d5"
@@ -180,33 +177,29 @@ IP2P_FULL_FILES = (
     "text_encoder/model.safetensors",
     "tokenizer/*",
 )
-IP2P_SHELL = Component(
-    folder="instruct-pix2pix",
+IP2P_SHELL = Component.of(
+    layout.IP2P_SHELL,
     title="InstructPix2Pix pipeline shell: VAE, scheduler and UNet config (MGIE brings its own UNet)",
     sources=(HubSource(IP2P_ID, IP2P_SHELL_FILES, IP2P_REVISION),),
-    needs=("model_index.json", "scheduler/scheduler_config.json", "unet/config.json", "vae/config.json", "vae/*"),
 )
-IP2P_FULL = Component(
-    folder="instruct-pix2pix",
+IP2P_FULL = Component.of(
+    layout.IP2P_FULL,
     title="InstructPix2Pix (Brooks et al. 2023), the whole diffusers pipeline",
     sources=(HubSource(IP2P_ID, IP2P_FULL_FILES, IP2P_REVISION),),
-    needs=(*IP2P_SHELL.needs, "unet/diffusion_pytorch_model.*", "text_encoder/*", "tokenizer/*"),
     sizes={"unet/diffusion_pytorch_model.safetensors": 3_440_000_000},
 )
-IP2P_TEXT = Component(  # SmartEdit encodes the empty prompt with IP2P's text encoder
-    folder="instruct-pix2pix",
+IP2P_TEXT = Component.of(  # SmartEdit encodes the empty prompt with IP2P's text encoder
+    layout.IP2P_TEXT,
     title="InstructPix2Pix VAE, scheduler, text encoder and tokenizer",
     sources=(HubSource(IP2P_ID, (*IP2P_SHELL_FILES, "text_encoder/*", "tokenizer/*"), IP2P_REVISION),),
-    needs=(*IP2P_SHELL.needs, "text_encoder/*", "tokenizer/*"),
 )
 # the tokenizer (a few MB) too: the evaluation's CLIP-T and Reason-Edit's foreground score encode text
 CLIP_FILES = ("config.json", "preprocessor_config.json", "model.safetensors", "tokenizer*.json", "vocab.json",
               "merges.txt", "special_tokens_map.json")  # fmt: skip
-CLIP_L14 = Component(
-    folder="clip-vit-large-patch14",
+CLIP_L14 = Component.of(
+    layout.CLIP_L14,
     title="OpenAI CLIP ViT-L/14 (the vision tower and its preprocessing)",
     sources=(HubSource("openai/clip-vit-large-patch14", CLIP_FILES),),
-    needs=("config.json", "preprocessor_config.json", "model.safetensors|pytorch_model.bin"),
     sizes={"model.safetensors": 1_710_000_000},
 )
 CLIP_B32 = Component(  # MagicBrush's CLIP-I / CLIP-T
@@ -246,8 +239,8 @@ LPIPS = Component(
     needs=tuple(f"{f.filename}|{f.filename.removesuffix('.pth')}.safetensors" for f in LPIPS_FILES),
     sizes={f.filename: f.size for f in LPIPS_FILES if f.size},
 )
-MAGICBRUSH = Component(
-    folder="magicbrush",
+MAGICBRUSH = Component.of(
+    layout.MAGICBRUSH,
     title="InstructPix2Pix fine-tuned on MagicBrush (diffusers port of MagicBrush-epoch-52-step-4999.ckpt)",
     sources=(
         HubSource(
@@ -265,37 +258,22 @@ MAGICBRUSH = Component(
             ),
         ),
     ),
-    needs=(
-        "model_index.json",
-        "unet/diffusion_pytorch_model.*",
-        "vae/*",
-        "text_encoder/*",
-        "tokenizer/*",
-        "scheduler/*",
-    ),
 )
 
 
 def _smartedit(size: str, llava: Component, memory: str) -> ModelEntry:
     """SmartEdit-7B and -13B differ only in these: the size, the LLaVA they build on, and their memory."""
     components = (
-        Component(
-            folder=f"SmartEdit-{size}",
+        Component.of(
+            layout.smartedit_weights(size),
             title=f"SmartEdit-{size} trained weights (LoRA LLM, QFormer, BIM, UNet)",
             sources=(HubSource(f"TencentARC/SmartEdit-{size}"),),
-            needs=(
-                "LLM-15000/adapter_model.*",
-                "embeddings_qformer/*",
-                "modulate-15000/adapter_model.*",
-                "unet-15000/adapter_model.*",
-            ),
         ),
         llava,
-        Component(
-            folder=f"vicuna-{size.lower()}-v1-1",
+        Component.of(
+            layout.vicuna(size),
             title=f"Vicuna-{size} v1.1 config and tokenizer (weights not needed)",
             sources=(HubSource(f"lmsys/vicuna-{size.lower()}-v1.1", ("*.json", "tokenizer.model")),),
-            needs=("config.json", "tokenizer.model"),
         ),
         CLIP_L14,
         IP2P_TEXT,

@@ -14,65 +14,17 @@ All of them prefer the safetensors file when both exist.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
-from editor.loading import read_json, read_state_dict
+from editor.loading import TensorRef, open_tensors, read_json
 from editor.weights.catalog import MANIFEST
 
 SHARD_BYTES = 2_000_000_000
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
-           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-           "BOOL": torch.bool}  # safetensors' dtype names  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TensorRef:
-    """A tensor not read yet: its shape and size, and how to read it."""
-
-    shape: tuple[int, ...]
-    nbytes: int
-    load: Callable[[], torch.Tensor]
-
-
-def _ref(tensor: torch.Tensor) -> TensorRef:
-    return TensorRef(tuple(tensor.shape), tensor.numel() * tensor.element_size(), lambda: tensor)
-
-
-def open_tensors(files: Iterable[Path], hint: str) -> dict[str, TensorRef]:
-    """Lazy view of every tensor in `files` (pickles memory-mapped, safetensors opened by header)."""
-    refs: dict[str, TensorRef] = {}
-    for path in files:
-        if path.suffix == ".safetensors":
-            handle = safe_open(path, framework="pt")
-            for key in handle.keys():
-                view = handle.get_slice(key)
-                shape = tuple(view.get_shape())
-                nbytes = _DTYPES[view.get_dtype()].itemsize * math.prod(shape)
-                refs[key] = TensorRef(shape, nbytes, lambda h=handle, k=key: h.get_tensor(k))
-        else:
-            refs.update({k: _ref(v) for k, v in read_state_dict(path, hint).items()})
-    return refs
-
-
-def weight_files(folder: Path, hint: str) -> list[Path]:
-    """The weight files of a transformers-style folder, safetensors preferred (as `read_model_folder` reads)."""
-    for index, single in (
-        ("model.safetensors.index.json", "model.safetensors"),
-        ("pytorch_model.bin.index.json", "pytorch_model.bin"),
-    ):
-        if (folder / index).exists():
-            return [folder / f for f in sorted(set(read_json(folder / index, hint)["weight_map"].values()))]
-        if (folder / single).exists():
-            return [folder / single]
-    return []
 
 
 def save_sharded(

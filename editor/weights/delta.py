@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from editor.loading import CheckpointError
-from editor.weights.convert import TensorRef, open_tensors, save_sharded, weight_files
+from editor.loading import CheckpointError, TensorRef, open_tensors, weight_files
+from editor.weights.convert import save_sharded
 
 GROWN = ("model.embed_tokens.weight", "lm_head.weight")
 NEW = "model.mm_projector."
