@@ -67,12 +67,11 @@ TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_m
 
 
 def prepare(out: Path, llava: Path | None, vicuna: Path | None) -> None:
-    from editor.demo.model import DemoSizes
-    from editor.tiny.tokenizers import build_llama_tokenizer
-    from editor.tiny.tree import TinySizes
+    from editor.layouts.sizes import ModelSizes
+    from editor.layouts.tokenizers import build_llama_tokenizer
 
     repo = Path(__file__).resolve().parents[1]
-    tiny, demo = TinySizes(), DemoSizes().tiny
+    tiny, demo = ModelSizes.from_name("tiny"), ModelSizes.from_name("demo")
     manifest = []
     build_llama_tokenizer(out / "mgie-tiny", vocab_size=tiny.sp_vocab)
     manifest.append({"name": "tiny", "model": "mgie", "dir": "mgie-tiny", "num_patches": _patches(tiny)})
