@@ -34,6 +34,8 @@ class InstantEditor:
     """An editor that costs nothing: thinking echoes the instruction, rendering inverts the image."""
 
     name = "instant"
+    defaults = EditParams()
+    native_size = None  # not known: the app edits at DEFAULT_SIZE unless told
 
     def think(self, image, instruction: str) -> Guidance:
         return self.guidance_from_text(image, instruction, instruction)

@@ -72,9 +72,21 @@ def fresh(state: AppState | None) -> AppState:
     return state if state is not None else AppState()
 
 
-def history_view(state: AppState) -> tuple:
-    """(input image, output, before/after, status, history strip, turn details, state), images as PNG paths. The
-    strip starts with the branch's original image, then turns 1, 2, ... (turn ids 0, 1, ...)."""
+@dataclass(frozen=True)
+class HistoryView:
+    """What the history panes show of a session; images as PNG paths."""
+
+    input: str | None  # the next edit's input
+    output: str | None
+    compare: tuple[str, str] | None  # before/after
+    status: str
+    strip: list[tuple[str, str]]  # (thumbnail, caption): the branch's original image, then turns 1, 2, ...
+    details: str
+
+
+def history_view(state: AppState) -> HistoryView:
+    """The history panes of `state`. The strip starts with the branch's original image, then turns 1, 2, ... (turn
+    ids 0, 1, ...)."""
     history = state.history
     head = history.turns[history.head] if history.head is not None else None
     original = history.original()
@@ -91,12 +103,4 @@ def history_view(state: AppState) -> tuple:
         current = None if origin is None else state.png(("origin", image_key(origin)), lambda: origin)
         output = compare = None
     state.shown = current
-    return (
-        current,
-        output,
-        compare,
-        views.status_text(history),
-        strip,
-        views.turn_details(head),
-        state,
-    )
+    return HistoryView(current, output, compare, views.status_text(history), strip, views.turn_details(head))
