@@ -106,7 +106,8 @@ def same_size_and_pixelated(page: Page) -> None:
 
 def strip_is_one_row_of_squares(page: Page) -> None:
     """The history strip: square thumbnails, all in one row, none stretched; the current one outlined."""
-    boxes = page.locator("#history .thumbnail-item").evaluate_all(
+    page.wait_for_function("[...document.querySelectorAll('#history img')].every(i => i.complete && i.naturalWidth)")
+    boxes = page.locator("#history .thumb img").evaluate_all(
         "items => items.map(b => { const r = b.getBoundingClientRect();"
         " return [r.width, r.height, r.top, getComputedStyle(b).outlineStyle]; })"
     )
@@ -138,7 +139,7 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
     click_and_wait(page, "Edit", "Turn 1 of 1")
     first_expressive = expressive.input_value()
     page.wait_for_function("typeof window.onbeforeunload === 'function'")  # a reload now asks first
-    thumbnails = block(page, "History").get_by_role("button", name=re.compile(r"^Thumbnail \d+ of \d+$"))
+    thumbnails = page.locator("#history button.thumb")
     expect(thumbnails).to_have_count(2)  # the original, then turn 1
     expect(block(page, OUTPUT_LABEL).locator("img")).to_have_attribute("src", re.compile(r"\S"))
     same_size_and_pixelated(page)
@@ -161,6 +162,10 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
     page.get_by_role("spinbutton", name="Turn (0: original)").fill("1")
     click_and_wait(page, "Go to turn", "Turn 1 of 2")
     expect(instruction).to_have_value("make the cat a tiger")
+    thumbnails.nth(2).click()  # a click on the strip goes to that turn
+    expect(page.locator("#status")).to_contain_text("Turn 2 of 2")
+    expect(instruction).to_have_value("make it snowy")
+    click_and_wait(page, "Go to turn", "Turn 1 of 2")
 
     button(page, "Export session").click()
     download = page.locator("#archive")

@@ -9,6 +9,7 @@ import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import unquote
 
 import gradio as gr
 import numpy as np
@@ -23,9 +24,23 @@ from editor.ui import Session, build_demo, resolve_guidance
 from editor.ui.examples import EXAMPLES_DIR, load_examples, write_examples
 from editor.ui.history import image_key
 from editor.ui.layout import UI, build_ui
+from editor.ui.state import FILE_ROUTE
 from tests.fakes import FakeEditor
 
-ENDPOINTS = {"think", "edit", "undo", "revert", "reset", "export", "restore", "explore", "keep", "compare"}
+ENDPOINTS = {
+    "think",
+    "edit",
+    "undo",
+    "revert",
+    "reset",
+    "export",
+    "restore",
+    "explore",
+    "keep",
+    "compare",
+    "variations",
+    "pick",
+}
 
 
 # Each endpoint's parameter names (what gradio_client users type) and the number of values it returns.
@@ -39,6 +54,9 @@ API = {
     "/compare": (["model_a", "model_b", "image", "instruction", "steps", "text_guidance", "image_guidance", "seed",
                   "randomize_seed", "resize", "size"], 5),
     "/keep": (["index"], 8),
+    "/variations": (["model", "image", "instruction", "expressive", "steps", "text_guidance", "image_guidance", "seed",
+                     "randomize_seed", "resize", "size", "variations"], 4),
+    "/pick": (["index"], 9),
 }  # fmt: skip
 SETTINGS = (2, 7.5, 1.5, 1, False, "keep_aspect", 64)  # steps, αX, αV, seed, randomize, resize, size
 
@@ -87,12 +105,11 @@ def test_resolve_guidance_thinks_reuses_and_follows_user_text():
 
 def test_demo_wires_every_endpoint_and_the_model_selector():
     editors = {"fake": FakeEditor(), "other": FakeEditor(name="other")}
-    demo = build_demo(editors, notice="weights missing", examples_dir=None)
-    assert ENDPOINTS <= {fn.api_name for fn in demo.fns.values()}
-    dropdown = next(b for b in demo.blocks.values() if isinstance(b, gr.Dropdown))
+    ui = build_ui(editors, notice="weights missing", examples_dir=None)
+    assert ENDPOINTS <= {fn.api_name for fn in ui.demo.fns.values()}
+    dropdown = ui.widgets.model
     assert dropdown.visible and dropdown.choices == [("fake", "fake"), ("other", "other")]
-    single = build_demo({"fake": FakeEditor()}, examples_dir=EXAMPLES_DIR)
-    assert not next(b for b in single.blocks.values() if isinstance(b, gr.Dropdown)).visible
+    assert not build_ui({"fake": FakeEditor()}, examples_dir=EXAMPLES_DIR).widgets.model.visible
     with pytest.raises(ValueError, match="at least one editor"):
         build_demo({})
 
@@ -285,7 +302,7 @@ def test_compare_runs_two_models_on_one_input_and_seed_without_touching_history(
     assert a.calls == b.calls == ["think", "render"]
     assert out[w.image_a].size == out[w.image_b].size == (64, 48)
     assert isinstance(out[w.seed], int)  # a random seed, drawn once, shown
-    assert w.state not in out and w.gallery not in out  # the history is not touched
+    assert w.state not in out and w.strip not in out  # the history is not touched
     with pytest.raises(gr.Error, match="no input image"):
         handlers.compare("fake", "other", None, "x", 3, 7.5, 1.5, 0, False, "keep_aspect", 64, None)
 
@@ -346,16 +363,17 @@ def test_the_strip_starts_with_the_original_and_numbers_turns_as_the_status_does
     image = Image.new("RGB", (64, 16), (200, 40, 10))
     state = last(handlers.edit("fake", image, "make it blue", "", *SETTINGS, None))[w.state]
     out = last(handlers.edit("fake", None, "add a hat", "", *SETTINGS, state))
-    strip, state = out[w.gallery], out[w.state]
-    assert [caption for _, caption in strip] == ["Original", "Turn 1: make it blue", "▶ Turn 2: add a hat"]
+    strip, state = out[w.strip], out[w.state]
+    assert [item["caption"] for item in strip] == ["Original", "Turn 1: make it blue", "▶ Turn 2: add a hat"]
     assert out[w.status] == "Turn 2 of 2 · edited from turn 1" and out[w.details].startswith("**Turn 2**")
-    thumbs = [Image.open(path) for path, _ in strip]
+    assert all(item["src"].startswith(FILE_ROUTE) for item in strip)  # served by Gradio's file route, as they are
+    thumbs = [Image.open(unquote(item["src"].removeprefix(FILE_ROUTE))) for item in strip]
     assert all(t.size == (160, 160) for t in thumbs)  # square
     assert (np.asarray(thumbs[0])[:60] == 255).all() and (np.asarray(thumbs[0])[60:100] == (200, 40, 10)).all()
     # a click on the strip: the first picture is the original, then turns 1, 2
     out = handlers.go_to(0, state)
     state = out[w.state]
-    assert out[w.status].startswith("The original image") and out[w.gallery][0][1] == "▶ Original"
+    assert out[w.status].startswith("The original image") and out[w.strip][0]["caption"] == "▶ Original"
     assert state.history.head is None
     assert handlers.go_to(1, state)[w.status].startswith("Turn 1 of 2")
     assert handlers.revert(1, state)[w.status].startswith("Turn 2 of 2")  # the API's /revert keeps turn ids
@@ -397,3 +415,26 @@ def test_the_size_of_the_next_edit_is_shown_and_the_demo_model_says_what_it_cann
     assert "**64 × 40 px** (the model's own size)" in plan and "only knows 64-px scenes of coloured shapes" in plan
     assert "demo model" not in handlers.plan_text("mgie-demo", Image.new("RGB", (64, 64)), "keep_aspect", 64)
     assert handlers.plan_text("fake", None, "center_crop", 128) == "Edits at 128 × 128 px"
+
+
+def test_variations_show_several_seeds_and_only_the_picked_one_becomes_a_turn():
+    editor = FakeEditor()
+    ui = fake_ui(editor)
+    handlers, w = ui.handlers, ui.widgets
+    image = Image.new("RGB", (64, 48), (200, 40, 10))
+    steps, text, picture, seed, _, resize, size = SETTINGS
+    updates = list(handlers.variations("fake", image, "make it blue", "", steps, text, picture, 7, False, resize, size,
+                                       3, None))  # fmt: skip
+    shown = [u[w.variants] for u in updates if w.variants in u][-1]
+    state = updates[-1][w.state]
+    assert shown.visible and [item["caption"] for item in shown.value] == ["#1 · seed 7", "#2 · seed 8", "#3 · seed 9"]
+    assert editor.calls == ["think", "render", "render", "render"]  # one thought, three renders
+    assert not state.history.turns  # nothing enters the history before a pick
+    picked = handlers.pick(1, state)
+    assert picked[w.seed] == 8 and picked[w.status] == "Turn 1 of 1 · edited from the original"
+    assert not picked[w.variants].visible and state.history.turns[0].params.seed == 8
+    with pytest.raises(gr.Error, match="no variation 0: edit with variations first"):
+        handlers.pick(0, state)  # the others were dropped
+    with pytest.raises(gr.Error, match="variations must be 2 to 4, got 1"):
+        list(handlers.variations("fake", image, "x", "", *SETTINGS, 1, state))
+    assert len(state.history.turns) == 1

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 GPU_SECONDS = 120  # ZeroGPU reservation per model call
 PROGRESS_EVERY_S = 0.25  # the progress line's updates during an edit, at most this often (besides each preview)
+MAX_VARIATIONS = 4
 
 
 def resolve_guidance(
@@ -155,6 +156,66 @@ class Handlers(SessionHandlers):
                     continue
                 self._commit(state, parent, image, item)
                 yield texts | {w.used: views.result_text(item), w.seed: item.seed} | self._history(state)
+
+    @updates("expressive", "raw_text", "used", "variants", "state")
+    def variations(
+        self, model, image, instruction, expressive, steps, text_guidance, image_guidance, seed, randomize_seed,
+        resize, size, variations, state: AppState | None,
+    ) -> Iterator[dict]:  # fmt: skip
+        """The same edit with `variations` seeds (2 to 4: the seed, then the next ones), shown side by side with one
+        progress line. Nothing enters the history until one is picked (`pick`)."""
+        w = self.w
+        with user_errors():
+            state = fresh(state)
+            count = as_int(variations, "variations")
+            if not 2 <= count <= MAX_VARIATIONS:
+                raise ValueError(f"variations must be 2 to {MAX_VARIATIONS}, got {count}")
+            params = make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resize, size)
+            first = params.seed if params.seed is not None else fresh_seed()
+            model, image = self._inputs(model, image, state)
+            parent, hidden = state.history.parent_for(image), gr.Gallery(value=None, visible=False)
+            state.variants = []
+            yield {w.used: "Thinking…", w.variants: hidden}
+            state.thought = self._think(model, image, instruction, expressive, state.thought)
+            guidance, started, shown, results = state.thought.guidance, time.perf_counter(), 0.0, []
+            texts = {w.expressive: guidance.expressive, w.raw_text: guidance.raw_text}
+            yield texts | {w.used: "Editing…"}
+            for number in range(count):
+                seeded = replace(params, seed=(first + number) % 2**32)
+                for item in self._render(model, image, guidance, seeded):
+                    if isinstance(item, EditResult):
+                        results.append(item)
+                    elif (now := time.perf_counter()) - shown >= PROGRESS_EVERY_S:
+                        done, doing = number * params.steps + item.index, f"Variation {number + 1} of {count}"
+                        shown = now
+                        yield {w.used: views.progress_text(done, count * params.steps, now - started, doing)}
+                pictures = [(r.image, f"#{i + 1} · seed {r.seed}") for i, r in enumerate(results)]
+                yield {w.variants: gr.Gallery(value=pictures, visible=True)}
+            state.variants, state.variants_parent, state.variants_input = results, parent, image
+            line = f"**{count} variations** (seeds {first}–{results[-1].seed}): click one to keep it as the turn."
+            yield texts | {w.used: line, w.state: state}
+
+    @updates("used", "seed", "variants", *HISTORY)
+    @reading(index="variant")
+    def pick(self, index: float, state: AppState | None) -> dict:
+        """Makes variation `index` (0: the first) the next turn; the others are dropped."""
+        with user_errors():
+            state = fresh(state)
+            index = as_int(index, "index")
+            if not 0 <= index < len(state.variants):
+                raise ValueError(f"no variation {index}: edit with variations first (there are {len(state.variants)})")
+            result = state.variants[index]
+            self._commit(state, state.variants_parent, state.variants_input, result)
+            state.variants = []
+            hidden = gr.Gallery(value=None, visible=False)
+            return {self.w.used: views.result_text(result), self.w.seed: result.seed, self.w.variants: hidden} | (
+                self._history(state)
+            )
+
+    @updates("used", "seed", "variants", *HISTORY)
+    def pick_selected(self, state: AppState | None, evt: gr.SelectData) -> dict:
+        """A click on a variation keeps it."""
+        return self.pick(evt.index, state)
 
     @updates("plan")
     def size_plan(self, model: str, image: Image.Image | None, resize: str, size: float) -> dict:

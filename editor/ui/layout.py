@@ -23,7 +23,7 @@ from editor.ui.explore import MAX_CELLS
 from editor.ui.guard import guard_inputs, upload_reader
 from editor.ui.handlers import Handlers
 from editor.ui.history import MAX_TURNS
-from editor.ui.state import remove_files
+from editor.ui.state import remove_files, serve_thumbnails
 from editor.ui.streaming import PREVIEW_EVERY_S
 from editor.ui.wiring import wire
 
@@ -37,27 +37,47 @@ MAX_UI_SEED = 2**32 - 1  # random seeds are drawn below 2**32 (editor.pipelines.
 # Input, output and before/after show their image at one size (IMAGE_PX high, in boxes VIEW_PX high: the input's box
 # also holds its upload bar); a small image is enlarged to fill it without smoothing (image-rendering: pixelated acts
 # only when enlarging), so the pixels seen are the pixels the model made.
-VIEW_PX, IMAGE_PX = 400, 340
-# The history strip: square thumbnails (editor/ui/views.py draws them letterboxed) in one row that scrolls; the
-# current turn is outlined (its caption starts with ▶). The explorer's grid uses the same size, one row per αX, and
-# grows to show every row.
-STRIP_PX = 150
+VIEW_PX, IMAGE_PX = 290, 230
+# The history strip: square thumbnails (editor/ui/views.py draws them letterboxed) in one row that scrolls, each
+# captioned; the current turn is outlined (its caption starts with ▶). The explorer's grid uses the same size, one
+# row per αX, and grows to show every row.
+STRIP_PX = 100
+VARIANTS_PX = 200  # the variations' row, shown only while there are variations to pick from
+VARIATIONS = [1, 2, 3, 4]  # seeds per edit: 1 is a plain edit
+EXAMPLES_PER_PAGE = 8
 CSS = f"""
 [data-testid="status-tracker"]:has(span.error) {{ display: none !important; }}
 #input-image img, #output-image img, #compare img {{
   width: 100%; height: {IMAGE_PX}px !important; object-fit: contain; image-rendering: pixelated;
 }}
-#history .grid-container {{
-  grid-template-columns: none !important; grid-auto-flow: column; grid-auto-columns: {STRIP_PX}px;
-  overflow-x: auto; justify-content: start;
+#history .strip {{ display: flex; gap: 8px; overflow-x: auto; padding: 4px; }}
+#history .thumb {{
+  flex: none; width: {STRIP_PX}px; padding: 0; border: none; background: none; cursor: pointer; text-align: center;
 }}
-#history .thumbnail-item {{ width: {STRIP_PX}px; height: {STRIP_PX}px; }}
-#history .thumbnail-item:has(img[alt^="▶"]) {{ outline: 3px solid var(--color-accent); }}
-#history .caption-label {{ white-space: normal; max-width: 100%; line-height: 1.2; }}
+#history .thumb img {{
+  display: block; margin: 0; width: {STRIP_PX}px; height: {STRIP_PX}px; object-fit: contain;
+  image-rendering: pixelated; border: 1px solid var(--border-color-primary);
+}}
+#history .thumb:has(img[alt^="▶"]) img {{ outline: 3px solid var(--color-accent); }}
+#history .thumb span {{
+  display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden;
+  font-size: var(--text-sm); line-height: 1.2;
+}}
+#example-list img {{ max-height: 44px; width: auto; image-rendering: pixelated; }}
+#example-list td {{ padding-top: 2px; padding-bottom: 2px; }}
 #sweep .grid-wrap {{ height: auto !important; max-height: none !important; }}
 #sweep .grid-container {{ grid-template-columns: repeat(var(--grid-cols), {STRIP_PX}px) !important; }}
 #sweep .thumbnail-item {{ width: {STRIP_PX}px; height: {STRIP_PX}px; }}
 """
+# The strip's items ({src, caption}, editor/ui/state.py) as buttons; a click is the strip's `select` event (index).
+STRIP_HTML = (
+    '<div class="strip">{{#each value}}<button type="button" class="thumb" data-index="{{@index}}">'
+    '<img src="{{this.src}}" alt="{{this.caption}}"><span>{{this.caption}}</span></button>{{/each}}</div>'
+)
+STRIP_CLICK = """element.addEventListener('click', (event) => {
+  const item = event.target.closest('button[data-index]');
+  if (item) trigger('select', {index: Number(item.dataset.index), value: item.querySelector('img').alt});
+});"""
 TIPS = (
     "**Too little change?** Lower αV or raise αX. **Too much?** The reverse. Other seeds and more concrete "
     "wording help too; the trade-off explorer sweeps αV for you."
@@ -84,6 +104,11 @@ class Widgets:
     output_size: gr.Markdown  # the output's real resolution
     used: gr.Markdown  # the used-params line; an edit's progress line while it runs
     compare: gr.ImageSlider  # before / after
+    variations: gr.Dropdown  # how many seeds an edit tries (1: a plain edit)
+    vary_button: gr.Button  # "Edit variations", in place of Edit when variations > 1
+    variants: gr.Gallery  # the variations, side by side, until one is picked
+    variant: gr.Number  # hidden: /pick's variation number
+    pick_api: gr.Button
     # settings
     steps: gr.Slider
     text_guidance: gr.Slider
@@ -94,7 +119,7 @@ class Widgets:
     size: gr.Slider
     # history
     status: gr.Markdown
-    gallery: gr.Gallery  # the history strip
+    strip: gr.HTML  # the history strip (editor/ui/state.py says why it is not a gr.Gallery)
     details: gr.Markdown
     undo_button: gr.Button
     turn: gr.Number  # "Go to turn" as the strip numbers turns (0: the original)
@@ -157,6 +182,7 @@ def build_ui(
     """`build_demo`, with the widgets and handlers it wired."""
     if not editors:
         raise ValueError("the app needs at least one editor")
+    serve_thumbnails()
     with gr.Blocks(
         title="Instruction-based image editor (MGIE)",
         analytics_enabled=False,
@@ -181,149 +207,166 @@ def lay_out(editors: Mapping[str, Editor], notice: str | None, examples_dir: Pat
     sizes = native_sizes(editors)
     first = next(iter(editors))
     defaults = editors[first].defaults  # the first model's own steps and guidance
-    if notice:
-        gr.Markdown(f"**Note:** {notice}", elem_id="notice")
-    gr.Markdown(
-        "## Instruction-based image editing guided by a multimodal LLM\n"
-        "Type a terse instruction. **Think** shows how the model understands it (rewrite it if you like); "
-        "**Edit** renders it. Each result becomes the next input; the history keeps every turn."
-    )
     # An AppState per browser session, made on first use; dropped (files too) after SESSION_TTL_S idle.
     state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=remove_files)
     with gr.Row(equal_height=False):
-        with gr.Column(scale=1):
-            model = gr.Dropdown(list(editors), value=next(iter(editors)), label="Model", visible=len(editors) > 1)
-            image = gr.Image(
-                type="filepath", image_mode=None, format="png", label="Input image", height=VIEW_PX,
-                elem_id="input-image",
+        with gr.Column(scale=3, min_width=720):  # the main flow: images, instruction, Think/Edit, history
+            gr.Markdown("### Instruction-based image editing guided by a multimodal LLM", elem_id="title")
+            with gr.Row(equal_height=False):
+                image = gr.Image(
+                    type="filepath", image_mode=None, format="png", label="Input image", height=VIEW_PX,
+                    elem_id="input-image",
+                )  # fmt: skip
+                with gr.Column(min_width=160):
+                    output = gr.Image(
+                        type="filepath", format="png", label="Edited image", interactive=False, height=VIEW_PX,
+                        elem_id="output-image",
+                    )  # fmt: skip
+                    output_size = gr.Markdown(elem_id="output-size")  # the output's real resolution
+                compare = gr.ImageSlider(
+                    type="filepath", format="png", label="Before / after", interactive=False, height=VIEW_PX,
+                    elem_id="compare",
+                )  # fmt: skip
+            variants = gr.Gallery(
+                label="Variations: click one to keep it as the turn", visible=False, columns=4, height=VARIANTS_PX,
+                allow_preview=False, object_fit="contain", format="png", elem_id="variations",
             )  # fmt: skip
-            instruction = gr.Textbox(label="Instruction", placeholder="make the sky blue", max_lines=2)
-            with gr.Row():
-                think_button = gr.Button("Think")
-                edit_button = gr.Button("Edit", variant="primary")
-                stop_button = gr.Button("Stop", variant="stop", min_width=80, scale=0)
-            plan = gr.Markdown(  # the size the next edit runs at
-                views.size_plan(first, None, defaults.resolution.mode, sizes[first], sizes[first]), elem_id="edit-size"
-            )
-            expressive = gr.Textbox(
-                value="",
-                label="Expressive instruction",
-                lines=3,
-                info="What the MLLM made of the instruction. Rewrite it to steer the edit.",
-            )
+            with gr.Row(visible=False):  # /pick keeps a variation by its number, as a click on one does
+                variant = gr.Number(value=0, precision=0, minimum=0, maximum=len(VARIATIONS) - 1)
+                pick_api = gr.Button()
+            used = gr.Markdown(elem_id="used")  # the used-params line; an edit's progress line while it runs
+            with gr.Row(equal_height=True):
+                instruction = gr.Textbox(
+                    label="Instruction", placeholder="make the sky blue", lines=2, max_lines=2, scale=2
+                )
+                expressive = gr.Textbox(
+                    value="", label="Expressive instruction", lines=2, max_lines=4, scale=3,
+                    placeholder="Think shows what the MLLM makes of the instruction; rewrite it to steer the edit",
+                )  # fmt: skip
+            with gr.Row(equal_height=True):
+                think_button = gr.Button("Think", min_width=80)
+                edit_button = gr.Button("Edit", variant="primary", min_width=80)
+                vary_button = gr.Button("Edit variations", variant="primary", min_width=80, visible=False)
+                stop_button = gr.Button("Stop", variant="stop", min_width=70, scale=0)
+                variations = gr.Dropdown(
+                    [(f"Variations: {n}", n) for n in VARIATIONS], value=1, label="Variations", min_width=140, scale=0,
+                    container=False,
+                    elem_id="variations-count",
+                )  # fmt: skip
+                plan = gr.Markdown(  # the size the next edit runs at
+                    views.size_plan(first, None, defaults.resolution.mode, sizes[first], sizes[first]),
+                    elem_id="edit-size",
+                )
+            with gr.Tabs():
+                with gr.Tab("History"):
+                    with gr.Row(equal_height=True):
+                        status = gr.Markdown("No edits yet", elem_id="status")
+                        undo_button = gr.Button("Undo", size="sm", min_width=60, scale=0)
+                        turn = gr.Number(
+                            value=0, precision=0, minimum=0, maximum=MAX_TURNS, label="Turn (0: original)",
+                            min_width=80, scale=0, container=False,
+                        )  # fmt: skip
+                        revert_button = gr.Button("Go to turn", size="sm", min_width=90, scale=0)
+                        # /revert keeps its API (a turn id, 0 for the first turn) on a hidden twin of the box
+                        turn_id = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_TURNS - 1, visible=False)
+                        revert_api = gr.Button(visible=False)
+                        reset_button = gr.Button("Reset", variant="stop", size="sm", min_width=60, scale=0)
+                        export_button = gr.Button("Export session", size="sm", min_width=120, scale=0)
+                        restore_button = gr.UploadButton(
+                            "Restore session", file_types=[".zip"], size="sm", min_width=130, scale=0
+                        )
+                    strip = gr.HTML(
+                        [], html_template=STRIP_HTML, js_on_load=STRIP_CLICK, padding=False, elem_id="history"
+                    )
+                    archive = gr.DownloadButton(visible=False, elem_id="archive")  # shown by Export, names its file
+                    details = gr.Markdown(elem_id="turn-details")
+                with gr.Tab("Trade-off explorer"):
+                    gr.Markdown(
+                        "Same instruction and seed over a grid of αV (and αX). Click a cell to adopt its values."
+                    )
+                    with gr.Row():
+                        sweep_start = gr.Number(value=1.0, minimum=0, maximum=MAX_GUIDANCE, label="αV from")
+                        sweep_stop = gr.Number(value=2.2, minimum=0, maximum=MAX_GUIDANCE, label="αV to")
+                        sweep_step = gr.Number(value=0.2, minimum=0.01, maximum=MAX_GUIDANCE, label="αV step")
+                        sweep_text = gr.Textbox(value="7.5", label="αX values (comma-separated)")
+                        explore_button = gr.Button("Explore", variant="primary")
+                        explore_stop = gr.Button("Stop", variant="stop", min_width=80, scale=0)
+                    grid = gr.Gallery(
+                        label="Sweep", columns=7, height="auto", allow_preview=False, format="png", elem_id="sweep"
+                    )  # columns: one per αV value, set by each sweep
+                    with gr.Row():
+                        plot = gr.ScatterPlot(label="Edit strength vs consistency", height=300)
+                        table = gr.Dataframe(label="Metrics vs the input", interactive=False)
+                    with gr.Row():
+                        cell = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_CELLS - 1, label="Cell #")
+                        keep_button = gr.Button("Keep this cell as a turn")
+                with gr.Tab("Compare models", visible=len(editors) > 1):
+                    gr.Markdown(
+                        "Two models on the same input, instruction, settings and seed; each writes its own "
+                        "expressive instruction. Nothing is added to the history. Load more models with "
+                        "`python app.py --also NAME`."
+                    )
+                    with gr.Row():
+                        names = list(editors)
+                        model_a = gr.Dropdown(names, value=names[0], label="Model A")
+                        model_b = gr.Dropdown(names, value=names[-1], label="Model B")
+                        compare_button = gr.Button("Compare", variant="primary")
+                        compare_stop = gr.Button("Stop", variant="stop", min_width=80, scale=0)
+                    with gr.Row():
+                        with gr.Column():
+                            image_a = gr.Image(type="pil", format="png", label="A", interactive=False, height=360)
+                            caption_a = gr.Markdown()
+                        with gr.Column():
+                            image_b = gr.Image(type="pil", format="png", label="B", interactive=False, height=360)
+                            caption_b = gr.Markdown()
+        with gr.Column(scale=1, min_width=300):  # the side panel: what a first-time user needs, settings folded
+            if notice:
+                gr.Markdown(f"**Note:** {notice}", elem_id="notice")
+            model = gr.Dropdown(list(editors), value=first, label="Model", visible=len(editors) > 1)
+            with gr.Accordion("Settings", open=False):
+                steps = gr.Slider(1, MAX_UI_STEPS, value=defaults.steps, step=1, precision=0, label="Steps")
+                text_guidance = gr.Slider(
+                    1.0, 15.0, value=defaults.text_guidance, step=0.5, label="Text guidance αX",
+                    info="Higher follows the instruction harder. At 1 all guidance is off (αV is then ignored).",
+                )  # fmt: skip
+                image_guidance = gr.Slider(
+                    1.0, 5.0, value=defaults.image_guidance, step=0.1, label="Image guidance αV",
+                    info="Higher keeps more of the input; lower lets the edit change more.",
+                )  # fmt: skip
+                with gr.Row():
+                    seed = gr.Number(
+                        value=DEFAULT_SEED,
+                        precision=0,
+                        minimum=0,
+                        maximum=MAX_UI_SEED,
+                        label="Seed (shows the one used)",
+                    )
+                    randomize_seed = gr.Checkbox(value=False, label="Randomize seed")
+                resize = gr.Radio(
+                    [("keep aspect ratio", "keep_aspect"), ("centre crop (reference demo)", "center_crop")],
+                    value=defaults.resolution.mode,
+                    label="Resolution",
+                )
+                size = gr.Slider(
+                    64, MAX_UI_SIZE, value=sizes[first], step=8, precision=0, label="Size (long side)",
+                    info="Defaults to the size the selected model was trained at.",
+                )  # fmt: skip
+                gr.Markdown(TIPS)
             with gr.Accordion("Raw MLLM output", open=False):
                 raw_text = gr.Textbox(show_label=False, lines=3, interactive=False)
-        with gr.Column(scale=1):
-            output = gr.Image(
-                type="filepath", format="png", label="Edited image", interactive=False, height=VIEW_PX,
-                elem_id="output-image",
-            )  # fmt: skip
-            output_size = gr.Markdown(elem_id="output-size")  # the output's real resolution
-            used = gr.Markdown(elem_id="used")
-            compare = gr.ImageSlider(
-                type="filepath", format="png", label="Before / after", interactive=False, height=VIEW_PX,
-                elem_id="compare",
-            )  # fmt: skip
-    with gr.Accordion("Settings", open=True):
-        with gr.Row():
-            steps = gr.Slider(1, MAX_UI_STEPS, value=defaults.steps, step=1, precision=0, label="Steps")
-            text_guidance = gr.Slider(
-                1.0,
-                15.0,
-                value=defaults.text_guidance,
-                step=0.5,
-                label="Text guidance αX",
-                info="Higher follows the instruction harder. At 1 all guidance is off (αV is then ignored).",
-            )
-            image_guidance = gr.Slider(
-                1.0,
-                5.0,
-                value=defaults.image_guidance,
-                step=0.1,
-                label="Image guidance αV",
-                info="Higher keeps more of the input; lower lets the edit change more.",
-            )
-        with gr.Row():
-            seed = gr.Number(
-                value=DEFAULT_SEED, precision=0, minimum=0, maximum=MAX_UI_SEED, label="Seed (shows the one used)"
-            )
-            randomize_seed = gr.Checkbox(value=False, label="Randomize seed")
-            resize = gr.Radio(
-                [("keep aspect ratio", "keep_aspect"), ("centre crop (reference demo)", "center_crop")],
-                value=defaults.resolution.mode,
-                label="Resolution",
-            )
-            size = gr.Slider(
-                64, MAX_UI_SIZE, value=sizes[model.value], step=8, precision=0, label="Size (long side)",
-                info="Defaults to the size the selected model was trained at.",
-            )  # fmt: skip
-        gr.Markdown(TIPS)
-    with gr.Tabs():
-        with gr.Tab("History"):
-            status = gr.Markdown("No edits yet", elem_id="status")
-            gallery = gr.Gallery(
-                label="History", columns=8, rows=1, height=230, allow_preview=False, object_fit="contain",
-                format="png", elem_id="history",
-            )  # fmt: skip
-            with gr.Row():
-                undo_button = gr.Button("Undo")
-                turn = gr.Number(
-                    value=0, precision=0, minimum=0, maximum=MAX_TURNS, label="Turn (0: original)", min_width=80
-                )
-                revert_button = gr.Button("Go to turn")
-                # /revert keeps its API (a turn id, 0 for the first turn) on a hidden twin of the box
-                turn_id = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_TURNS - 1, visible=False)
-                revert_api = gr.Button(visible=False)
-                reset_button = gr.Button("Reset", variant="stop")
-                export_button = gr.Button("Export session")
-                restore_button = gr.UploadButton("Restore session", file_types=[".zip"])
-            details = gr.Markdown(elem_id="turn-details")
-            archive = gr.DownloadButton(visible=False, elem_id="archive")  # shown by Export, named after its file
-        with gr.Tab("Trade-off explorer"):
-            gr.Markdown("Same instruction and seed over a grid of αV (and αX). Click a cell to adopt its values.")
-            with gr.Row():
-                sweep_start = gr.Number(value=1.0, minimum=0, maximum=MAX_GUIDANCE, label="αV from")
-                sweep_stop = gr.Number(value=2.2, minimum=0, maximum=MAX_GUIDANCE, label="αV to")
-                sweep_step = gr.Number(value=0.2, minimum=0.01, maximum=MAX_GUIDANCE, label="αV step")
-                sweep_text = gr.Textbox(value="7.5", label="αX values (comma-separated)")
-                explore_button = gr.Button("Explore", variant="primary")
-                explore_stop = gr.Button("Stop", variant="stop", min_width=80, scale=0)
-            grid = gr.Gallery(
-                label="Sweep", columns=7, height="auto", allow_preview=False, format="png", elem_id="sweep"
-            )  # columns: one per αV value, set by each sweep
-            with gr.Row():
-                plot = gr.ScatterPlot(label="Edit strength vs consistency", height=300)
-                table = gr.Dataframe(label="Metrics vs the input", interactive=False)
-            with gr.Row():
-                cell = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_CELLS - 1, label="Cell #")
-                keep_button = gr.Button("Keep this cell as a turn")
-        with gr.Tab("Compare models", visible=len(editors) > 1):
-            gr.Markdown(
-                "Two models on the same input, instruction, settings and seed; each writes its own expressive "
-                "instruction. Nothing is added to the history. Load more models with `python app.py --also NAME`."
-            )
-            with gr.Row():
-                names = list(editors)
-                model_a = gr.Dropdown(names, value=names[0], label="Model A")
-                model_b = gr.Dropdown(names, value=names[-1], label="Model B")
-                compare_button = gr.Button("Compare", variant="primary")
-                compare_stop = gr.Button("Stop", variant="stop", min_width=80, scale=0)
-            with gr.Row():
-                with gr.Column():
-                    image_a = gr.Image(type="pil", format="png", label="A", interactive=False, height=360)
-                    caption_a = gr.Markdown()
-                with gr.Column():
-                    image_b = gr.Image(type="pil", format="png", label="B", interactive=False, height=360)
-                    caption_b = gr.Markdown()
-    if examples_dir is not None:
-        gr.Examples([[e["image"], e["instruction"]] for e in load_examples(examples_dir)], [image, instruction])
-
+            if examples_dir is not None:
+                gr.Examples(
+                    [[e["image"], e["instruction"]] for e in load_examples(examples_dir)], [image, instruction],
+                    examples_per_page=EXAMPLES_PER_PAGE, elem_id="example-list",
+                )  # fmt: skip
     return Widgets(
         state=state, model=model, image=image, instruction=instruction, think_button=think_button,
         edit_button=edit_button, stop_button=stop_button, plan=plan, expressive=expressive, raw_text=raw_text,
-        output=output, output_size=output_size, used=used, compare=compare, steps=steps, text_guidance=text_guidance,
+        output=output, output_size=output_size, used=used, compare=compare, variations=variations,
+        vary_button=vary_button, variants=variants, variant=variant, pick_api=pick_api, steps=steps,
+        text_guidance=text_guidance,
         image_guidance=image_guidance, seed=seed, randomize_seed=randomize_seed, resize=resize, size=size,
-        status=status, gallery=gallery, details=details, undo_button=undo_button, turn=turn,
+        status=status, strip=strip, details=details, undo_button=undo_button, turn=turn,
         revert_button=revert_button, turn_id=turn_id, revert_api=revert_api, reset_button=reset_button,
         export_button=export_button, restore_button=restore_button, archive=archive, sweep_start=sweep_start,
         sweep_stop=sweep_stop, sweep_step=sweep_step, sweep_text=sweep_text, explore_button=explore_button,

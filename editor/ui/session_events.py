@@ -27,7 +27,7 @@ from editor.ui.wiring import reading, updates
 if TYPE_CHECKING:
     from editor.ui.layout import Widgets
 
-HISTORY = ("image", "output", "compare", "status", "gallery", "details", "state")  # what `_history` updates
+HISTORY = ("image", "output", "compare", "status", "strip", "details", "state")  # what `_history` updates
 
 
 @contextmanager
@@ -58,7 +58,7 @@ class SessionHandlers:
         """The history panes of `state` (the `HISTORY` widgets)."""
         view, w = history_view(state), self.w
         return {w.image: view.input, w.output: view.output, w.compare: view.compare, w.status: view.status,
-                w.gallery: view.strip, w.details: view.details, w.state: state}  # fmt: skip
+                w.strip: view.strip, w.details: view.details, w.state: state}  # fmt: skip
 
     @updates("used")
     def used_text(self, state: AppState | None) -> dict:
@@ -66,11 +66,19 @@ class SessionHandlers:
         history = fresh(state).history
         return {self.w.used: views.result_text(None if history.head is None else history.turns[history.head])}
 
-    @updates("used", "output")
+    @updates("used", "output", "variants")
     def stopped(self, state: AppState | None) -> dict:
-        """Stop pressed: the render was cancelled; the result box shows the session's current output again."""
-        output = history_view(fresh(state)).output
-        return {self.w.used: "Stopped: nothing was added to the history.", self.w.output: output}
+        """Stop pressed: the render was cancelled; the result box shows the session's current output again, and
+        unfinished variations are dropped."""
+        state = fresh(state)
+        state.variants = []
+        hidden = gr.Gallery(value=None, visible=False)
+        output = history_view(state).output
+        return {
+            self.w.used: "Stopped: nothing was added to the history.",
+            self.w.output: output,
+            self.w.variants: hidden,
+        }
 
     @staticmethod
     def _commit(state: AppState, parent: int | None, image: Image.Image, result: EditResult) -> None:

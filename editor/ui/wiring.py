@@ -102,15 +102,28 @@ def wire(w: Widgets, handlers: Handlers, settings: Mapping[str, EditParams], siz
     on(w.think_button.click, handlers.think, w, api_name="think", **GPU)
     edited = on(w.edit_button.click, handlers.edit, w, api_name="edit", show_progress="hidden", **GPU)
     # show_progress hidden: the edit has its own progress line under the result (views.progress_text)
-    edited.success(None, js=WARN_ON_LEAVE)
-    on(edited.failure, handlers.used_text, w, **INSTANT)
+    # Variations: with more than one, "Edit variations" takes Edit's place; a picked variation becomes the turn.
+    w.variations.change(
+        lambda count: {w.edit_button: gr.Button(visible=count == 1),
+                       w.vary_button: gr.Button(f"Edit {count} variations", visible=count != 1)},
+        [w.variations], [w.edit_button, w.vary_button], **INSTANT,
+    )  # fmt: skip
+    varied = on(w.vary_button.click, handlers.variations, w, api_name="variations", show_progress="hidden", **GPU)
+    picked = [
+        on(w.variants.select, handlers.pick_selected, w, **PRIVATE),
+        on(w.pick_api.click, handlers.pick, w, api_name="pick"),
+    ]
+    for started in (edited, *picked):
+        started.success(None, js=WARN_ON_LEAVE)
+    for started in (edited, varied):
+        on(started.failure, handlers.used_text, w, **INSTANT)
     # Stop cancels the edit (the render stops at its next step, editor/ui/streaming.py); the session is unchanged.
-    on(w.stop_button.click, handlers.stopped, w, cancels=[edited], **PRIVATE)
+    on(w.stop_button.click, handlers.stopped, w, cancels=[edited, varied], **PRIVATE)
     changes = [  # events that change the session: the boxes follow its current turn, an exported zip is stale
         on(w.undo_button.click, handlers.undo, w, api_name="undo"),
         on(w.revert_api.click, handlers.revert, w, api_name="revert"),
         on(w.revert_button.click, handlers.go_to, w, **PRIVATE),
-        on(w.gallery.select, handlers.revert_selected, w, **PRIVATE),
+        on(w.strip.select, handlers.revert_selected, w, **PRIVATE),
     ]
     for started in changes:
         on(started.success, handlers.turn_texts, w, **INSTANT)
@@ -133,7 +146,7 @@ def wire(w: Widgets, handlers: Handlers, settings: Mapping[str, EditParams], siz
     )
     w.compare_stop.click(None, cancels=[compared], **PRIVATE)
     kept = on(w.keep_button.click, handlers.keep_cell, w, api_name="keep")
-    for started in (edited, kept, *changes):
+    for started in (edited, kept, *picked, *changes):
         started.success(hide_archive, None, [w.archive], **INSTANT)
-    for started in (edited, kept, adopted, *changes):  # the real resolution of what the output box shows
+    for started in (edited, kept, adopted, *picked, *changes):  # the real resolution of what the output box shows
         started.success(views.size_text, [w.output], [w.output_size], **INSTANT)
