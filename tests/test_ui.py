@@ -427,12 +427,13 @@ def test_variations_show_several_seeds_and_only_the_picked_one_becomes_a_turn():
                                        3, None))  # fmt: skip
     shown = [u[w.variants] for u in updates if w.variants in u][-1]
     state = updates[-1][w.state]
-    assert shown.visible and [item["caption"] for item in shown.value] == ["#1 · seed 7", "#2 · seed 8", "#3 · seed 9"]
+    assert shown["visible"] and [caption for _, caption in shown["value"]] == ["#1 · seed 7", "#2 · seed 8",
+                                                                              "#3 · seed 9"]  # fmt: skip
     assert editor.calls == ["think", "render", "render", "render"]  # one thought, three renders
     assert not state.history.turns  # nothing enters the history before a pick
     picked = handlers.pick(1, state)
     assert picked[w.seed] == 8 and picked[w.status] == "Turn 1 of 1 · edited from the original"
-    assert not picked[w.variants].visible and state.history.turns[0].params.seed == 8
+    assert not picked[w.variants]["visible"] and state.history.turns[0].params.seed == 8
     with pytest.raises(gr.Error, match="no variation 0: edit with variations first"):
         handlers.pick(0, state)  # the others were dropped
     with pytest.raises(gr.Error, match="variations must be 2 to 4, got 1"):

@@ -11,6 +11,7 @@ package is installed (a no-op outside ZeroGPU hardware) and the plain function o
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
@@ -26,8 +27,8 @@ from editor.pipelines.diffusion import fresh_seed
 from editor.ui import views
 from editor.ui.explore import Cell, Sweep, explore
 from editor.ui.history import image_key
-from editor.ui.session_events import HISTORY, SessionHandlers, as_int, user_errors
-from editor.ui.state import AppState, Session, fresh
+from editor.ui.session_events import HISTORY, STOPPED, SessionHandlers, as_int, user_errors
+from editor.ui.state import AppState, Session, fresh, history_view
 from editor.ui.streaming import PREVIEW_EVERY_S, Progress, stream_render
 from editor.ui.wiring import reading, updates
 
@@ -88,8 +89,10 @@ class Handlers(SessionHandlers):
         def think(model: str, image, instruction: str, expressive: str, session: Session | None) -> Session:
             return resolve_guidance(editors[model], session, image, instruction, expressive)
 
-        def render(model: str, image, guidance: Guidance, params: EditParams) -> Iterator[Progress | EditResult]:
-            yield from stream_render(editors[model], image, guidance, params, preview_every)
+        def render(
+            model: str, image, guidance: Guidance, params: EditParams, stop: threading.Event | None = None
+        ) -> Iterator[Progress | EditResult]:
+            yield from stream_render(editors[model], image, guidance, params, preview_every, stop)
 
         def sweep(model: str, image, guidance: Guidance, params: EditParams, grid: Sweep) -> Iterator[Cell]:
             yield from explore(editors[model], image, guidance, params, grid)
@@ -147,7 +150,8 @@ class Handlers(SessionHandlers):
             guidance, started, shown = state.thought.guidance, time.perf_counter(), 0.0
             texts = {w.expressive: guidance.expressive, w.raw_text: guidance.raw_text}
             yield texts | {w.used: "Editing…"}
-            for item in self._render(model, image, guidance, params):
+            state.stop = threading.Event()  # Stop sets it: the render ends at its next step, nothing is committed
+            for item in self._render(model, image, guidance, params, state.stop):
                 if isinstance(item, Progress):
                     now = time.perf_counter()
                     if item.preview is not None or now - shown >= PROGRESS_EVERY_S:
@@ -156,6 +160,8 @@ class Handlers(SessionHandlers):
                     continue
                 self._commit(state, parent, image, item)
                 yield texts | {w.used: views.result_text(item), w.seed: item.seed} | self._history(state)
+            if state.stop.is_set():  # Gradio re-sends a generator's last update when it ends: make it Stop's
+                yield {w.used: STOPPED, w.output: history_view(state).output}
 
     @updates("expressive", "raw_text", "used", "variants", "state")
     def variations(
@@ -173,8 +179,8 @@ class Handlers(SessionHandlers):
             params = make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resize, size)
             first = params.seed if params.seed is not None else fresh_seed()
             model, image = self._inputs(model, image, state)
-            parent, hidden = state.history.parent_for(image), gr.Gallery(value=None, visible=False)
-            state.variants = []
+            parent, hidden = state.history.parent_for(image), gr.update(value=None, visible=False)
+            state.variants, state.stop = [], threading.Event()
             yield {w.used: "Thinking…", w.variants: hidden}
             state.thought = self._think(model, image, instruction, expressive, state.thought)
             guidance, started, shown, results = state.thought.guidance, time.perf_counter(), 0.0, []
@@ -182,18 +188,21 @@ class Handlers(SessionHandlers):
             yield texts | {w.used: "Editing…"}
             for number in range(count):
                 seeded = replace(params, seed=(first + number) % 2**32)
-                for item in self._render(model, image, guidance, seeded):
+                for item in self._render(model, image, guidance, seeded, state.stop):
                     if isinstance(item, EditResult):
                         results.append(item)
                     elif (now := time.perf_counter()) - shown >= PROGRESS_EVERY_S:
                         done, doing = number * params.steps + item.index, f"Variation {number + 1} of {count}"
                         shown = now
                         yield {w.used: views.progress_text(done, count * params.steps, now - started, doing)}
+                if state.stop.is_set():  # stopped: no variation is kept (this is the update Gradio re-sends)
+                    yield {w.used: STOPPED, w.variants: gr.update(value=None, visible=False)}
+                    return
                 pictures = [(r.image, f"#{i + 1} · seed {r.seed}") for i, r in enumerate(results)]
-                yield {w.variants: gr.Gallery(value=pictures, visible=True)}
+                yield {w.variants: gr.update(value=pictures, visible=True)}
             state.variants, state.variants_parent, state.variants_input = results, parent, image
             line = f"**{count} variations** (seeds {first}–{results[-1].seed}): click one to keep it as the turn."
-            yield texts | {w.used: line, w.state: state}
+            yield texts | {w.used: line, w.variants: gr.update(value=pictures, visible=True), w.state: state}
 
     @updates("used", "seed", "variants", *HISTORY)
     @reading(index="variant")
@@ -207,7 +216,7 @@ class Handlers(SessionHandlers):
             result = state.variants[index]
             self._commit(state, state.variants_parent, state.variants_input, result)
             state.variants = []
-            hidden = gr.Gallery(value=None, visible=False)
+            hidden = gr.update(value=None, visible=False)
             return {self.w.used: views.result_text(result), self.w.seed: result.seed, self.w.variants: hidden} | (
                 self._history(state)
             )

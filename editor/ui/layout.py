@@ -50,7 +50,7 @@ CSS = f"""
 #input-image img, #output-image img, #compare img {{
   width: 100%; height: {IMAGE_PX}px !important; object-fit: contain; image-rendering: pixelated;
 }}
-#history .strip {{ display: flex; gap: 8px; overflow-x: auto; padding: 4px; }}
+#history .strip {{ display: flex; align-items: flex-start; gap: 8px; overflow-x: auto; padding: 4px; }}
 #history .thumb {{
   flex: none; width: {STRIP_PX}px; padding: 0; border: none; background: none; cursor: pointer; text-align: center;
 }}
@@ -211,7 +211,6 @@ def lay_out(editors: Mapping[str, Editor], notice: str | None, examples_dir: Pat
     state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=remove_files)
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=720):  # the main flow: images, instruction, Think/Edit, history
-            gr.Markdown("### Instruction-based image editing guided by a multimodal LLM", elem_id="title")
             with gr.Row(equal_height=False):
                 image = gr.Image(
                     type="filepath", image_mode=None, format="png", label="Input image", height=VIEW_PX,
@@ -320,6 +319,7 @@ def lay_out(editors: Mapping[str, Editor], notice: str | None, examples_dir: Pat
                             image_b = gr.Image(type="pil", format="png", label="B", interactive=False, height=360)
                             caption_b = gr.Markdown()
         with gr.Column(scale=1, min_width=300):  # the side panel: what a first-time user needs, settings folded
+            gr.Markdown("### Instruction-based image editing guided by a multimodal LLM", elem_id="title")
             if notice:
                 gr.Markdown(f"**Note:** {notice}", elem_id="notice")
             model = gr.Dropdown(list(editors), value=first, label="Model", visible=len(editors) > 1)

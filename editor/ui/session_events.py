@@ -27,6 +27,7 @@ from editor.ui.wiring import reading, updates
 if TYPE_CHECKING:
     from editor.ui.layout import Widgets
 
+STOPPED = "Stopped: nothing was added to the history."
 HISTORY = ("image", "output", "compare", "status", "strip", "details", "state")  # what `_history` updates
 
 
@@ -71,14 +72,12 @@ class SessionHandlers:
         """Stop pressed: the render was cancelled; the result box shows the session's current output again, and
         unfinished variations are dropped."""
         state = fresh(state)
+        if state.stop is not None:
+            state.stop.set()  # reaches the render thread at once (editor/ui/streaming.py)
         state.variants = []
-        hidden = gr.Gallery(value=None, visible=False)
+        hidden = gr.update(value=None, visible=False)
         output = history_view(state).output
-        return {
-            self.w.used: "Stopped: nothing was added to the history.",
-            self.w.output: output,
-            self.w.variants: hidden,
-        }
+        return {self.w.used: STOPPED, self.w.output: output, self.w.variants: hidden}
 
     @staticmethod
     def _commit(state: AppState, parent: int | None, image: Image.Image, result: EditResult) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -61,6 +62,7 @@ class AppState:
     variants: list[EditResult] = field(default_factory=list)  # the last variations, until one is picked
     variants_parent: int | None = None  # the turn their input came from
     variants_input: Image.Image | None = None
+    stop: threading.Event | None = None  # set by Stop: the running edit's render ends at its next step
     shown: str | Image.Image | None = None  # what the input box shows: put back when an upload is refused
     folder: str | None = None  # this session's PNGs for display, each written once (see `png`)
     files: dict[tuple, str] = field(default_factory=dict)
