@@ -23,9 +23,9 @@ from editor.params import DEFAULT_SEED, EditParams, Resolution
 from editor.ui import Session, build_demo, resolve_guidance
 from editor.ui.examples import EXAMPLES_DIR, load_examples, write_examples
 from editor.ui.history import image_key
-from editor.ui.layout import UI, build_ui
+from editor.ui.layout import build_ui
 from editor.ui.state import FILE_ROUTE
-from tests.fakes import FakeEditor
+from tests.fakes import SETTINGS, FakeEditor, fake_ui, last
 
 ENDPOINTS = {
     "think",
@@ -41,33 +41,6 @@ ENDPOINTS = {
     "variations",
     "pick",
 }
-
-
-# Each endpoint's parameter names (what gradio_client users type) and the number of values it returns.
-API = {
-    "/think": (["model", "image", "instruction"], 2),
-    "/edit": (["model", "image", "instruction", "expressive", "steps", "text_guidance", "image_guidance", "seed",
-               "randomize_seed", "resize", "size"], 10),
-    "/undo": ([], 6), "/revert": (["turn"], 6), "/reset": ([], 6), "/restore": (["archive"], 6), "/export": ([], 1),
-    "/explore": (["model", "image", "instruction", "expressive", "steps", "text_values", "start", "stop", "step",
-                  "seed", "randomize_seed", "resize", "size"], 5),
-    "/compare": (["model_a", "model_b", "image", "instruction", "steps", "text_guidance", "image_guidance", "seed",
-                  "randomize_seed", "resize", "size"], 5),
-    "/keep": (["index"], 8),
-    "/variations": (["model", "image", "instruction", "expressive", "steps", "text_guidance", "image_guidance", "seed",
-                     "randomize_seed", "resize", "size", "variations"], 4),
-    "/pick": (["index"], 9),
-}  # fmt: skip
-SETTINGS = (2, 7.5, 1.5, 1, False, "keep_aspect", 64)  # steps, αX, αV, seed, randomize, resize, size
-
-
-def fake_ui(*editors: FakeEditor) -> UI:
-    return build_ui({e.name: e for e in editors or [FakeEditor()]}, examples_dir=None, preview_every=None)
-
-
-def last(updates):
-    """The last update of a generator handler."""
-    return list(updates)[-1]
 
 
 def test_examples_are_complete_and_reproducible(tmp_path):
@@ -112,12 +85,6 @@ def test_demo_wires_every_endpoint_and_the_model_selector():
     assert not build_ui({"fake": FakeEditor()}, examples_dir=EXAMPLES_DIR).widgets.model.visible
     with pytest.raises(ValueError, match="at least one editor"):
         build_demo({})
-
-
-def test_every_endpoint_keeps_its_parameter_names_and_outputs():
-    info = fake_ui(FakeEditor(), FakeEditor(name="other")).demo.get_api_info()["named_endpoints"]
-    shown = {name: ([p["parameter_name"] for p in e["parameters"]], len(e["returns"])) for name, e in info.items()}
-    assert shown == API
 
 
 def test_choosing_a_model_sets_its_own_steps_guidance_and_size():
@@ -415,27 +382,3 @@ def test_the_size_of_the_next_edit_is_shown_and_the_demo_model_says_what_it_cann
     assert "**64 × 40 px** (the model's own size)" in plan and "only knows 64-px scenes of coloured shapes" in plan
     assert "demo model" not in handlers.plan_text("mgie-demo", Image.new("RGB", (64, 64)), "keep_aspect", 64)
     assert handlers.plan_text("fake", None, "center_crop", 128) == "Edits at 128 × 128 px"
-
-
-def test_variations_show_several_seeds_and_only_the_picked_one_becomes_a_turn():
-    editor = FakeEditor()
-    ui = fake_ui(editor)
-    handlers, w = ui.handlers, ui.widgets
-    image = Image.new("RGB", (64, 48), (200, 40, 10))
-    steps, text, picture, seed, _, resize, size = SETTINGS
-    updates = list(handlers.variations("fake", image, "make it blue", "", steps, text, picture, 7, False, resize, size,
-                                       3, None))  # fmt: skip
-    shown = [u[w.variants] for u in updates if w.variants in u][-1]
-    state = updates[-1][w.state]
-    assert shown["visible"] and [caption for _, caption in shown["value"]] == ["#1 · seed 7", "#2 · seed 8",
-                                                                              "#3 · seed 9"]  # fmt: skip
-    assert editor.calls == ["think", "render", "render", "render"]  # one thought, three renders
-    assert not state.history.turns  # nothing enters the history before a pick
-    picked = handlers.pick(1, state)
-    assert picked[w.seed] == 8 and picked[w.status] == "Turn 1 of 1 · edited from the original"
-    assert not picked[w.variants]["visible"] and state.history.turns[0].params.seed == 8
-    with pytest.raises(gr.Error, match="no variation 0: edit with variations first"):
-        handlers.pick(0, state)  # the others were dropped
-    with pytest.raises(gr.Error, match="variations must be 2 to 4, got 1"):
-        list(handlers.variations("fake", image, "x", "", *SETTINGS, 1, state))
-    assert len(state.history.turns) == 1
