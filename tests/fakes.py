@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image, ImageOps
@@ -14,6 +15,9 @@ from editor.core import EditResult, Guidance, Step
 from editor.images import load_image, prepare_image
 from editor.params import EditParams
 from editor.prompts import check_text
+
+if TYPE_CHECKING:
+    from editor.ui.layout import UI
 
 
 @dataclass
@@ -59,3 +63,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+SETTINGS = (2, 7.5, 1.5, 1, False, "keep_aspect", 64)  # steps, αX, αV, seed, randomize, resize, size
+
+
+def fake_ui(*editors: FakeEditor) -> UI:
+    """The app around fake editors (default: one), without examples or previews, for driving its handlers."""
+    from editor.ui.layout import build_ui  # the UI package is only needed by the tests that drive it
+
+    return build_ui({e.name: e for e in editors or [FakeEditor()]}, examples_dir=None, preview_every=None)
+
+
+def last(updates):
+    """The last update of a generator handler."""
+    return list(updates)[-1]

@@ -70,6 +70,17 @@ def button(page: Page, text: str) -> Locator:
     return page.get_by_role("button", name=text, exact=True).filter(has_text=re.compile(rf"^\s*{re.escape(text)}\s*$"))
 
 
+def settings(page: Page, **values: str) -> None:
+    """Opens the folded Settings panel (if closed) and types `values` into its sliders, by label."""
+    steps = page.get_by_label("number input for Steps", exact=True)
+    if not steps.is_visible():
+        page.locator(".label-wrap", has_text="Settings").click()
+        expect(steps).to_be_visible()
+    for label, value in values.items():
+        page.get_by_label(f"number input for {label}", exact=True).fill(value)
+        expect(page.get_by_label(f"range slider for {label}", exact=True)).to_have_value(value)
+
+
 def click_and_wait(page: Page, label: str, status: str) -> None:
     """Clicks the button `label`, then waits for #status to read `status`; error toasts, if any, go in the message."""
     button(page, label).click()
@@ -106,7 +117,8 @@ def same_size_and_pixelated(page: Page) -> None:
 
 def strip_is_one_row_of_squares(page: Page) -> None:
     """The history strip: square thumbnails, all in one row, none stretched; the current one outlined."""
-    boxes = page.locator("#history .thumbnail-item").evaluate_all(
+    page.wait_for_function("[...document.querySelectorAll('#history img')].every(i => i.complete && i.naturalWidth)")
+    boxes = page.locator("#history .thumb img").evaluate_all(
         "items => items.map(b => { const r = b.getBoundingClientRect();"
         " return [r.width, r.height, r.top, getComputedStyle(b).outlineStyle]; })"
     )
@@ -123,9 +135,7 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
     source = block(page, "Input image")
     source.locator("input[type=file]").set_input_files(EXAMPLES_DIR / "chelsea.png")
     expect(source.locator("img")).to_have_attribute("src", re.compile(r"chelsea\.png"))  # uploaded to the server
-    for slider, value in (("Steps", "2"), ("Size (long side)", "64")):
-        page.get_by_label(f"number input for {slider}", exact=True).fill(value)
-        expect(page.get_by_label(f"range slider for {slider}", exact=True)).to_have_value(value)
+    settings(page, **{"Steps": "2", "Size (long side)": "64"})
 
     expect(page.locator("#edit-size")).to_contain_text("Edits at 64 × 40 px")  # next to Edit, before it starts
     instruction = page.get_by_role("textbox", name="Instruction", exact=True)
@@ -138,7 +148,7 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
     click_and_wait(page, "Edit", "Turn 1 of 1")
     first_expressive = expressive.input_value()
     page.wait_for_function("typeof window.onbeforeunload === 'function'")  # a reload now asks first
-    thumbnails = block(page, "History").get_by_role("button", name=re.compile(r"^Thumbnail \d+ of \d+$"))
+    thumbnails = page.locator("#history button.thumb")
     expect(thumbnails).to_have_count(2)  # the original, then turn 1
     expect(block(page, OUTPUT_LABEL).locator("img")).to_have_attribute("src", re.compile(r"\S"))
     same_size_and_pixelated(page)
@@ -161,6 +171,10 @@ def test_upload_think_edit_twice_and_undo(app_url: str, page: Page, tmp_path: Pa
     page.get_by_role("spinbutton", name="Turn (0: original)").fill("1")
     click_and_wait(page, "Go to turn", "Turn 1 of 2")
     expect(instruction).to_have_value("make the cat a tiger")
+    thumbnails.nth(2).click()  # a click on the strip goes to that turn
+    expect(page.locator("#status")).to_contain_text("Turn 2 of 2")
+    expect(instruction).to_have_value("make it snowy")
+    click_and_wait(page, "Go to turn", "Turn 1 of 2")
 
     button(page, "Export session").click()
     download = page.locator("#archive")
@@ -233,8 +247,7 @@ def test_an_upload_is_checked_when_it_arrives_and_the_previous_image_stays(app_u
 def test_the_explorer_labels_its_plot_lays_out_full_rows_and_says_what_was_adopted(app_url: str, page: Page) -> None:
     page.goto(app_url, wait_until="domcontentloaded")
     upload(page, EXAMPLES_DIR / "shapes-1.png")
-    for slider, value in (("Steps", "2"), ("Size (long side)", "64")):
-        page.get_by_label(f"number input for {slider}", exact=True).fill(value)
+    settings(page, **{"Steps": "2", "Size (long side)": "64"})
     page.get_by_role("textbox", name="Instruction", exact=True).fill("make the circle green")
     page.get_by_role("tab", name="Trade-off explorer").click()
     page.get_by_label("αV to").fill("1.6")  # αV 1.0, 1.2, 1.4, 1.6 ...
@@ -284,8 +297,7 @@ def test_one_progress_line_and_stop_cancels_within_a_step_or_two(slow_app, page:
     url, editor = slow_app
     page.goto(url, wait_until="domcontentloaded")
     upload(page, EXAMPLES_DIR / "chelsea.png")
-    for slider, value in (("Steps", "150"), ("Size (long side)", "64")):
-        page.get_by_label(f"number input for {slider}", exact=True).fill(value)
+    settings(page, **{"Steps": "150", "Size (long side)": "64"})
     page.get_by_role("textbox", name="Instruction", exact=True).fill("make it snowy")
     button(page, "Edit").click()
     used = page.locator("#used")
@@ -302,5 +314,66 @@ def test_one_progress_line_and_stop_cancels_within_a_step_or_two(slow_app, page:
     expect(page.locator("#status")).to_contain_text("No edits yet")  # the session is unchanged
     expect(page.locator("#output-image img")).to_have_count(0)  # the preview is gone, as the session has no result
 
-    page.get_by_label("number input for Steps", exact=True).fill("2")
+    settings(page, Steps="2")
     click_and_wait(page, "Edit", "Turn 1 of 1")  # the next edit runs at once
+
+
+def inside_the_window(page: Page, locator: Locator, width: int = 1400, height: int = 900) -> None:
+    """Every element of `locator` is drawn entirely inside the window, without scrolling."""
+    assert page.evaluate("window.scrollY") == 0
+    for element in locator.all():
+        box = element.bounding_box()
+        assert box is not None and box["width"] > 0, (locator, box)
+        assert box["x"] >= 0 and box["y"] >= 0, (locator, box)
+        assert box["x"] + box["width"] <= width and box["y"] + box["height"] <= height, (locator, box)
+
+
+def test_the_main_flow_fits_one_1400x900_window_with_the_examples(app_url: str, page: Page, tmp_path: Path) -> None:
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(app_url, wait_until="domcontentloaded")
+    example = page.locator("#example-list tr", has_text="make the large cyan circle green")
+    expect(example).to_be_visible()
+    inside_the_window(page, example)  # a first-time user sees the examples at once
+    example.click()
+    instruction = page.get_by_role("textbox", name="Instruction", exact=True)
+    expect(instruction).to_have_value("make the large cyan circle green")
+    settings(page, Steps="2")
+    page.locator(".label-wrap", has_text="Settings").click()  # folded again
+    click_and_wait(page, "Edit", "Turn 1 of 1")
+    page.wait_for_function("[...document.querySelectorAll('#history img')].every(i => i.complete && i.naturalWidth)")
+    expressive = page.get_by_role("textbox", name=re.compile(r"^Expressive instruction"))
+    for part in (
+        page.locator("#input-image"), instruction, button(page, "Think"), button(page, "Edit"), button(page, "Stop"),
+        expressive, page.locator("#output-image"), page.locator("#compare"), page.locator("#used"),
+        page.locator("#status"), page.locator("#history .thumb"), page.locator("#edit-size"),
+    ):  # fmt: skip
+        inside_the_window(page, part)
+    shot = tmp_path / "main-screen.png"
+    page.screenshot(path=shot)
+    if os.environ.get("SAVE_SCREENSHOT"):
+        ARTIFACT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(shot, ARTIFACT.with_name("main-screen.png"))
+
+
+def test_variations_show_seeds_side_by_side_and_a_picked_one_becomes_the_turn(app_url: str, page: Page) -> None:
+    page.goto(app_url, wait_until="domcontentloaded")
+    upload(page, EXAMPLES_DIR / "shapes-1.png")
+    settings(page, **{"Steps": "2", "Size (long side)": "64"})
+    page.get_by_role("textbox", name="Instruction", exact=True).fill("make the circle green")
+    page.locator("#variations-count input").click()
+    page.get_by_role("option", name="Variations: 3").click()
+    expect(button(page, "Edit")).to_be_hidden()
+    button(page, "Edit 3 variations").click()
+    shown = page.locator("#variations .thumbnail-item")
+    expect(shown).to_have_count(3)
+    expect(page.locator("#used")).to_contain_text("click one to keep it")
+    captions = [image.get_attribute("alt") for image in page.locator("#variations img").all()]
+    assert captions == ["#1 · seed 13331", "#2 · seed 13332", "#3 · seed 13333"], captions
+    boxes = [item.bounding_box() for item in shown.all()]
+    assert len({round(b["y"]) for b in boxes}) == 1, boxes  # side by side
+    expect(page.locator("#status")).to_contain_text("No edits yet")  # nothing is added before a pick
+    shown.nth(1).click()
+    expect(page.locator("#status")).to_contain_text("Turn 1 of 1")
+    expect(page.locator("#used")).to_contain_text("seed 13332")
+    expect(page.locator("#variations")).to_be_hidden()
+    expect(page.locator("#history button.thumb")).to_have_count(2)  # the original, then the picked variation

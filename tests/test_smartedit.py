@@ -91,18 +91,20 @@ def test_broken_folders_give_specific_errors(tree, tmp_path):
 
 def test_the_app_serves_smartedit_with_its_think_text_and_multi_turn(tree, smartedit):
     import app
-    from editor.ui.handlers import Handlers
+    from editor.ui.layout import build_ui
 
     editors, notice = app.load_editors("smartedit-7b", [], tree, "cpu")
     assert list(editors) == ["smartedit-7b"] and notice is None
-    handlers = Handlers({"smartedit-7b": smartedit}, preview_every=None)
-    expressive, raw, state = handlers.think("smartedit-7b", IMAGE, "make it red", None)
+    ui = build_ui({"smartedit-7b": smartedit}, examples_dir=None, preview_every=None)
+    handlers, w = ui.handlers, ui.widgets
+    thought = handlers.think("smartedit-7b", IMAGE, "make it red", None)
+    expressive, state = thought[w.expressive], thought[w.state]
     assert (
         state.thought.guidance.model == "smartedit-7b"
         and expressive == smartedit.think(IMAGE, "make it red").expressive
     )
     controls = (3, 7.5, 1.5, 7, False, "keep_aspect", 64)
     *_, first = handlers.edit("smartedit-7b", IMAGE, "make it red", expressive, *controls, state)
-    *_, second = handlers.edit("smartedit-7b", None, "now blue", "", *controls, first[-1])  # continues from turn 1
-    history = second[-1].history
+    *_, second = handlers.edit("smartedit-7b", None, "now blue", "", *controls, first[w.state])  # from turn 1
+    history = second[w.state].history
     assert len(history.turns) == 2 and history.turns[1].parent == 0

@@ -25,7 +25,6 @@ from huggingface_hub import constants
 from editor.params import EditParams, Resolution
 from editor.pipelines.registry import DEFAULT_WEIGHTS_DIR
 from editor.ui import gpu
-from editor.ui.handlers import Handlers
 from editor.ui.startup import (
     ACCEPT_ENV,
     Hardware,
@@ -36,7 +35,7 @@ from editor.ui.startup import (
     weights_folder,
 )
 from editor.weights.catalog import MODELS, installed
-from tests.fakes import FakeEditor, free_port
+from tests.fakes import FakeEditor, fake_ui, free_port
 from tests.hub_server import FakeHub, mgie_repos, serve
 
 ROOT = Path(__file__).parent.parent
@@ -231,7 +230,7 @@ class FakeSpaces(types.ModuleType):
 def test_zero_gpu_asks_for_a_duration_computed_from_each_request(monkeypatch):
     fake = FakeSpaces()
     monkeypatch.setitem(sys.modules, "spaces", fake)
-    handlers = Handlers({"mgie-7b": FakeEditor(name="mgie-7b")}, preview_every=None)
+    handlers = fake_ui(FakeEditor(name="mgie-7b")).handlers  # wraps its model calls with the fake `spaces`
     settings = dict(text_guidance=7.5, image_guidance=1.5, seed=1, randomize_seed=False, resize="keep_aspect")
     for steps, size in ((100, 512), (20, 256)):
         kwargs = dict(model="mgie-7b", image=str(EXAMPLE), instruction="make it blue", expressive="")

@@ -9,6 +9,7 @@ import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import unquote
 
 import gradio as gr
 import numpy as np
@@ -21,15 +22,25 @@ from editor.images import prepare_image
 from editor.params import DEFAULT_SEED, EditParams, Resolution
 from editor.ui import Session, build_demo, resolve_guidance
 from editor.ui.examples import EXAMPLES_DIR, load_examples, write_examples
-from editor.ui.handlers import Handlers
 from editor.ui.history import image_key
-from tests.fakes import FakeEditor
+from editor.ui.layout import build_ui
+from editor.ui.state import FILE_ROUTE
+from tests.fakes import SETTINGS, FakeEditor, fake_ui, last
 
-ENDPOINTS = {"think", "edit", "undo", "revert", "reset", "export", "restore", "explore", "keep", "compare"}
-
-
-def handler(demo: gr.Blocks, api_name: str):
-    return next(fn.fn for fn in demo.fns.values() if fn.api_name == api_name)
+ENDPOINTS = {
+    "think",
+    "edit",
+    "undo",
+    "revert",
+    "reset",
+    "export",
+    "restore",
+    "explore",
+    "keep",
+    "compare",
+    "variations",
+    "pick",
+}
 
 
 def test_examples_are_complete_and_reproducible(tmp_path):
@@ -67,23 +78,25 @@ def test_resolve_guidance_thinks_reuses_and_follows_user_text():
 
 def test_demo_wires_every_endpoint_and_the_model_selector():
     editors = {"fake": FakeEditor(), "other": FakeEditor(name="other")}
-    demo = build_demo(editors, notice="weights missing", examples_dir=None)
-    assert ENDPOINTS <= {fn.api_name for fn in demo.fns.values()}
-    dropdown = next(b for b in demo.blocks.values() if isinstance(b, gr.Dropdown))
+    ui = build_ui(editors, notice="weights missing", examples_dir=None)
+    assert ENDPOINTS <= {fn.api_name for fn in ui.demo.fns.values()}
+    dropdown = ui.widgets.model
     assert dropdown.visible and dropdown.choices == [("fake", "fake"), ("other", "other")]
-    single = build_demo({"fake": FakeEditor()}, examples_dir=EXAMPLES_DIR)
-    assert not next(b for b in single.blocks.values() if isinstance(b, gr.Dropdown)).visible
+    assert not build_ui({"fake": FakeEditor()}, examples_dir=EXAMPLES_DIR).widgets.model.visible
     with pytest.raises(ValueError, match="at least one editor"):
         build_demo({})
 
 
 def test_choosing_a_model_sets_its_own_steps_guidance_and_size():
     fast = FakeEditor(name="fast", defaults=EditParams(steps=20, text_guidance=3.0, image_guidance=1.2))
-    demo = build_demo({"fake": FakeEditor(), "fast": fast}, examples_dir=None)
-    change = next(fn.fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "model_settings")
-    assert change("fast")[:3] == (20, 3.0, 1.2)
-    assert change("fake")[:3] == (EditParams().steps, EditParams().text_guidance, EditParams().image_guidance)
-    assert all(type(v) is type(gr.skip()) for v in change(["not", "a", "name"]))  # noqa: E721
+    ui = fake_ui(FakeEditor(), fast)
+    w = ui.widgets
+    change = next(fn.fn for fn in ui.demo.fns.values() if getattr(fn.fn, "__name__", "") == "model_settings")
+    sliders = w.steps, w.text_guidance, w.image_guidance
+    assert [change("fast")[s] for s in sliders] == [20, 3.0, 1.2]
+    assert [change("fake")[s] for s in sliders] == [EditParams().steps, EditParams().text_guidance,
+                                                    EditParams().image_guidance]  # fmt: skip
+    assert change(["not", "a", "name"]) == {}  # nothing updated
     slider = next(b for b in build_demo({"fast": fast}, examples_dir=None).blocks.values() if isinstance(b, gr.Slider))
     assert slider.label == "Steps" and slider.value == 20  # the first model's own settings from the start
 
@@ -248,13 +261,15 @@ def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(connect, tmp_p
 
 def test_compare_runs_two_models_on_one_input_and_seed_without_touching_history():
     a, b = FakeEditor(), FakeEditor(name="other")
-    handlers = Handlers({"fake": a, "other": b}, preview_every=None)
+    ui = fake_ui(a, b)
+    handlers, w = ui.handlers, ui.widgets
     image = Image.new("RGB", (64, 48), (200, 40, 10))
     out = handlers.compare("fake", "other", image, "make it blue", 3, 7.5, 1.5, 0, True, "keep_aspect", 64, None)
-    image_a, caption_a, image_b, caption_b, seed = out
-    assert caption_a == "**fake**: imagine: make it blue" and caption_b.startswith("**other**")
+    assert out[w.caption_a] == "**fake**: imagine: make it blue" and out[w.caption_b].startswith("**other**")
     assert a.calls == b.calls == ["think", "render"]
-    assert image_a.size == image_b.size == (64, 48) and isinstance(seed, int)  # a random seed, drawn once, shown
+    assert out[w.image_a].size == out[w.image_b].size == (64, 48)
+    assert isinstance(out[w.seed], int)  # a random seed, drawn once, shown
+    assert w.state not in out and w.strip not in out  # the history is not touched
     with pytest.raises(gr.Error, match="no input image"):
         handlers.compare("fake", "other", None, "x", 3, 7.5, 1.5, 0, False, "keep_aspect", 64, None)
 
@@ -266,15 +281,14 @@ def test_session_state_expires_and_its_temporary_files_are_removed():
     demo = build_demo({"fake": FakeEditor()}, examples_dir=None)
     state_block = next(b for b in demo.blocks.values() if isinstance(b, gr.State))
     assert state_block.time_to_live == SESSION_TTL_S and demo.delete_cache == CACHE_SWEEP
-    handlers = Handlers({"fake": FakeEditor()}, preview_every=None)
+    ui = fake_ui()
+    handlers, w = ui.handlers, ui.widgets
     image = Image.new("RGB", (64, 48), (200, 40, 10))
-    *_, state = list(handlers.edit("fake", image, "make it blue", "", 2, 7.5, 1.5, 1, False, "keep_aspect", 64, None))[
-        -1
-    ]
-    archive = Path(handlers.export(state))
+    state = last(handlers.edit("fake", image, "make it blue", "", *SETTINGS, None))[w.state]
+    archive = Path(handlers.export(state)[w.archive])
     folder = Path(state.folder)
     assert archive.parent == folder and len(list(folder.iterdir())) >= 3  # display PNGs and the export, together
-    restored = handlers.restore(str(archive), state)[-1]
+    restored = handlers.restore(str(archive), state)[w.state]
     assert not folder.exists() and isinstance(restored, AppState)  # the replaced session's files went at once
     assert len(restored.history.turns) == 1 and restored.folder is not None
     remove_files(restored)  # what gr.State calls when the session ends or expires
@@ -282,54 +296,65 @@ def test_session_state_expires_and_its_temporary_files_are_removed():
 
 
 def test_a_user_error_is_one_log_line_without_a_traceback(caplog):
-    handlers = Handlers({"fake": FakeEditor()}, preview_every=None)
+    handlers = fake_ui().handlers
     image = Image.new("RGB", (64, 48), (200, 40, 10))
     with caplog.at_level("INFO", logger="editor"), pytest.raises(gr.Error, match="instruction is empty") as err:
-        list(handlers.edit("fake", image, "  ", "", 2, 7.5, 1.5, 1, False, "keep_aspect", 64, None))
+        list(handlers.edit("fake", image, "  ", "", *SETTINGS, None))
     assert err.value.print_exception is False  # Gradio prints no traceback for it
     assert [r.getMessage() for r in caplog.records] == [f"user error: {err.value.message}"]
 
 
 def test_after_undo_or_revert_the_boxes_hold_the_current_turns_texts():
-    handlers = Handlers({"fake": FakeEditor()}, preview_every=None)
+    ui = fake_ui()
+    handlers, w = ui.handlers, ui.widgets
     image = Image.new("RGB", (64, 48), (200, 40, 10))
-    settings = (2, 7.5, 1.5, 1, False, "keep_aspect", 64)
-    *_, state = list(handlers.edit("fake", image, "make it blue", "", *settings, None))[-1]
-    *_, state = list(handlers.edit("fake", None, "add a hat", "a red hat on top", *settings, state))[-1]
-    assert handlers.turn_texts(state) == ("add a hat", "a red hat on top", "a red hat on top [IMG0]")
-    state = handlers.undo(state)[-1]
-    assert handlers.turn_texts(state) == ("make it blue", "imagine: make it blue", "imagine: make it blue [IMG0]")
-    state = handlers.undo(state)[-1]
-    assert handlers.turn_texts(state) == ("", "", "")  # the original image: nothing made it
-    state = handlers.revert(1, state)[-1]
-    assert handlers.turn_texts(state)[0] == "add a hat"
+
+    def texts(state) -> list[str]:
+        shown = handlers.turn_texts(state)
+        return [shown[w.instruction], shown[w.expressive], shown[w.raw_text]]
+
+    state = last(handlers.edit("fake", image, "make it blue", "", *SETTINGS, None))[w.state]
+    state = last(handlers.edit("fake", None, "add a hat", "a red hat on top", *SETTINGS, state))[w.state]
+    assert texts(state) == ["add a hat", "a red hat on top", "a red hat on top [IMG0]"]
+    state = handlers.undo(state)[w.state]
+    assert texts(state) == ["make it blue", "imagine: make it blue", "imagine: make it blue [IMG0]"]
+    state = handlers.undo(state)[w.state]
+    assert texts(state) == ["", "", ""]  # the original image: nothing made it
+    state = handlers.revert(1, state)[w.state]
+    assert texts(state)[0] == "add a hat"
 
 
 def test_the_strip_starts_with_the_original_and_numbers_turns_as_the_status_does():
-    handlers = Handlers({"fake": FakeEditor()}, preview_every=None)
+    ui = fake_ui()
+    handlers, w = ui.handlers, ui.widgets
     image = Image.new("RGB", (64, 16), (200, 40, 10))
-    settings = (2, 7.5, 1.5, 1, False, "keep_aspect", 64)
-    *_, state = list(handlers.edit("fake", image, "make it blue", "", *settings, None))[-1]
-    *_, status, strip, details, state = list(handlers.edit("fake", None, "add a hat", "", *settings, state))[-1]
-    assert [caption for _, caption in strip] == ["Original", "Turn 1: make it blue", "▶ Turn 2: add a hat"]
-    assert status == "Turn 2 of 2 · edited from turn 1" and details.startswith("**Turn 2**")
-    thumbs = [Image.open(path) for path, _ in strip]
+    state = last(handlers.edit("fake", image, "make it blue", "", *SETTINGS, None))[w.state]
+    out = last(handlers.edit("fake", None, "add a hat", "", *SETTINGS, state))
+    strip, state = out[w.strip], out[w.state]
+    assert [item["caption"] for item in strip] == ["Original", "Turn 1: make it blue", "▶ Turn 2: add a hat"]
+    assert out[w.status] == "Turn 2 of 2 · edited from turn 1" and out[w.details].startswith("**Turn 2**")
+    assert all(item["src"].startswith(FILE_ROUTE) for item in strip)  # served by Gradio's file route, as they are
+    thumbs = [Image.open(unquote(item["src"].removeprefix(FILE_ROUTE))) for item in strip]
     assert all(t.size == (160, 160) for t in thumbs)  # square
     assert (np.asarray(thumbs[0])[:60] == 255).all() and (np.asarray(thumbs[0])[60:100] == (200, 40, 10)).all()
     # a click on the strip: the first picture is the original, then turns 1, 2
-    *_, status, strip, _, state = handlers.go_to(0, state)
-    assert status.startswith("The original image") and strip[0][1] == "▶ Original" and state.history.head is None
-    assert handlers.go_to(1, state)[3].startswith("Turn 1 of 2")
-    assert handlers.revert(1, state)[3].startswith("Turn 2 of 2")  # the API's /revert keeps turn ids
+    out = handlers.go_to(0, state)
+    state = out[w.state]
+    assert out[w.status].startswith("The original image") and out[w.strip][0]["caption"] == "▶ Original"
+    assert state.history.head is None
+    assert handlers.go_to(1, state)[w.status].startswith("Turn 1 of 2")
+    assert handlers.revert(1, state)[w.status].startswith("Turn 2 of 2")  # the API's /revert keeps turn ids
 
 
 def test_the_explorer_plot_has_titled_axes_and_one_colour_per_text_guidance():
-    handlers = Handlers({"fake": FakeEditor()}, preview_every=None)
+    ui = fake_ui()
+    handlers, w = ui.handlers, ui.widgets
     image = Image.new("RGB", (64, 48), (200, 40, 10))
-    out = list(handlers.explore("fake", image, "make it blue", "", 2, "5, 7.5", 1.0, 1.4, 0.2, 1, False,
-                                "keep_aspect", 64, None))[-1]  # fmt: skip
-    _, _, grid, plot, table, _ = out
-    assert len(grid) == 6 and handlers.sweep_columns(1.0, 1.4, 0.2, "5, 7.5").columns == 3  # a row per αX value
+    out = last(handlers.explore("fake", image, "make it blue", "", 2, "5, 7.5", 1.0, 1.4, 0.2, 1, False,
+                                "keep_aspect", 64, None))  # fmt: skip
+    grid, plot, table = out[w.grid], out[w.plot], out[w.table]
+    assert len(grid) == 6 and handlers.sweep_columns(1.0, 1.4, 0.2, "5, 7.5")[w.grid].columns == 3  # a row per αX
+    assert handlers.sweep_columns(1.0, 0.5, 0.2, "5") == {}  # a bad sweep: the explorer itself says what is wrong
     assert plot.color == "αX" and plot.x_title.startswith("consistency") and plot.y_title.startswith("edit strength")
     assert {"αX", "αV"} <= set(plot.tooltip) and len(table) == 6
 
@@ -348,12 +373,12 @@ def test_each_model_event_has_one_progress_display_and_a_stop():
 def test_the_size_of_the_next_edit_is_shown_and_the_demo_model_says_what_it_cannot_do():
     demo_model = FakeEditor(name="mgie-demo")
     demo_model.native_size = 64
-    handlers = Handlers({"fake": FakeEditor(), "mgie-demo": demo_model}, preview_every=None)
+    handlers = fake_ui(FakeEditor(), demo_model).handlers
     photo = Image.new("RGB", (512, 320))
-    plan = handlers.size_plan("fake", photo, "keep_aspect", 256)
+    plan = handlers.plan_text("fake", photo, "keep_aspect", 256)
     assert plan.startswith("Edits at **256 × 160 px**") and "your 512 × 320 image is scaled down" in plan
     assert "demo model" not in plan
-    plan = handlers.size_plan("mgie-demo", photo, "keep_aspect", 64)
+    plan = handlers.plan_text("mgie-demo", photo, "keep_aspect", 64)
     assert "**64 × 40 px** (the model's own size)" in plan and "only knows 64-px scenes of coloured shapes" in plan
-    assert "demo model" not in handlers.size_plan("mgie-demo", Image.new("RGB", (64, 64)), "keep_aspect", 64)
-    assert handlers.size_plan("fake", None, "center_crop", 128) == "Edits at 128 × 128 px"
+    assert "demo model" not in handlers.plan_text("mgie-demo", Image.new("RGB", (64, 64)), "keep_aspect", 64)
+    assert handlers.plan_text("fake", None, "center_crop", 128) == "Edits at 128 × 128 px"

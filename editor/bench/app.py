@@ -1,8 +1,9 @@
 """What the app costs on top of the model: `python -m editor.bench.app [--size 512] [--turns 30] [--steps 30]`.
 
 1. Overhead per edit: the app served locally and driven by gradio_client, with an editor that takes no time (it
-   inverts the picture), so the whole latency of /edit is the app's: state, history strip, PNG outputs, queue,
-   HTTP and the client's download. Measured at turn 1 and as the history grows.
+   inverts the picture), so the whole latency of /edit beyond Gradio's own floor is the app's: state, history
+   strip, PNG outputs. Each edit is followed by an echo event (Gradio's floor at that moment) and the difference is
+   reported at turn 1, per window of ten turns and as a least-squares growth per turn (flat: about 0).
 2. Step previews: the tiny random-weight MGIE rendering at --size with previews every 0.5 s vs none, through the
    same server; the difference is what previews cost.
 Prints one line per measurement.
@@ -35,6 +36,8 @@ class InstantEditor:
     """An editor that costs nothing: thinking echoes the instruction, rendering inverts the image."""
 
     name = "instant"
+    defaults = EditParams()
+    native_size = None  # not known: the app edits at DEFAULT_SIZE unless told
 
     def think(self, image, instruction: str) -> Guidance:
         return self.guidance_from_text(image, instruction, instruction)
@@ -62,48 +65,58 @@ def _serve(editor, preview_every: float | None):
     return demo
 
 
-def _timed_edits(client: Client, image: Path, count: int, **params) -> list[float]:
+def _timed_edits(client: Client, image: Path, count: int, echo: Client | None = None, **params) -> list[float]:
+    """Seconds per /edit; with `echo`, each minus an echo event timed right after it (Gradio's floor at that moment,
+    so a busy machine's drift cancels out)."""
     times = []
     for turn in range(count):
         start = time.perf_counter()
         client.predict(image=handle_file(image) if turn == 0 else None, instruction=f"edit {turn}", expressive="x",
                        **params, api_name="/edit")  # fmt: skip
-        times.append(time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        if echo is not None:
+            elapsed -= _timed_echo(echo, 1)[0]
+        times.append(elapsed)
     return times
 
 
-def _echo_latency(repeats: int = 30) -> float:
-    """Gradio's own floor: a queued event that returns its input, through the same client."""
+def _echo_server() -> gr.Blocks:
+    """Gradio's own floor: a queued event that returns its input."""
     with gr.Blocks() as demo:
         box = gr.Textbox()
         box.submit(lambda text: text, box, box, api_name="echo")
     demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
-    try:
-        client = Client(demo.local_url, verbose=False)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            client.predict("x", api_name="/echo")
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-    finally:
-        demo.close()
+    return demo
+
+
+def _timed_echo(echo: Client, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        echo.predict("x", api_name="/echo")
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def overhead(image: Path, size: int, turns: int) -> None:
-    floor = _echo_latency()
-    demo = _serve(InstantEditor(), preview_every=None)
+    echo_demo, demo = _echo_server(), _serve(InstantEditor(), preview_every=None)
     try:
+        echo = Client(echo_demo.local_url, verbose=False)
+        floor = statistics.median(_timed_echo(echo, 30))
         client = Client(demo.local_url, verbose=False, download_files=False)  # the browser fetches, not us
-        times = _timed_edits(client, image, turns, steps=1, size=size)
-        print(f"gradio floor (echo event via gradio_client): {floor * 1000:.0f} ms")
-        print(f"/edit with an instant editor, {size}px, turn 1 (upload): {times[0] * 1000:.0f} ms")
+        extra = _timed_edits(client, image, turns, echo, steps=1, size=size)
+        print(f"gradio floor (echo event via gradio_client): median {floor * 1000:.0f} ms")
+        print(f"/edit with an instant editor, {size}px: app overhead = the edit minus an echo timed right after it")
+        print(f"  turn 1 (upload): {extra[0] * 1000:.0f} ms")
         for first in range(1, turns, 10):
-            window = statistics.median(times[first : first + 10])
-            print(f"  turns {first + 1}-{min(first + 10, turns)}: median {window * 1000:.0f} ms -> app overhead "
-                  f"{(window - floor) * 1000:.0f} ms per edit")  # fmt: skip
+            window = statistics.median(extra[first : first + 10])
+            print(f"  turns {first + 1}-{min(first + 10, turns)}: median {window * 1000:.0f} ms per edit")
+        if turns > 3:
+            slope = statistics.linear_regression(range(2, turns + 1), extra[1:]).slope
+            print(f"  growth: {slope * 1000:+.2f} ms per turn (least squares over turns 2-{turns})")
     finally:
         demo.close()
+        echo_demo.close()
 
 
 def previews(image: Path, size: int, steps: int, repeats: int, folder: Path) -> None:

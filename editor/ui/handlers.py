@@ -11,30 +11,33 @@ duration computed from each request when the `spaces` package is installed, and 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
-import torch
 from PIL import Image
 
 from editor.core import Editor, EditResult, Guidance
 from editor.images import load_image
-from editor.loading import CheckpointError, MissingWeightsError
 from editor.params import DEFAULT_IMAGE_GUIDANCE, DEFAULT_SIZE, DEFAULT_TEXT_GUIDANCE, EditParams, Resolution
 from editor.pipelines.diffusion import fresh_seed
 from editor.ui import views
 from editor.ui.explore import Cell, Sweep, explore
 from editor.ui.gpu import on_gpu, render_seconds, sweep_seconds, think_seconds
-from editor.ui.guard import public_message, user_error
-from editor.ui.history import History, image_key
+from editor.ui.history import image_key
+from editor.ui.session_events import HISTORY, STOPPED, SessionHandlers, as_int, user_errors
 from editor.ui.state import AppState, Session, fresh, history_view
 from editor.ui.streaming import PREVIEW_EVERY_S, Progress, stream_render
+from editor.ui.wiring import reading, updates
+
+if TYPE_CHECKING:
+    from editor.ui.layout import Widgets
 
 PROGRESS_EVERY_S = 0.25  # the progress line's updates during an edit, at most this often (besides each preview)
+MAX_VARIATIONS = 4
 
 
 def resolve_guidance(
@@ -51,24 +54,6 @@ def resolve_guidance(
     return Session(editor.name, key, editor.think(image, instruction))
 
 
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Errors caused by the input or the weights become a message in the UI; the app keeps serving."""
-    try:
-        yield
-    except (ValueError, MissingWeightsError, CheckpointError) as err:
-        raise user_error(public_message(str(err))) from err
-    except torch.OutOfMemoryError as err:
-        torch.cuda.empty_cache()
-        raise user_error("out of GPU memory: try a smaller size, or wait for other edits to finish") from err
-
-
-def as_int(value: float | None, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    return int(value)
-
-
 def make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resize, size) -> EditParams:
     return EditParams(
         steps=as_int(steps, "steps"),
@@ -79,20 +64,27 @@ def make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resi
     )
 
 
-class Handlers:
-    """The event functions, bound to the loaded editors (name -> editor). `preview_every`: seconds between step
-    previews during an edit, None for none."""
+class Handlers(SessionHandlers):
+    """The event functions, bound to the loaded editors (name -> editor) and the layout's widgets: the model events
+    here, the history events in `SessionHandlers`. Each returns `{widget: value}` for the widgets it updates (listed
+    by its `updates` mark, editor/ui/wiring.py); its parameters are the API's input names. `preview_every`: seconds
+    between step previews during an edit, None for none."""
 
-    def __init__(self, editors: Mapping[str, Editor], preview_every: float | None = PREVIEW_EVERY_S) -> None:
+    def __init__(
+        self, editors: Mapping[str, Editor], widgets: Widgets, preview_every: float | None = PREVIEW_EVERY_S
+    ) -> None:
         if not editors:
             raise ValueError("the app needs at least one editor")
+        super().__init__(widgets)
         self.editors = editors
 
         def think(model: str, image, instruction: str, expressive: str, session: Session | None) -> Session:
             return resolve_guidance(editors[model], session, image, instruction, expressive)
 
-        def render(model: str, image, guidance: Guidance, params: EditParams) -> Iterator[Progress | EditResult]:
-            yield from stream_render(editors[model], image, guidance, params, preview_every)
+        def render(
+            model: str, image, guidance: Guidance, params: EditParams, stop: threading.Event | None = None
+        ) -> Iterator[Progress | EditResult]:
+            yield from stream_render(editors[model], image, guidance, params, preview_every, stop)
 
         def sweep(model: str, image, guidance: Guidance, params: EditParams, grid: Sweep) -> Iterator[Cell]:
             yield from explore(editors[model], image, guidance, params, grid)
@@ -110,14 +102,17 @@ class Handlers:
             return model, image
         return model, load_image(image)
 
-    def think(self, model: str, image, instruction: str, state: AppState | None):
+    @updates("expressive", "raw_text", "state")
+    def think(self, model: str, image, instruction: str, state: AppState | None) -> dict:
         """Runs the MLLM: returns its expressive instruction (editable) and raw text, before any pixel changes."""
         with user_errors():
             state = fresh(state)
             model, image = self._inputs(model, image, state)
             state.thought = self._think(model, image, instruction, "", None)
-            return state.thought.guidance.expressive, state.thought.guidance.raw_text, state
+            guidance = state.thought.guidance
+            return {self.w.expressive: guidance.expressive, self.w.raw_text: guidance.raw_text, self.w.state: state}
 
+    @updates("expressive", "raw_text", "used", "seed", *HISTORY)
     def edit(
         self,
         model,
@@ -132,162 +127,131 @@ class Handlers:
         resize,
         size,
         state: AppState | None,
-    ):
+    ) -> Iterator[dict]:
         """Edits the image (thinking first unless the expressive instruction is given). While it runs, the used-params
         line under the result is its one progress display (step, elapsed, time left) and the result box shows the
-        step previews. Yields (expressive, raw, used-params line, seed, *history_view); the history changes only
-        with the final result, so a stopped edit leaves the session as it was."""
+        step previews. The history changes only with the final result, so a stopped edit leaves the session as it
+        was."""
+        w = self.w
         with user_errors():
             state = fresh(state)
             params = make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resize, size)
             model, image = self._inputs(model, image, state)
-            parent, skip = state.history.parent_for(image), gr.skip()
-            yield *(skip,) * 2, "Thinking…", *(skip,) * 8
+            parent = state.history.parent_for(image)
+            yield {w.used: "Thinking…"}
             state.thought = self._think(model, image, instruction, expressive, state.thought)
             guidance, started, shown = state.thought.guidance, time.perf_counter(), 0.0
-            yield guidance.expressive, guidance.raw_text, "Editing…", *(skip,) * 8
-            for item in self._render(model, image, guidance, params):
+            texts = {w.expressive: guidance.expressive, w.raw_text: guidance.raw_text}
+            yield texts | {w.used: "Editing…"}
+            state.stop = threading.Event()  # Stop sets it: the render ends at its next step, nothing is committed
+            for item in self._render(model, image, guidance, params, state.stop):
                 if isinstance(item, Progress):
                     now = time.perf_counter()
                     if item.preview is not None or now - shown >= PROGRESS_EVERY_S:
-                        shown, preview = now, skip if item.preview is None else _enlarge(item.preview)
-                        line = views.progress_text(item.index, item.total, now - started)
-                        yield *(skip,) * 2, line, *(skip,) * 2, preview, *(skip,) * 5
+                        shown, line = now, views.progress_text(item.index, item.total, now - started)
+                        yield {w.used: line} | ({} if item.preview is None else {w.output: _enlarge(item.preview)})
                     continue
                 self._commit(state, parent, image, item)
-                yield guidance.expressive, guidance.raw_text, views.result_text(item), item.seed, *history_view(state)
+                yield texts | {w.used: views.result_text(item), w.seed: item.seed} | self._history(state)
+            if state.stop.is_set():  # Gradio re-sends a generator's last update when it ends: make it Stop's
+                yield {w.used: STOPPED, w.output: history_view(state).output}
 
-    def size_plan(self, model: str, image: Image.Image | None, resize: str, size: float) -> str:
+    @updates("expressive", "raw_text", "used", "variants", "state")
+    def variations(
+        self, model, image, instruction, expressive, steps, text_guidance, image_guidance, seed, randomize_seed,
+        resize, size, variations, state: AppState | None,
+    ) -> Iterator[dict]:  # fmt: skip
+        """The same edit with `variations` seeds (2 to 4: the seed, then the next ones), shown side by side with one
+        progress line. Nothing enters the history until one is picked (`pick`)."""
+        w = self.w
+        with user_errors():
+            state = fresh(state)
+            count = as_int(variations, "variations")
+            if not 2 <= count <= MAX_VARIATIONS:
+                raise ValueError(f"variations must be 2 to {MAX_VARIATIONS}, got {count}")
+            params = make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resize, size)
+            first = params.seed if params.seed is not None else fresh_seed()
+            model, image = self._inputs(model, image, state)
+            parent, hidden = state.history.parent_for(image), gr.update(value=None, visible=False)
+            state.variants, state.stop = [], threading.Event()
+            yield {w.used: "Thinking…", w.variants: hidden}
+            state.thought = self._think(model, image, instruction, expressive, state.thought)
+            guidance, started, shown, results = state.thought.guidance, time.perf_counter(), 0.0, []
+            texts = {w.expressive: guidance.expressive, w.raw_text: guidance.raw_text}
+            yield texts | {w.used: "Editing…"}
+            for number in range(count):
+                seeded = replace(params, seed=(first + number) % 2**32)
+                for item in self._render(model, image, guidance, seeded, state.stop):
+                    if isinstance(item, EditResult):
+                        results.append(item)
+                    elif (now := time.perf_counter()) - shown >= PROGRESS_EVERY_S:
+                        done, doing = number * params.steps + item.index, f"Variation {number + 1} of {count}"
+                        shown = now
+                        yield {w.used: views.progress_text(done, count * params.steps, now - started, doing)}
+                if state.stop.is_set():  # stopped: no variation is kept (this is the update Gradio re-sends)
+                    yield {w.used: STOPPED, w.variants: gr.update(value=None, visible=False)}
+                    return
+                pictures = [(r.image, f"#{i + 1} · seed {r.seed}") for i, r in enumerate(results)]
+                yield {w.variants: gr.update(value=pictures, visible=True)}
+            state.variants, state.variants_parent, state.variants_input = results, parent, image
+            line = f"**{count} variations** (seeds {first}–{results[-1].seed}): click one to keep it as the turn."
+            yield texts | {w.used: line, w.variants: gr.update(value=pictures, visible=True), w.state: state}
+
+    @updates("used", "seed", "variants", *HISTORY)
+    @reading(index="variant")
+    def pick(self, index: float, state: AppState | None) -> dict:
+        """Makes variation `index` (0: the first) the next turn; the others are dropped."""
+        with user_errors():
+            state = fresh(state)
+            index = as_int(index, "index")
+            if not 0 <= index < len(state.variants):
+                raise ValueError(f"no variation {index}: edit with variations first (there are {len(state.variants)})")
+            result = state.variants[index]
+            self._commit(state, state.variants_parent, state.variants_input, result)
+            state.variants = []
+            hidden = gr.update(value=None, visible=False)
+            return {self.w.used: views.result_text(result), self.w.seed: result.seed, self.w.variants: hidden} | (
+                self._history(state)
+            )
+
+    @updates("used", "seed", "variants", *HISTORY)
+    def pick_selected(self, state: AppState | None, evt: gr.SelectData) -> dict:
+        """A click on a variation keeps it."""
+        return self.pick(evt.index, state)
+
+    @updates("plan")
+    def size_plan(self, model: str, image: Image.Image | None, resize: str, size: float) -> dict:
         """The size the next edit will use (next to Edit), from the input, the resolution mode and the size."""
+        return {self.w.plan: self.plan_text(model, image, resize, size)}
+
+    def plan_text(self, model: str, image: Image.Image | None, resize: str, size: float) -> str:
         if model not in self.editors or not isinstance(size, int | float):
             return ""
         native = self.editors[model].native_size or DEFAULT_SIZE
         return views.size_plan(model, image, resize, int(size), native)
 
-    @staticmethod
-    def used_text(state: AppState | None) -> str:
-        """The used-params line of the current turn (after a failed edit, in place of its progress line)."""
-        history = fresh(state).history
-        return views.result_text(None if history.head is None else history.turns[history.head])
-
-    @staticmethod
-    def stopped(state: AppState | None) -> tuple[str, str | None]:
-        """Stop pressed: the render was cancelled; the result box shows the session's current output again."""
-        return "Stopped: nothing was added to the history.", history_view(fresh(state))[1]
-
+    @updates("image_a", "caption_a", "image_b", "caption_b", "seed")
     def compare(
         self, model_a, model_b, image, instruction, steps, text_guidance, image_guidance, seed, randomize_seed,
         resize, size, state: AppState | None,
-    ):  # fmt: skip
+    ) -> dict:  # fmt: skip
         """Two models on the same input, instruction, settings and seed, side by side; each thinks for itself.
-        Nothing enters the history. Returns (image A, caption A, image B, caption B, seed)."""
+        Nothing enters the history."""
         with user_errors():
             state = fresh(state)
             params = make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resize, size)
             params = params if params.seed is not None else replace(params, seed=fresh_seed())
-            shown = []
-            for model in (model_a, model_b):
+            shown = {self.w.seed: params.seed}
+            for model, picture, caption in ((model_a, self.w.image_a, self.w.caption_a),
+                                            (model_b, self.w.image_b, self.w.caption_b)):  # fmt: skip
                 model, source = self._inputs(model, image, state)
                 guidance = self._think(model, source, instruction, "", None).guidance
                 *_, result = self._render(model, source, guidance, params)
-                shown += [result.image, f"**{model}**: {guidance.expressive}"]
-            return *shown, params.seed
+                shown |= {picture: result.image, caption: f"**{model}**: {guidance.expressive}"}
+            return shown
 
-    @staticmethod
-    def _commit(state: AppState, parent: int | None, image: Image.Image, result: EditResult) -> None:
-        if parent is None:
-            state.history.origin = image
-        guidance = result.guidance
-        turn = state.history.add(
-            parent,
-            model=guidance.model,
-            instruction=guidance.instruction,
-            expressive=guidance.expressive,
-            raw_text=guidance.raw_text,
-            guidance_source=guidance.source,
-            params=result.params,
-            input=image,
-            output=result.image,
-            stats={**guidance.stats, **result.stats},
-        )
-        before = result.source  # the input exactly as the model saw it; often the parent's output, already saved
-        reuse = parent is not None and image_key(before) == image_key(state.history.turns[parent].output)
-        state.files[("before", turn.id)] = state.png(("out", parent) if reuse else ("before", turn.id), lambda: before)
-
-    def undo(self, state: AppState | None):
-        """Steps back one turn (the undone turn stays in the history)."""
-        with user_errors():
-            state = fresh(state)
-            state.history.undo()
-            return history_view(state)
-
-    def revert(self, turn: float, state: AppState | None):
-        """Makes turn #`turn` current: its output becomes the input; editing from there starts a branch."""
-        with user_errors():
-            state = fresh(state)
-            state.history.revert(as_int(turn, "turn"))
-            return history_view(state)
-
-    @staticmethod
-    def check_upload(image: Image.Image | None, state: AppState | None) -> AppState:
-        """An upload arrives: the guard's reader has already read it (a file that is no image is refused there, with
-        a message, before this runs); a good one is remembered as what the input box shows."""
-        state = fresh(state)
-        state.shown = image
-        return state
-
-    @staticmethod
-    def shown_input(state: AppState | None) -> str | Image.Image | None:
-        """What the input box showed before a refused upload (None: it was empty)."""
-        return fresh(state).shown
-
-    @staticmethod
-    def turn_texts(state: AppState | None) -> tuple[str, str, str]:
-        """(instruction, expressive, raw text) of the turn now current, empty at the original image: after an undo
-        or a revert the boxes show what made the image on screen, so the next edit is not a silent repeat."""
-        history = fresh(state).history
-        if history.head is None:
-            return "", "", ""
-        turn = history.turns[history.head]
-        return turn.instruction, turn.expressive, turn.raw_text
-
-    def go_to(self, number: float, state: AppState | None):
-        """The visible "Go to turn": turn `number` as the strip numbers it (0: the original, 1: the first turn)."""
-        with user_errors():
-            state = fresh(state)
-            number = as_int(number, "turn")
-            if number == 0:
-                state.history.go_to_original()
-                return history_view(state)
-        return self.revert(number - 1, state)
-
-    def revert_selected(self, state: AppState | None, evt: gr.SelectData):
-        """A click on the strip: its first picture is the original, then turns 1, 2, ..."""
-        return self.go_to(evt.index, state)
-
-    def reset(self, state: AppState | None):
-        """Clears the history and starts over from the first image of the current branch."""
-        state = fresh(state)
-        path = state.history.lineage()
-        origin = state.history.turns[path[0]].input if path else state.history.origin
-        return history_view(state.restart(History(origin=origin)))
-
-    def export(self, state: AppState | None) -> str:
-        """The session as one zip: every image (PNG) and session.json (turns, params, seeds, texts, models)."""
-        with user_errors():
-            state = fresh(state)
-            if not state.history.turns:
-                raise ValueError("nothing to export yet: make an edit first")
-            return str(state.history.to_archive(state.scratch() / f"session-{time.strftime('%Y%m%d-%H%M')}.zip"))
-
-    def restore(self, archive: str | None, state: AppState | None):
-        """Replaces this session by the one in an exported zip."""
-        with user_errors():
-            state = fresh(state)
-            if archive is None:
-                raise ValueError("no session file: upload a .zip exported by this app")
-            return history_view(state.restart(History.from_archive(Path(archive))))
-
+    @updates("expressive", "raw_text", "grid", "plot", "table", "state")
+    @reading(text_values="sweep_text", start="sweep_start", stop="sweep_stop", step="sweep_step")
     def explore(
         self,
         model,
@@ -305,9 +269,9 @@ class Handlers:
         size,
         state: AppState | None,
         progress=gr.Progress(),  # noqa: B008 - Gradio's progress marker
-    ):
-        """Renders the instruction over a grid of αV (and αX) with one seed; yields (expressive, raw, grid,
-        plot, table, state) as cells finish."""
+    ) -> Iterator[dict]:
+        """Renders the instruction over a grid of αV (and αX) with one seed; yields the grid, plot and table as
+        cells finish."""
         with user_errors():
             state = fresh(state)
             sweep = Sweep.parse(start, stop, step, text_values or "")
@@ -321,37 +285,42 @@ class Handlers:
             for cell in self._explore(model, image, guidance, params, sweep):
                 state.cells.append(cell)
                 progress((len(state.cells), total), desc="Exploring", unit="renders")
-                table = views.sweep_table(state.cells)
+                table, w = views.sweep_table(state.cells), self.w
                 grid = [(c.result.image, views.cell_caption(c)) for c in state.cells]
-                yield guidance.expressive, guidance.raw_text, grid, views.sweep_plot(table), table, state
+                yield {w.expressive: guidance.expressive, w.raw_text: guidance.raw_text, w.grid: grid,
+                       w.plot: views.sweep_plot(table), w.table: table, w.state: state}  # fmt: skip
 
-    @staticmethod
-    def sweep_columns(start, stop, step, text_values) -> gr.Gallery:
+    @updates("grid")
+    @reading(text_values="sweep_text", start="sweep_start", stop="sweep_stop", step="sweep_step")
+    def sweep_columns(self, start, stop, step, text_values) -> dict:
         """The grid's columns for the sweep about to run: one per αV value, so each αX fills one row."""
         try:
-            return gr.Gallery(columns=len(Sweep.parse(start, stop, step, text_values or "").image_guidance))
+            columns = len(Sweep.parse(start, stop, step, text_values or "").image_guidance)
         except ValueError:  # the explorer itself says what is wrong
-            return gr.skip()
+            return {}
+        return {self.w.grid: gr.Gallery(columns=columns)}
 
-    def adopt(self, state: AppState | None, evt: gr.SelectData):
-        """Clicking a grid cell takes its αX, αV and seed into the controls and shows its result.
-        Returns (αX, αV, seed, randomize, output, before/after, used line, cell number)."""
-        cell = fresh(state).cells[evt.index]
+    @updates("text_guidance", "image_guidance", "seed", "randomize_seed", "output", "compare", "used", "cell")
+    def adopt(self, state: AppState | None, evt: gr.SelectData) -> dict:
+        """Clicking a grid cell takes its αX, αV and seed into the controls and shows its result."""
+        cell, w = fresh(state).cells[evt.index], self.w
         result = cell.result
         adopted = f"{views.cell_caption(cell)} · seed {cell.params.seed}"
         gr.Info(f"Adopted cell {evt.index} ({adopted}) into the settings: the next Edit uses them")
-        return (
-            cell.params.text_guidance,
-            cell.params.image_guidance,
-            cell.params.seed,
-            False,
-            result.image,
-            (result.source, result.image),
-            views.result_text(result),
-            evt.index,
-        )
+        return {
+            w.text_guidance: cell.params.text_guidance,
+            w.image_guidance: cell.params.image_guidance,
+            w.seed: cell.params.seed,
+            w.randomize_seed: False,
+            w.output: result.image,
+            w.compare: (result.source, result.image),
+            w.used: views.result_text(result),
+            w.cell: evt.index,
+        }
 
-    def keep_cell(self, index: float, state: AppState | None):
+    @updates("used", "seed", *HISTORY)
+    @reading(index="cell")
+    def keep_cell(self, index: float, state: AppState | None) -> dict:
         """Adds grid cell `index` to the history as a turn, as if it had been edited on its own."""
         with user_errors():
             state = fresh(state)
@@ -360,7 +329,7 @@ class Handlers:
                 raise ValueError(f"no explorer cell {index}: run the explorer first (it has {len(state.cells)})")
             result = state.cells[index].result
             self._commit(state, state.cells_parent, state.cells_input, result)
-            return views.result_text(result), result.seed, *history_view(state)
+            return {self.w.used: views.result_text(result), self.w.seed: result.seed} | self._history(state)
 
 
 def _enlarge(preview: Image.Image) -> Image.Image:

@@ -99,7 +99,7 @@ def read_config(
     name = env.get(MODEL_ENV, "").strip() or (SPACE_DEFAULT if env.get("SPACE_ID") else "")
     if name in ("", "demo"):
         return None
-    choices = [n for n, spec in EDITORS.items() if spec.entry is not None]
+    choices = [n for n, spec in EDITORS.items() if spec.downloadable]
     if name not in choices:
         raise ValueError(f"{MODEL_ENV}={name!r} is not a downloadable model; choose one of {', '.join(choices)}, demo")
     accepted = name in {n.strip() for n in env.get(ACCEPT_ENV, "").split(",")}

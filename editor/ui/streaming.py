@@ -5,10 +5,13 @@ Previews are throttled by time: one at most every `preview_every` seconds (never
 final image replaces). A preview is a 4x3 matmul on the latents (editor.preview) plus a small PNG for the UI, so
 at the default 0.5 s their cost stays far below 5 % of render time on any device (measured in editor.bench.app).
 
-Cancelling (closing the iterator: a client disconnect or /cancel) stops the render at its next step, without
-waiting for it. Renders of one editor take turns (`render_lock`): one that starts while a cancelled render of the
-same editor is still finishing its step waits for it, so no two renders of one model ever overlap (they would share
-the UNet's hooks, e.g. SmartEdit's residual, and double the memory).
+Cancelling stops the render at its next step, without waiting for it: closing the iterator (a client disconnect or
+/cancel), or setting the `stop` event the caller passed, which reaches the render thread at once. The app's Stop
+button sets it (editor/ui/session_events.py): Gradio closes a cancelled generator only once its worker thread
+returns from waiting on the next step, so the close alone let the render run on for a step or more. Renders of one
+editor take turns (`render_lock`): one that starts while a cancelled render of the same editor is still finishing
+its step waits for it, so no two renders of one model ever overlap (they would share the UNet's hooks, e.g.
+SmartEdit's residual, and double the memory).
 """
 
 from __future__ import annotations
@@ -52,16 +55,22 @@ def stream_render(
     guidance: Guidance,
     params: EditParams,
     preview_every: float | None = PREVIEW_EVERY_S,
+    stop: threading.Event | None = None,
 ) -> Iterator[Progress | EditResult]:
     """Yields a `Progress` per step and finally the `EditResult` (its stats gain `preview_s`, the time spent on
     previews inside the render). `preview_every=None` turns previews off. Errors of the render are re-raised here;
-    closing the iterator early stops the render at its next step."""
+    closing the iterator early or setting `stop` stops the render at its next step (after `stop`, the iterator
+    ends without a result)."""
     events: queue.Queue = queue.Queue()
-    stop = threading.Event()
+    closed = threading.Event()  # the consumer stopped listening (the iterator was closed or ran out)
+
+    def cancelled() -> bool:
+        return closed.is_set() or (stop is not None and stop.is_set())
+
     clock = {"last": time.perf_counter(), "spent": 0.0}
 
     def on_step(step: Step) -> None:
-        if stop.is_set():
+        if cancelled():
             raise Cancelled
         picture = None
         start = time.perf_counter()
@@ -74,7 +83,7 @@ def stream_render(
     def work() -> None:
         try:
             with render_lock(editor):
-                if stop.is_set():  # cancelled while waiting for the previous render to stop
+                if cancelled():  # cancelled while waiting for the previous render to stop
                     raise Cancelled
                 result = editor.render(image, guidance, params, on_step=on_step)
             result.stats["preview_s"] = clock["spent"]
@@ -87,10 +96,12 @@ def stream_render(
     try:
         while True:
             item = events.get()
+            if isinstance(item, Cancelled):
+                return
             if isinstance(item, BaseException):
                 raise item
             yield item
             if isinstance(item, EditResult):
                 return
     finally:
-        stop.set()
+        closed.set()

@@ -60,10 +60,10 @@ def size_plan(model: str, image: Image.Image | None, mode: str, size: int, nativ
     return text
 
 
-def progress_text(index: int, total: int, elapsed: float) -> str:
-    """An edit's progress: "Step 12 of 50 · 3.1 s · about 10 s left"."""
+def progress_text(index: int, total: int, elapsed: float, doing: str = "Editing") -> str:
+    """An edit's progress: "Editing: step 12 of 50 · 3.1 s · about 10 s left"."""
     left = elapsed / index * (total - index) if index else 0.0
-    return f"**Editing:** step {index} of {total} · {elapsed:.1f} s · about {left:.0f} s left"
+    return f"**{doing}:** step {index} of {total} · {elapsed:.1f} s · about {left:.0f} s left"
 
 
 def status_text(history: History) -> str:
