@@ -77,8 +77,16 @@ def settings(page: Page, **values: str) -> None:
         page.locator(".label-wrap", has_text="Settings").click()
         expect(steps).to_be_visible()
     for label, value in values.items():
-        page.get_by_label(f"number input for {label}", exact=True).fill(value)
-        expect(page.get_by_label(f"range slider for {label}", exact=True)).to_have_value(value)
+        number = page.get_by_label(f"number input for {label}", exact=True)
+        slider = page.get_by_label(f"range slider for {label}", exact=True)
+        for _ in range(3):  # typed into a panel that was still mounting, the value can be lost (seen once in CI)
+            number.fill(value)
+            try:
+                expect(slider).to_have_value(value, timeout=5_000)
+                break
+            except AssertionError:
+                continue
+        expect(slider).to_have_value(value)
 
 
 def click_and_wait(page: Page, label: str, status: str) -> None:
@@ -337,9 +345,7 @@ def test_the_main_flow_fits_one_1400x900_window_with_the_examples(app_url: str, 
     example.click()
     instruction = page.get_by_role("textbox", name="Instruction", exact=True)
     expect(instruction).to_have_value("make the large cyan circle green")
-    settings(page, Steps="2")
-    page.locator(".label-wrap", has_text="Settings").click()  # folded again
-    click_and_wait(page, "Edit", "Turn 1 of 1")
+    click_and_wait(page, "Edit", "Turn 1 of 1")  # at the model's own settings, the Settings panel never opened
     page.wait_for_function("[...document.querySelectorAll('#history img')].every(i => i.complete && i.naturalWidth)")
     expressive = page.get_by_role("textbox", name=re.compile(r"^Expressive instruction"))
     for part in (
