@@ -35,7 +35,7 @@ from PIL import Image
 
 from editor.demo import judge, variety, world
 from editor.demo import model as demo
-from editor.demo.stages import arrays_to_tensor, region_weights, to_tensor
+from editor.demo.stages import arrays_to_tensor, pixels_differ, region_weights, to_tensor
 from editor.eval.data import DEMO_SEED, DEMO_SPLITS
 
 
@@ -96,8 +96,7 @@ def shapes_kept(vae, scenes: list[world.Scene]) -> dict[str, str]:
         pixels = world.render_array(scene).astype(np.float32)
         decoded = np.asarray(output.convert("RGB"), dtype=np.float32)
         for i, shape in enumerate(scene.shapes):
-            without = world.render_array(dataclasses.replace(scene, shapes=scene.shapes[:i] + scene.shapes[i + 1 :]))
-            mask = np.abs(pixels - without).sum(-1) > 12
+            mask = pixels_differ(pixels, dataclasses.replace(scene, shapes=scene.shapes[:i] + scene.shapes[i + 1 :]))
             if mask.sum() >= 4:  # a shape mostly hidden under another tells nothing
                 error = float((((decoded[mask] - pixels[mask]) / 255) ** 2).mean())
                 psnrs.setdefault(shape.colour, []).append(10 * np.log10(1 / max(error, 1e-10)))

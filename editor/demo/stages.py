@@ -74,10 +74,14 @@ def clip_pixels(images: torch.Tensor) -> torch.Tensor:
     return ((images + 1) / 2 - mean) / std
 
 
+def pixels_differ(pixels: np.ndarray, other: world.Scene) -> np.ndarray:
+    """H x W bool: where `pixels` (H x W x 3, 0-255) differ from `other` as the world renders it."""
+    return np.abs(pixels.astype(np.float32) - world.render_array(other)).sum(-1) > 12
+
+
 def shape_mask(scene: world.Scene, pixels: np.ndarray) -> np.ndarray:
-    """H x W bool: where the scene's shapes (and tone) change its background's pixels."""
-    background = world.render_array(dataclasses.replace(scene, shapes=()))
-    return np.abs(pixels.astype(np.float32) - background).sum(-1) > 12
+    """H x W bool: the pixels of `scene` (rendered as `pixels`) that its shapes cover, its tone kept on both sides."""
+    return pixels_differ(pixels, dataclasses.replace(scene, shapes=()))
 
 
 def region_weights(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -117,13 +121,12 @@ class VAEStage:
         scenes = [s.source for s in samples[: 2 * quarter]] + [s.target for s in samples[2 * quarter : 3 * quarter]]
         scenes = [variety.restyle_scene(s, rng) if rng.random() < 0.3 else s for s in scenes]
         arrays = [world.render_array(s) for s in scenes]
-        masks = [shape_mask(s, a) for s, a in zip(scenes, arrays, strict=True)] if self.shape_weight else []
         drawings = [variety.drawing(rng) for _ in range(len(samples) - len(arrays))]
-        masks += [np.zeros(a.shape[:2], dtype=bool) for a in drawings] if self.shape_weight else []
         x = arrays_to_tensor(arrays + drawings, self.device)
-        weights = torch.ones_like(x[:, :1])
-        if self.shape_weight:
-            weights += self.shape_weight * torch.from_numpy(np.stack(masks)).float().unsqueeze(1).to(self.device)
+        weights = torch.ones_like(x[:, :1])  # the drawings (last) have no world shapes: weight 1 throughout
+        if self.shape_weight and arrays:
+            masks = np.stack([shape_mask(s, a) for s, a in zip(scenes, arrays, strict=True)])
+            weights[: len(arrays)] += self.shape_weight * torch.from_numpy(masks).float().unsqueeze(1).to(self.device)
         return x, weights
 
     def loss(self, samples, gen, seed: int, step: int) -> dict[str, torch.Tensor]:
