@@ -56,13 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     threads = args.pop("threads")
-    import torch
-
     from editor.finetune.loop import run
+    from editor.runtime.threads import set_threads
 
-    if threads:
-        torch.set_num_threads(threads)
     try:
+        if threads is not None:  # else torch's own count: accelerate may start several processes on one machine
+            set_threads(threads)
         config = FinetuneConfig(**args)
     except ValueError as err:  # settings only; a ValueError from inside training keeps its traceback
         print(f"error: {err}", file=sys.stderr)
