@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU stretch of the demo recipe (docs/demo-recipe.md, "GPU stretches"), from the committed resume points:
-#   1. unpack weights/demo-resume (VAE, decoder, MLLM, MGIE, ablation) into runs/gpu/base;
+#   1. unpack weights/demo (VAE, decoder, MLLM, MGIE, ablation) into runs/gpu/base;
 #   2. encode SAMPLES training samples (VAE latents + the frozen MLLM's [IMG] states) in SHARDS processes;
 #   3. three diffusion runs side by side on the one GPU, each stopped after MINUTES (checkpointed, resumable):
 #        ip2p   the ablation, from its resume point
@@ -22,7 +22,7 @@ log() { echo "[$(date +%T)] $*"; }
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 TQDM_MININTERVAL=30
 
 log "unpack"
-python3 -m editor.demo.train unpack --to weights/demo-resume --out $R/base || exit 1
+python3 -m editor.demo.train unpack --to weights/demo --out $R/base || exit 1
 python3 - <<'EOF' || exit 1
 import torch
 ckpt = torch.load("runs/gpu/base/mgie.ckpt", weights_only=True)
