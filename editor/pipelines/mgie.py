@@ -26,7 +26,7 @@ from transformers import CLIPImageProcessorPil
 
 from editor.core import EditResult, Guidance, StepCallback
 from editor.images import ImageSource, load_image
-from editor.layouts.folders import CLIP_L14, IP2P_SHELL, LLAVA_7B, MGIE_7B, download_command
+from editor.layouts.folders import MODEL_FOLDERS
 from editor.loading import CheckpointError, MissingWeightsError, load_ip2p_shell, read_state_dict, require
 from editor.models.edit_head import EditHead
 from editor.models.llava import LlavaV1, greedy_decode
@@ -66,7 +66,7 @@ from editor.prompts import (
     mgie_prompt,
 )
 
-FOLDERS = (LLAVA_7B, MGIE_7B, IP2P_SHELL, CLIP_L14)  # the official layout, in MGIEPaths' order
+FOLDERS = MODEL_FOLDERS["mgie-7b"]  # the official layout: LLaVA-7B-v1, mgie_7b, instruct-pix2pix, CLIP, as MGIEPaths
 
 
 @dataclass(frozen=True)
@@ -362,7 +362,7 @@ def load_mgie_demo(paths: Sequence[Path], *, name: str, options: LoadOptions) ->
 
 
 SPECS = (
-    ModelSpec("mgie-7b", "MGIE-7B (Apple, ICLR 2024)", FOLDERS, download_command("mgie-7b"), load_mgie),
+    ModelSpec.published("mgie-7b", "MGIE-7B (Apple, ICLR 2024)", load_mgie),
     ModelSpec(
         "mgie-demo", "Offline demo: MGIE architecture trained on the shapes world", FOLDERS, GET_DEMO,
         load_mgie_demo, root=lambda weights_dir: demo_folder(weights_dir, "mgie"), downloadable=False,
