@@ -14,7 +14,8 @@ from editor.layouts.sizes import ModelSizes
 from editor.layouts.tokenizers import build_llama_tokenizer
 from editor.models.slow_llama import SlowLlamaTokenizer
 from editor.models.smartedit_llm import DEFAULT_HUMAN_TEMPLATE, build_prompt_ids, load_sentencepiece, slow_tokenizer
-from editor.pipelines.mgie import load_tokenizer, prompt_token_ids, training_token_ids
+from editor.pipelines.mgie import prompt_token_ids, training_token_ids
+from editor.pipelines.mgie_checkpoint import load_tokenizer
 from editor.prompts import clean_expressive
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "golden_ids.json").read_text(encoding="utf-8"))

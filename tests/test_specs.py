@@ -1,10 +1,13 @@
-"""One spec per model (editor/pipelines/spec.py): the catalog, the registry and the loaders agree on each model's
-folders, one path resolution serves them all, and LoadOptions resolves device, dtype and offload once."""
+"""One spec per model (editor/pipelines/spec.py): the weights CLI lists, downloads and verifies exactly the folders
+each spec loads, one path resolution serves them all, and LoadOptions resolves device, dtype and offload once."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,19 +23,58 @@ from editor.pipelines.registry import (
     load_options,
 )
 from editor.pipelines.spec import LoadOptions, staged
-from editor.weights.catalog import MODELS
+from editor.weights import download
+from editor.weights.__main__ import main as weights_cli
+from editor.weights.catalog import MODELS, component_dir
+from editor.weights.verify import check_files
 
 
-def test_the_catalog_downloads_exactly_the_folders_each_spec_reads():
+def listed_folders(out: str, name: str) -> list[tuple[str, str]]:
+    """(folder, status) of each component line under model `name` in `python -m editor.weights list`'s output."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split(" ", 1)[0] == name)
+    block = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("    ") or line.strip().startswith("memory:"):
+            break
+        folder, status = line.split(None, 1)
+        block.append((folder, status.rsplit("   [", 1)[0]))
+    return block
+
+
+def test_the_weights_cli_lists_downloads_and_verifies_exactly_the_folders_each_spec_loads(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv(folders.CLIP_L14.env, str(tmp_path / "moved-clip"))  # moves the CLI's folder and the spec's
+    fetched = []
+    monkeypatch.setattr(
+        download, "fetch_component", lambda c, weights_dir, base: fetched.append(component_dir(weights_dir, c))
+    )
+    assert weights_cli(["list", "--weights-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
     for spec in EDITORS.values():
         if not spec.downloadable:
             assert spec.name not in MODELS
             continue
-        entry = MODELS[spec.name]
-        assert entry.editor == spec.name
-        assert [(c.folder, c.needs) for c in entry.components] == [(f.name, f.needs) for f in spec.folders]
+        paths = spec.paths(tmp_path)  # nothing is there yet: each folder lacks every file the spec needs in it
+        needs = [[need.replace("|", " or ") for need in folder.needs] for folder in spec.folders]
+        listed = [(str(path), "missing " + ", ".join(lacks)) for path, lacks in zip(paths, needs, strict=True)]
+        assert listed_folders(out, spec.name) == listed
+        problems = [(str(path), f"missing {need}") for path, lacks in zip(paths, needs, strict=True) for need in lacks]
+        assert [(p.where, p.what) for p in check_files(MODELS[spec.name], tmp_path)] == problems
+        fetched.clear()
+        download.download_model(MODELS[spec.name], tmp_path, accept_licence=True, say=lambda _: None)
+        assert fetched == list(paths)
+        assert MODELS[spec.name].editor == spec.name
     runnable = {entry.editor for entry in MODELS.values() if entry.editor is not None}
     assert runnable == {name for name, spec in EDITORS.items() if spec.downloadable}
+
+
+def test_the_weights_cli_reads_the_folders_without_importing_the_loaders():
+    code = "import sys, editor.weights.__main__; print('torch' in sys.modules)"
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert result.stdout.strip() == "False"
 
 
 def test_every_spec_is_offered_best_first():

@@ -34,7 +34,8 @@ from editor.models.edit_head import EditHead
 from editor.models.llava import LlavaV1, greedy_decode
 from editor.params import EditParams, Resolution
 from editor.pipelines.diffusion import build_pipeline
-from editor.pipelines.mgie import MGIE, MGIEPaths, load_mgie, load_tokenizer
+from editor.pipelines.mgie import MGIE, MGIEPaths, load_mgie
+from editor.pipelines.mgie_checkpoint import load_tokenizer
 from editor.pipelines.registry import add_load_arguments, load_options
 from editor.pipelines.spec import LoadOptions
 from editor.tiny import build_tiny_mgie_tree

@@ -90,3 +90,15 @@ def vicuna(size: str) -> Folder:
 
 SMARTEDIT_7B, VICUNA_7B = smartedit_weights("7B"), vicuna("7B")
 SMARTEDIT_13B, VICUNA_13B = smartedit_weights("13B"), vicuna("13B")
+
+# --- each published model's folders, in the order its loader takes them ------------------------------------------
+# Its spec's `folders` (editor/pipelines/<model>.py) and what `python -m editor.weights` lists, downloads and verifies
+# for it (editor/weights/catalog.py), written once here where the weights CLI can read it without importing torch.
+
+MODEL_FOLDERS: dict[str, tuple[Folder, ...]] = {
+    "mgie-7b": (LLAVA_7B, MGIE_7B, IP2P_SHELL, CLIP_L14),  # MGIEPaths' order
+    "smartedit-13b": (SMARTEDIT_13B, LLAVA_13B, VICUNA_13B, CLIP_L14, IP2P_TEXT),  # SmartEditPaths' order
+    "smartedit-7b": (SMARTEDIT_7B, LLAVA_7B, VICUNA_7B, CLIP_L14, IP2P_TEXT),
+    "magicbrush": (MAGICBRUSH,),
+    "instruct-pix2pix": (IP2P_FULL,),
+}

@@ -16,7 +16,7 @@ from diffusers import StableDiffusionInstructPix2PixPipeline
 
 from editor.core import EditResult, Guidance, StepCallback
 from editor.images import ImageSource
-from editor.layouts.folders import IP2P_FULL, MAGICBRUSH, Folder, download_command
+from editor.layouts.folders import IP2P_FULL, Folder, download_command
 from editor.loading import CheckpointError, MissingWeightsError, require
 from editor.params import EditParams
 from editor.pipelines.diffusion import native_size, offload_pipeline, render_edit
@@ -112,14 +112,8 @@ def load_ip2p_demo(paths: Sequence[Path], *, name: str, options: LoadOptions) ->
 
 DEMO_FOLDER = Folder("ip2p", IP2P_FULL.needs)  # weights/demo/ip2p/
 SPECS = (
-    ModelSpec(
-        "magicbrush", "MagicBrush (InstructPix2Pix fine-tuned on MagicBrush)", (MAGICBRUSH,),
-        download_command("magicbrush"), load_ip2p,
-    ),
-    ModelSpec(
-        "instruct-pix2pix", "InstructPix2Pix (Brooks et al., CVPR 2023)", (IP2P_FULL,),
-        download_command("instruct-pix2pix"), load_ip2p,
-    ),
+    ModelSpec.published("magicbrush", "MagicBrush (InstructPix2Pix fine-tuned on MagicBrush)", load_ip2p),
+    ModelSpec.published("instruct-pix2pix", "InstructPix2Pix (Brooks et al., CVPR 2023)", load_ip2p),
     ModelSpec(
         "ip2p-demo", "Offline demo ablation: InstructPix2Pix-style, terse instruction only", (DEMO_FOLDER,), GET_DEMO,
         load_ip2p_demo, root=lambda weights_dir: demo_folder(weights_dir, DEMO_FOLDER.name).parent,

@@ -10,6 +10,7 @@ Recipe (docs/mgie.md §2.11):
 Deviation: decoding stops one token after [IMG7] instead of running to 96 tokens (the reference's legacy eos id
 never fires, docs/mgie.md G7). The 8 states are identical either way because the model is causal and that extra token
 keeps the reference's window clamp inactive; the text shown is cut at [IMG0] anyway.
+Loading (`load_mgie`) reads the released files through editor/pipelines/mgie_checkpoint.py, one checked part at a time.
 """
 
 from __future__ import annotations
@@ -25,28 +26,25 @@ from transformers import CLIPImageProcessorPil
 
 from editor.core import EditResult, Guidance, StepCallback
 from editor.images import ImageSource, load_image
-from editor.layouts.folders import CLIP_L14, IP2P_SHELL, LLAVA_7B, MGIE_7B, download_command
-from editor.loading import (
-    CheckpointError,
-    MissingWeightsError,
-    assign_state,
-    build_empty,
-    check_keys,
-    clip_vision_config,
-    expected_shapes,
-    llama_config_from_llava,
-    load_ip2p_shell,
-    read_clip_vision_state,
-    read_json,
-    read_llava_v1_state,
-    read_state_dict,
-    require,
-)
-from editor.models.edit_head import EditHead, EditHeadConfig
-from editor.models.llava import LlavaV1, LlavaV1Config, greedy_decode
+from editor.layouts.folders import MODEL_FOLDERS
+from editor.loading import CheckpointError, MissingWeightsError, load_ip2p_shell, read_state_dict, require
+from editor.models.edit_head import EditHead
+from editor.models.llava import LlavaV1, greedy_decode
 from editor.models.slow_llama import SlowLlamaTokenizer
 from editor.params import EditParams
 from editor.pipelines.diffusion import build_pipeline, native_size, offload_pipeline, render_edit
+from editor.pipelines.mgie_checkpoint import (
+    GET_CLIP,
+    GET_IP2P,
+    GET_LLAVA,
+    GET_MGIE,
+    check_vocab,
+    load_tokenizer,
+    read_edit_head,
+    read_llava,
+    read_mllm_state,
+    weights_file,
+)
 from editor.pipelines.spec import (
     GET_DEMO,
     LoadOptions,
@@ -68,18 +66,7 @@ from editor.prompts import (
     mgie_prompt,
 )
 
-# Where each component comes from; shown whenever one is missing or does not match.
-GET_LLAVA = (
-    "download the merged LLaVA-7B-v1 folder (e.g. `hf download tsujuifu/ml-mgie --local-dir <weights>`, which "
-    "holds LLaVA-7B-v1/ and mgie_7b/), or apply liuhaotian/LLaVA-Lightning-7B-delta-v1-1 to LLaMA-7B"
-)
-GET_MGIE = (
-    "download https://docs-assets.developer.apple.com/ml-research/models/mgie/mgie_7b.tar.gz and unpack it so that "
-    "<weights>/mgie_7b/mllm.pt and unet.pt exist (or take mgie_7b/ from `hf download tsujuifu/ml-mgie`)"
-)
-GET_IP2P = "`hf download timbrooks/instruct-pix2pix --local-dir <weights>/instruct-pix2pix`"
-GET_CLIP = "`hf download openai/clip-vit-large-patch14 --local-dir <weights>/clip-vit-large-patch14`"
-FOLDERS = (LLAVA_7B, MGIE_7B, IP2P_SHELL, CLIP_L14)  # the official layout, in MGIEPaths' order
+FOLDERS = MODEL_FOLDERS["mgie-7b"]  # the official layout: LLaVA-7B-v1, mgie_7b, instruct-pix2pix, CLIP, as MGIEPaths
 
 
 @dataclass(frozen=True)
@@ -300,33 +287,6 @@ class MGIE:
 # --- loading the official layout ------------------------------------------------------------------------------
 
 
-def weights_file(folder: Path, stem: str) -> Path:
-    """`<stem>.safetensors` (converted once, memory-mapped, never unpickled) when present, else the released
-    `<stem>.pt`."""
-    converted = folder / f"{stem}.safetensors"
-    return converted if converted.exists() else folder / f"{stem}.pt"
-
-
-def load_tokenizer(llava_dir: Path) -> SlowLlamaTokenizer:
-    """The LLaVA folder's SentencePiece model and added tokens, then [IMG0..7] (apple/ml-mgie demo.ipynb cell 2),
-    encoding and decoding as the reference's transformers 4.28 slow tokenizer did (editor.models.slow_llama)."""
-    require(llava_dir / "tokenizer.model", "LLaVA tokenizer", GET_LLAVA)
-    tokenizer = SlowLlamaTokenizer.from_folder(llava_dir)
-    tokenizer.add_tokens(IMG_TOKENS)
-    return tokenizer
-
-
-def _check_vocab(tokenizer, rows: int) -> None:
-    ids = tokenizer.convert_tokens_to_ids([IM_PATCH, IM_START, IM_END, *IMG_TOKENS])
-    expected = list(range(rows - len(ids), rows))  # LLaVA's 3 tokens, then [IMG0..7], at the end of the vocabulary
-    if ids != expected or len(tokenizer) != rows:
-        raise CheckpointError(
-            f"tokenizer/embedding mismatch: mllm.pt embeds {rows} tokens, so <im_patch>..[IMG7] should have ids "
-            f"{expected[0]}..{expected[-1]}, but the LLaVA tokenizer (+8 [IMG] tokens) gives {len(tokenizer)} tokens "
-            f"with ids {ids}. Use the LLaVA-7B-v1 folder that MGIE was trained with. {GET_LLAVA}"
-        )
-
-
 def load_mgie(
     paths: MGIEPaths | Sequence[Path],
     *,
@@ -348,59 +308,15 @@ def load_mgie(
     ):
         if not folder.is_dir():
             raise MissingWeightsError(f"folder not found: {folder}\n  How to get it: {hint}")
-    # 1. mllm.pt: the grown embeddings, lm_head, edit head and the [IMG] embeddings
+    # 1. mllm.pt (embeddings, lm_head, edit head, [IMG] embeddings) and the tokenizer that matches its vocabulary
     mllm_file = weights_file(paths.mgie, "mllm")
-    mllm_sd = read_state_dict(mllm_file, GET_MGIE)
-    for key in ("model.embed_tokens.weight", "lm_head.weight", "edit_head.llm2hid.weight"):
-        if key not in mllm_sd:
-            raise CheckpointError(f"{mllm_file} lacks key {key!r}; is it MGIE's mllm.pt? {GET_MGIE}")
-    rows = mllm_sd["model.embed_tokens.weight"].shape[0]
+    mllm_sd = read_mllm_state(mllm_file)
     tokenizer = load_tokenizer(paths.llava)
-    _check_vocab(tokenizer, rows)
+    check_vocab(tokenizer, mllm_sd["model.embed_tokens.weight"].shape[0])
     # 2. LLaVA v1: LLaMA + CLIP vision tower + projector; embeddings from mllm.pt
-    llava_cfg = read_json(paths.llava / "config.json", GET_LLAVA)
-    config = LlavaV1Config(
-        text=llama_config_from_llava(llava_cfg, vocab_size=rows),
-        vision=clip_vision_config(paths.clip, GET_CLIP),
-        vision_select_layer=llava_cfg.get("mm_vision_select_layer", -2),
-    )
-    mllm = build_empty(LlavaV1, config)
-    embed_state = {
-        "llm.model.embed_tokens.weight": mllm_sd["model.embed_tokens.weight"],
-        "llm.lm_head.weight": mllm_sd["lm_head.weight"],
-    }
-    llava_state = {k: v for k, v in read_llava_v1_state(paths.llava, GET_LLAVA).items() if k not in embed_state}
-    vision_keys = expected_shapes(mllm.vision)
-    vision_state = {"vision." + k: v for k, v in read_clip_vision_state(paths.clip, GET_CLIP, vision_keys).items()}
-    parts = {  # each part of LlavaV1, checked strictly against the file it comes from
-        "llava": (llava_state, f"{paths.llava} (LLaVA-7B-v1 weights)", GET_LLAVA),
-        "vision": (vision_state, f"{paths.clip} (CLIP vision tower)", GET_CLIP),
-        "embeddings": (embed_state, str(mllm_file), GET_MGIE),
-    }
-
-    def part_of(key: str) -> str:
-        return "embeddings" if key in embed_state else "vision" if key.startswith("vision.") else "llava"
-
-    expected = expected_shapes(mllm)
-    for part, (state, source, hint) in parts.items():
-        check_keys({k: shape for k, shape in expected.items() if part_of(k) == part}, state, source, hint)
-    assign_state(mllm, llava_state | vision_state | embed_state, dtype)
-    # 3. the edit head and its [IMG] embeddings (`emb`; rows [IMG0..7] of embed_tokens when absent, docs/mgie.md §3.3)
-    head_state = {k.removeprefix("edit_head."): v for k, v in mllm_sd.items() if k.startswith("edit_head.")}
-    head = build_empty(EditHead, EditHeadConfig.from_state_dict(head_state))
-    check_keys(expected_shapes(head), head_state, f"{mllm_file} (edit_head.*)", GET_MGIE)
-    assign_state(head, head_state, dtype)
-    unknown = (
-        set(mllm_sd) - {"model.embed_tokens.weight", "lm_head.weight", "emb"} - {f"edit_head.{k}" for k in head_state}
-    )
-    if unknown:
-        raise CheckpointError(f"{mllm_file} has unexpected keys {sorted(unknown)[:6]}. {GET_MGIE}")
-    emb = mllm_sd.get("emb", mllm_sd["model.embed_tokens.weight"][-len(IMG_TOKENS) :])
-    emb = emb.reshape(-1, emb.shape[-1])
-    if emb.shape != (len(IMG_TOKENS), config.text.hidden_size):
-        raise CheckpointError(
-            f"{mllm_file}: 'emb' has shape {tuple(emb.shape)}, expected (8, {config.text.hidden_size})"
-        )
+    mllm = read_llava(paths.llava, paths.clip, mllm_sd, mllm_file, dtype)
+    # 3. the edit head and its [IMG] embeddings
+    head, emb = read_edit_head(mllm_sd, mllm_file, mllm.config.text.hidden_size, dtype)
     # 4. the diffusion side: IP2P's VAE + scheduler, its UNet architecture filled with MGIE's unet.pt
     unet_file = weights_file(paths.mgie, "unet")
     unet, vae, scheduler = load_ip2p_shell(
@@ -446,7 +362,7 @@ def load_mgie_demo(paths: Sequence[Path], *, name: str, options: LoadOptions) ->
 
 
 SPECS = (
-    ModelSpec("mgie-7b", "MGIE-7B (Apple, ICLR 2024)", FOLDERS, download_command("mgie-7b"), load_mgie),
+    ModelSpec.published("mgie-7b", "MGIE-7B (Apple, ICLR 2024)", load_mgie),
     ModelSpec(
         "mgie-demo", "Offline demo: MGIE architecture trained on the shapes world", FOLDERS, GET_DEMO,
         load_mgie_demo, root=lambda weights_dir: demo_folder(weights_dir, "mgie"), downloadable=False,

@@ -26,17 +26,7 @@ from transformers import CLIPImageProcessorPil, CLIPTextModel, CLIPTokenizer
 
 from editor.core import EditResult, Guidance, StepCallback
 from editor.images import ImageSource, load_image, prepare_image
-from editor.layouts.folders import (
-    CLIP_L14,
-    IP2P_TEXT,
-    LLAVA_7B,
-    LLAVA_13B,
-    SMARTEDIT_7B,
-    SMARTEDIT_13B,
-    VICUNA_7B,
-    VICUNA_13B,
-    download_command,
-)
+from editor.layouts.folders import download_command
 from editor.loading import (
     CheckpointError,
     MissingWeightsError,
@@ -306,16 +296,7 @@ def _empty_prompt(ip2p: Path, dtype: torch.dtype, hint: str) -> torch.Tensor:
     return encoder(ids)[0]
 
 
-SPECS = tuple(
-    ModelSpec(
-        f"smartedit-{size}",
-        f"SmartEdit-{size.upper()} (TencentARC, CVPR 2024)",
-        folders,
-        download_command(f"smartedit-{size}"),
-        load_smartedit,
-    )  # fmt: skip
-    for size, folders in (
-        ("13b", (SMARTEDIT_13B, LLAVA_13B, VICUNA_13B, CLIP_L14, IP2P_TEXT)),  # in SmartEditPaths' order
-        ("7b", (SMARTEDIT_7B, LLAVA_7B, VICUNA_7B, CLIP_L14, IP2P_TEXT)),
-    )
+SPECS = tuple(  # folders: MODEL_FOLDERS (editor/layouts/folders.py), in SmartEditPaths' order
+    ModelSpec.published(f"smartedit-{size}", f"SmartEdit-{size.upper()} (TencentARC, CVPR 2024)", load_smartedit)
+    for size in ("13b", "7b")
 )

@@ -3,8 +3,9 @@ weights move to the GPU under `--offload` (`staged`).
 
 Each `pipelines/<model>.py` exports its specs: the folders it reads (editor/layouts/folders.py: names and needed
 files), how to get them, and a loader with the one signature `load(paths, *, name, options)`, where `paths` are the
-spec's folders resolved in order. The registry, the CLIs, `python -m editor.weights verify` and the tiny/demo
-builders all read the folders from there.
+spec's folders resolved in order. The registry, the CLIs and the tiny/demo builders read the folders from there; a
+published model's folders are its MODEL_FOLDERS entry (`ModelSpec.published`), which `python -m editor.weights`
+lists, downloads and verifies without importing the loaders.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from editor.core import Editor
-from editor.layouts.folders import DEFAULTS_FILE, DEMO_DIR, Folder, folder_path
+from editor.layouts.folders import DEFAULTS_FILE, DEMO_DIR, MODEL_FOLDERS, Folder, download_command, folder_path
 from editor.loading import CheckpointError
 from editor.params import EditParams
 from editor.pipelines.diffusion import offload_target
@@ -68,6 +69,12 @@ class ModelSpec:
     load: Loader
     root: Callable[[Path], Path] | None = None
     downloadable: bool = True  # `python -m editor.weights download <name>` gets it
+
+    @classmethod
+    def published(cls, name: str, title: str, load: Loader) -> ModelSpec:
+        """A downloadable model: the folders of its official layout (MODEL_FOLDERS, which the weights CLI also
+        lists, downloads and verifies) and, as its hint, the command that gets them."""
+        return cls(name, title, MODEL_FOLDERS[name], download_command(name), load)
 
     def paths(self, weights_dir: str | Path) -> tuple[Path, ...]:
         """The folders under `weights_dir`, each moved by its `EDITOR_<FOLDER>_DIR` when set. A demo model's

@@ -48,7 +48,7 @@ def cmd_list(weights_dir: Path) -> int:
             print(f"    {str(folder):48} {status}   [{component.env}]")
         if entry.memory:
             print(f"    memory: {entry.memory}")
-    print("\nget one: python -m editor.weights download NAME")
+    print(f"\nget one: {catalog.download_command('NAME')}")
     return 0
 
 
@@ -136,9 +136,7 @@ def cmd_convert(args) -> int:
         if not folder.is_dir():
             print(f"{folder}: not downloaded, skipped")
             continue
-        for conversion in convert_folder(
-            folder, f"python -m editor.weights download {entry.name}", args.remove_originals
-        ):
+        for conversion in convert_folder(folder, catalog.download_command(entry.name), args.remove_originals):
             converted += 1
             names = ", ".join(p.name for p in conversion.written)
             print(f"{folder}: {', '.join(p.name for p in conversion.sources)} -> {names} (checked equal)")

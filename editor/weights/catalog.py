@@ -1,7 +1,9 @@
 """Every checkpoint this app can use: where it comes from, what it is made of, its licence, its expected sizes.
 
 A model (`ModelEntry`) is a list of components; a component is one folder under the weights directory, named as
-the official downloads name it, with one or more sources tried in order (the official one first). Two models may
+the official downloads name it, with one or more sources tried in order (the official one first). An editor's
+components are the folders its spec loads (editor.layouts.folders.MODEL_FOLDERS, `components_of`), in that order;
+this module says only where each folder comes from. Two models may
 share a folder (MGIE and SmartEdit both read `LLaVA-7B-v1/`); a folder is present for a model when every file that
 model needs is there (MGIE needs only the configs, VAE and scheduler of `instruct-pix2pix/`, the baseline needs all).
 
@@ -112,6 +114,11 @@ class Component:
     def env(self) -> str:
         """Environment variable that points this component at another folder."""
         return folder_env(self.folder)
+
+    @property
+    def layout(self) -> layout.Folder:
+        """The editors' folder this component is (its name and needed files)."""
+        return layout.Folder(self.folder, self.needs)
 
 
 @dataclass(frozen=True)
@@ -261,25 +268,42 @@ MAGICBRUSH = Component.of(
 )
 
 
-def _smartedit(size: str, llava: Component, memory: str) -> ModelEntry:
-    """SmartEdit-7B and -13B differ only in these: the size, the LLaVA they build on, and their memory."""
-    components = (
+def _smartedit_parts(size: str) -> tuple[Component, Component]:
+    """SmartEdit-<size>'s own folders: its trained weights and Vicuna's config and tokenizer."""
+    return (
         Component.of(
             layout.smartedit_weights(size),
             title=f"SmartEdit-{size} trained weights (LoRA LLM, QFormer, BIM, UNet)",
             sources=(HubSource(f"TencentARC/SmartEdit-{size}"),),
         ),
-        llava,
         Component.of(
             layout.vicuna(size),
             title=f"Vicuna-{size} v1.1 config and tokenizer (weights not needed)",
             sources=(HubSource(f"lmsys/vicuna-{size.lower()}-v1.1", ("*.json", "tokenizer.model")),),
         ),
-        CLIP_L14,
-        IP2P_TEXT,
     )
+
+
+# Where each folder an editor reads comes from, once per folder.
+COMPONENTS: dict[layout.Folder, Component] = {
+    component.layout: component
+    for component in (
+        LLAVA_7B, LLAVA_13B, MGIE_7B, IP2P_SHELL, IP2P_FULL, IP2P_TEXT, CLIP_L14, MAGICBRUSH,
+        *_smartedit_parts("7B"), *_smartedit_parts("13B"),
+    )
+}  # fmt: skip
+
+
+def components_of(name: str) -> tuple[Component, ...]:
+    """Editor `name`'s components: the folders its spec loads (editor.layouts.folders.MODEL_FOLDERS), in order."""
+    return tuple(COMPONENTS[folder] for folder in layout.MODEL_FOLDERS[name])
+
+
+def _smartedit(size: str, memory: str) -> ModelEntry:
+    """SmartEdit-7B and -13B differ only in these: the size (which picks the LLaVA they build on) and their memory."""
     name = f"smartedit-{size.lower()}"
-    return ModelEntry(name, f"SmartEdit-{size} (TencentARC, CVPR 2024)", components, SMARTEDIT_LICENCE, name, memory)
+    title = f"SmartEdit-{size} (TencentARC, CVPR 2024)"
+    return ModelEntry(name, title, components_of(name), SMARTEDIT_LICENCE, name, memory)
 
 
 SMARTEDIT_LICENCE = (
@@ -292,7 +316,7 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             name="mgie-7b",
             title="MGIE-7B (Apple, ICLR 2024), trained on IPr2Pr + MagicBrush",
-            components=(LLAVA_7B, MGIE_7B, IP2P_SHELL, CLIP_L14),
+            components=components_of("mgie-7b"),
             licence=(
                 "MGIE weights: Apple's weight differentials are licensed CC-BY-NC (non-commercial; see apple/ml-mgie "
                 "LICENSE). LLaVA-7B-v1 contains Meta's LLaMA-1 weights under LLaMA-1's non-commercial research "
@@ -301,16 +325,12 @@ MODELS: dict[str, ModelEntry] = {
             editor="mgie-7b",
             memory="about 16 GB in fp16 (LLaMA-7B 13.5 GB + UNet 1.7 GB + CLIP 0.6 GB); --offload for smaller GPUs",
         ),
-        _smartedit(
-            "7B", LLAVA_7B, "15.1 GiB of fp16 weights (computed; LLM stage 13.3), fits 24 GB; the reference wants 40 GB"
-        ),
-        _smartedit(
-            "13B", LLAVA_13B, "26.8 GiB of fp16 weights (computed; LLM stage 25.0): above 24 GB even with --offload"
-        ),
+        _smartedit("7B", "15.1 GiB of fp16 weights (computed; LLM stage 13.3), fits 24 GB; the reference wants 40 GB"),
+        _smartedit("13B", "26.8 GiB of fp16 weights (computed; LLM stage 25.0): above 24 GB even with --offload"),
         ModelEntry(
             name="instruct-pix2pix",
             title="InstructPix2Pix (Brooks et al., CVPR 2023), baseline",
-            components=(IP2P_FULL,),
+            components=components_of("instruct-pix2pix"),
             licence="timbrooks/instruct-pix2pix is tagged MIT on its Hub page; it derives from Stable Diffusion 1.5.",
             editor="instruct-pix2pix",
             memory="about 3 GB in fp16",
@@ -318,7 +338,7 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             name="magicbrush",
             title="MagicBrush (Zhang et al., NeurIPS 2023): InstructPix2Pix fine-tuned on MagicBrush, baseline",
-            components=(MAGICBRUSH,),
+            components=components_of("magicbrush"),
             licence="vinesmsuic/magicbrush-jul7 is tagged creativeml-openrail-m (Stable Diffusion's licence).",
             editor="magicbrush",
             memory="about 3 GB in fp16",
