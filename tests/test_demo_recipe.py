@@ -258,3 +258,21 @@ def test_shapes_kept_tells_a_round_trip_that_keeps_the_shapes_from_one_that_drop
     assert kept and kept.keys() == dropped.keys()
     assert all(v.startswith("100 % of") for v in kept.values()), kept
     assert all(v.startswith("0 % of") for v in dropped.values()), dropped
+
+
+def test_mean_edit_loss_scores_two_parts_under_the_same_noise(built):
+    out, _ = built
+    latents = torch.load(out / "cache" / "latents-00000.pt", weights_only=True)
+    states = {"states": torch.randn(10, 8, SMALL.llm_hidden, generator=torch.Generator().manual_seed(0))}
+    stage = stages.MGIEStage(SMALL, "cpu", 1.0, torch.randn(8, SMALL.llm_hidden))
+    score = checks.mean_edit_loss(stage, latents, states, batch=4, seed=7)
+    batches = [slice(0, 4), slice(4, 8), slice(8, 10)]
+    expected = [
+        stage.loss(cache.Batch(latents["source"][rows], latents["target_mean"][rows], latents["target_std"][rows],
+                               latents["terse"][rows], states["states"][rows]), torch.Generator().manual_seed(7 + i))
+        for i, rows in enumerate(batches)
+    ]  # fmt: skip
+    assert score == pytest.approx(sum(loss["edit"].item() for loss in expected) / 3)
+    assert checks.mean_edit_loss(stage, latents, states, batch=4, seed=7) == score  # same part, same noise: no gap
+    other = {"states": states["states"].flip(0)}  # the same samples, other conditions
+    assert checks.mean_edit_loss(stage, latents, other, batch=4, seed=7) != score

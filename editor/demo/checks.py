@@ -4,6 +4,7 @@
     python -m editor.demo.checks probe --out runs/demo   # what the frozen MLLM's [IMG] states hold (linear probes)
     python -m editor.demo.checks condition --weights W   # does the UNet use its condition (teacher-forced x0 error)
     python -m editor.demo.checks perfect --weights W     # MGIE's head + UNet judged on the ground-truth expressive text
+    python -m editor.demo.checks fit --out runs/demo     # MGIE's L_edit on training samples vs unseen ones
 
 `vae`: every held-out target is encoded and decoded by the VAE and judged as if it were a model's output; no
 model trained on these latents can score above it. Three sets: the world's four held-out splits (the samples of
@@ -19,6 +20,10 @@ mean size), and the UNet's one-step estimate of the goal latent from a noised go
 sample's condition and with the null one, inside the edited region and outside it (mean squared error in scaled
 latent units). A UNet that ignores its condition scores the same in both columns; "copy" is the error of
 answering with the source latent.
+
+`fit`: MGIE's L_edit (the training loss, the same noise, timesteps and dropout for both) on the first 1024 cached
+training samples and on 1024 samples of the same stream that the cache stops before (encoded into <out>/unseen).
+Equal values with the loss still falling over steps mean the UNet underfits: more steps help, more data would not.
 """
 
 from __future__ import annotations
@@ -220,13 +225,54 @@ def probe(states_train, facts_train, states_test, facts_test, steps: int = 600) 
     return results
 
 
+@torch.no_grad()
+def mean_edit_loss(stage, latents: dict, states: dict, batch: int = 128, seed: int = 1000) -> float:
+    """`stage`'s L_edit over one cache part (editor.demo.cache's latents and states files), batch by batch, the
+    noise of batch i drawn from seed + i: two parts scored alike see the same noise."""
+    from editor.demo.cache import Batch
+
+    losses = []
+    for i, start in enumerate(range(0, len(latents["terse"]), batch)):
+        rows = slice(start, start + batch)
+        data = Batch(latents["source"][rows], latents["target_mean"][rows], latents["target_std"][rows],
+                     latents["terse"][rows], states["states"][rows])  # fmt: skip
+        losses.append(stage.loss(data, torch.Generator().manual_seed(seed + i))["edit"].item())
+    return sum(losses) / len(losses)
+
+
+def fit_gap(out: Path, weights: Path, seed: int = 0) -> dict[str, float]:
+    """MGIE's L_edit with `weights` (a checkpoint of the mgie stage) on the first training part and on the part
+    right after the cache, which the stage never saw (built here once, with the training folder's VAE and MLLM)."""
+    from editor.demo import cache as cached
+    from editor.demo.stages import MGIEStage
+    from editor.demo.train import CACHE_SAMPLES, load_checkpoint, load_mllm, load_vae
+
+    unseen = cached.part_count(CACHE_SAMPLES)
+    samples, shard = (unseen + 1) * cached.PART, (unseen, unseen + 1)
+    vae = load_vae(out, demo.SIZES, "cpu", decoder=False)
+    mllm, mllm_step = load_mllm(out, demo.SIZES, "cpu")
+    cached.build_latents(out / "unseen", vae, samples, seed, "cpu", shard=shard)
+    cached.build_states(out / "unseen", mllm, mllm_step, samples, seed, shard=shard)
+
+    def part(folder: Path, index: int) -> tuple[dict, dict]:
+        return tuple(torch.load(folder / f"{kind}-{index:05d}.pt", weights_only=True) for kind in ("latents", "states"))
+
+    seen, fresh = part(out / "cache", 0), part(out / "unseen" / "cache", unseen)
+    stage = MGIEStage(demo.SIZES, "cpu", vae.config.scaling_factor, seen[1]["emb"].float())
+    load_checkpoint(weights, stage.modules)
+    for module in stage.modules.values():
+        module.eval()
+    return {"training samples": mean_edit_loss(stage, *seen), "unseen samples": mean_edit_loss(stage, *fresh)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m editor.demo.checks", description=__doc__.split("\n")[0])
-    parser.add_argument("check", choices=("vae", "probe", "drawn", "condition", "perfect"))
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="vae, probe: the training folder")
+    parser.add_argument("check", choices=("vae", "probe", "drawn", "condition", "perfect", "fit"))
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="vae, probe, fit: the training folder")
+    parser.add_argument("--step", type=int, help="fit: the MGIE weights kept at this step (default: mgie.ckpt)")
     parser.add_argument("--per-split", type=int, default=125)
     parser.add_argument("--samples", type=int, default=8192, help="probe: cached training states used")
-    parser.add_argument("--seed", type=int, default=0, help="probe: the training stream's seed")
+    parser.add_argument("--seed", type=int, default=0, help="probe, fit: the training stream's seed")
     parser.add_argument("--weights", type=Path, help="drawn, condition, perfect: a folder holding demo/")
     parser.add_argument("--models", nargs="+", default=["mgie-demo", "ip2p-demo"], help="drawn, condition: editors")
     parser.add_argument("--count", type=int, default=200, help="drawn: how many drawings")
@@ -260,6 +306,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     from editor.demo.train import load_mllm, load_vae
 
+    if args.check == "fit":
+        weights = args.out / (f"mgie-{args.step:06d}.pt" if args.step else "mgie.ckpt")
+        for name, value in fit_gap(args.out, weights, args.seed).items():
+            print(f"| L_edit on {name} | {value:.4f} |   ({weights})")
+        return
     if args.check == "vae":
         vae = load_vae(args.out, demo.SIZES, "cpu")
         for name, value in vae_ceiling(vae, args.per_split).items():
