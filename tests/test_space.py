@@ -24,7 +24,7 @@ from huggingface_hub import constants
 
 from editor.params import EditParams, Resolution
 from editor.pipelines.registry import DEFAULT_WEIGHTS_DIR
-from editor.ui import gpu
+from editor.ui import build_demo, build_ui, gpu
 from editor.ui.startup import (
     ACCEPT_ENV,
     Hardware,
@@ -37,6 +37,7 @@ from editor.ui.startup import (
 from editor.weights.catalog import MODELS, installed
 from tests.fakes import FakeEditor, fake_ui, free_port
 from tests.hub_server import FakeHub, mgie_repos, serve
+from tests.test_browser import expect, page, settings  # noqa: F401 - page: the Chromium fixture (test_browser.py)
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "shapes-1.png"
@@ -154,6 +155,51 @@ def test_with_the_server_down_the_demo_model_serves_with_the_reason_shown(tmp_pa
     assert pending.native_size == 64  # the demo's own size, now that it serves
     demo = startup.run.__self__.editor
     assert torch.equal(pending.image_embedding(EXAMPLE), demo.image_embedding(EXAMPLE))  # the explorer's CLIP-I
+
+
+def test_after_a_fallback_the_settings_follow_the_demo_model_where_the_user_left_them(tmp_path, monkeypatch):
+    _offline_hub(monkeypatch, f"http://127.0.0.1:{free_port()}")  # nothing listens there: the download fails
+    own = EditParams(steps=20, text_guidance=5.0, image_guidance=1.2)
+    demo = FakeEditor(name="mgie-demo", defaults=own, native_size=64)
+    env = SPACE | {ACCEPT_ENV: "mgie-7b"}
+    startup = prepare_startup(env, tmp_path / "weights", data_root=tmp_path / "x", load=lambda name, *_: demo)
+    ui = build_ui(startup.editors, startup.notice, examples_dir=None, preview_every=None)
+    w, fns = ui.widgets, ui.demo.fns.values()
+    poll = next(f for f in fns if f.api_name == "startup_status")
+    follow = next(f.fn for f in fns if f.trigger_after == poll._id)  # what follows each poll of the start-up
+    built = [w.steps.value, w.text_guidance.value, w.image_guidance.value, w.size.value]
+    assert built == [100, 7.5, 1.5, 512]  # the stand-in's: nothing is known of the model yet
+    assert follow("mgie-7b", *built) == {}  # still starting: nothing changes
+    startup.run()
+    assert startup.notice()[1] and "offline demo model" in startup.notice()[0]
+    assert follow("mgie-7b", *built) == {w.steps: 20, w.text_guidance: 5.0, w.image_guidance: 1.2, w.size: 64}
+    moved = follow("mgie-7b", 30, 7.5, 1.5, 256)  # the user chose the steps and the size meanwhile
+    assert moved == {w.text_guidance: 5.0, w.image_guidance: 1.2}
+    plan = ui.handlers.plan_text("mgie-7b", None, "keep_aspect", 64)
+    assert "64" in plan, plan
+
+
+def test_an_open_page_takes_the_demo_models_settings_where_the_user_left_them(page, tmp_path, monkeypatch):  # noqa: F811
+    """In Chromium: the values arrive on a page already open, after the poll that finds the start-up settled."""
+    _offline_hub(monkeypatch, f"http://127.0.0.1:{free_port()}")  # nothing listens there: the download fails
+    demo = FakeEditor(name="mgie-demo", defaults=EditParams(20, 5.0, 1.2), native_size=64)
+    env = SPACE | {ACCEPT_ENV: "mgie-7b"}
+    startup = prepare_startup(env, tmp_path / "weights", data_root=tmp_path / "x", load=lambda name, *_: demo)
+    served = build_demo(startup.editors, startup.notice, examples_dir=None).queue(default_concurrency_limit=1)
+    served.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        page.goto(served.local_url, wait_until="domcontentloaded")
+        expect(page.locator("#notice")).to_contain_text("is starting")
+        settings(page, Steps="30")  # the user's own, before the model is known
+        startup.run()
+        expect(page.locator("#notice")).to_contain_text("offline demo model")
+        slider = lambda label: page.get_by_label(f"range slider for {label}", exact=True)  # noqa: E731
+        expect(slider("Size (long side)")).to_have_value("64")
+        expect(slider("Text guidance αX")).to_have_value("5")
+        expect(slider("Image guidance αV")).to_have_value("1.2")
+        expect(slider("Steps")).to_have_value("30")
+    finally:
+        served.close()
 
 
 def test_cpu_only_hardware_downloads_nothing_and_names_the_hardware(hub, tmp_path, monkeypatch):
