@@ -22,6 +22,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from huggingface_hub import constants
 
+import app
+from editor.loading import MissingWeightsError
 from editor.params import EditParams, Resolution
 from editor.pipelines.registry import DEFAULT_WEIGHTS_DIR
 from editor.ui import build_demo, build_ui, gpu
@@ -34,7 +36,7 @@ from editor.ui.startup import (
     refusal,
     weights_folder,
 )
-from editor.weights.catalog import MODELS, installed
+from editor.weights.catalog import MODELS, download_command, installed
 from tests.fakes import FakeEditor, fake_ui, free_port
 from tests.hub_server import FakeHub, mgie_repos, serve
 from tests.test_browser import expect, page, settings  # noqa: F401 - page: the Chromium fixture (test_browser.py)
@@ -200,6 +202,59 @@ def test_an_open_page_takes_the_demo_models_settings_where_the_user_left_them(pa
         expect(slider("Steps")).to_have_value("30")
     finally:
         served.close()
+
+
+def _also_loader(loaded: list[str], seen: list[tuple[str, bool]], startup=lambda: None):
+    """A `load` for prepare_startup: fake editors, MagicBrush missing; records each name and the banner meanwhile."""
+
+    def load(name, *_):
+        loaded.append(name)
+        if (current := startup()) is not None:
+            seen.append(current.notice())
+        if name == "magicbrush":
+            raise MissingWeightsError(f"magicbrush is missing in {ROOT}/w\n  Get it with: {download_command(name)}")
+        return FakeEditor(name=name)
+
+    return load
+
+
+def test_also_models_load_after_the_served_one_and_a_failure_is_named_not_fatal(tmp_path, monkeypatch):
+    _offline_hub(monkeypatch, f"http://127.0.0.1:{free_port()}")  # the download fails: the demo model serves
+    loaded, seen, also = [], [], ["magicbrush", "ip2p-demo", "mgie-7b", "ip2p-demo"]
+    load = _also_loader(loaded, seen, lambda: startup)
+    env = SPACE | {ACCEPT_ENV: "mgie-7b"}
+    startup = prepare_startup(env, tmp_path / "w", data_root=tmp_path / "x", load=load, also=also)
+    assert list(startup.editors) == ["mgie-7b", "magicbrush", "ip2p-demo"]  # all in the UI from the start
+    with pytest.raises(ValueError, match=r"demo ablation.* is loaded once MGIE-7B .* has started: try again"):
+        startup.editors["ip2p-demo"].think(EXAMPLE, "make it blue")
+    startup.run()
+    assert loaded == ["mgie-demo", "magicbrush", "ip2p-demo"]  # the served model (here its fallback) first
+    assert not seen[-1][1] and "is loading…" in seen[-1][0]  # the banner waits for the --also models
+    text, settled = startup.notice()
+    assert settled and "**offline demo model**" in text and "ablation: InstructPix2Pix-style, terse instruction " \
+        "only** is loaded too" in text  # fmt: skip
+    assert "**MagicBrush (InstructPix2Pix fine-tuned on MagicBrush)** (`--also`) could not be loaded" in text
+    assert "download magicbrush." in text and str(ROOT) not in text, text  # the reason, without server paths
+    assert startup.editors["ip2p-demo"].think(EXAMPLE, "make the circle blue").model == "ip2p-demo"
+    with pytest.raises(ValueError, match=r"MagicBrush .* could not be loaded: .*download magicbrush"):
+        startup.editors["magicbrush"].think(EXAMPLE, "make it blue")  # refused with its reason; the app serves on
+
+
+def test_also_models_load_beside_the_demo_when_the_model_is_refused(tmp_path, monkeypatch, capsys):
+    loaded = []
+    refused = prepare_startup(SPACE, tmp_path / "w", data_root=tmp_path / "x", load=_also_loader(loaded, []),
+                              also=["ip2p-demo", "magicbrush"])  # fmt: skip
+    assert loaded == ["mgie-demo", "ip2p-demo", "magicbrush"] and list(refused.editors) == ["mgie-demo", "ip2p-demo"]
+    assert ACCEPT_ENV in refused.notice and "(`--also`) could not be loaded" in refused.notice
+    seen = {}
+
+    def prepare(*args, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("seen")  # main stops there, with status 2
+
+    monkeypatch.setattr(app, "prepare_startup", prepare)
+    assert app.main(["--also", "ip2p-demo", "--also", "magicbrush"]) == 2
+    assert seen["also"] == ["ip2p-demo", "magicbrush"]  # app.py hands --also to the start-up
 
 
 def test_cpu_only_hardware_downloads_nothing_and_names_the_hardware(hub, tmp_path, monkeypatch):
