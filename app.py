@@ -7,7 +7,7 @@ models (MGIE's architecture and its IP2P ablation, trained by this project on th
 pipeline check whose edits are noise.
 On a Hugging Face Space the same file runs (Gradio reads GRADIO_SERVER_NAME/PORT there; `share` is ignored). There,
 or wherever EDITOR_MODEL is set (and no --model), the page comes up at once and the model is downloaded and loaded
-after launch (editor/ui/startup.py; README, "Deploy to Hugging Face Spaces").
+after launch, then the --also models (editor/ui/startup.py; README, "Deploy to Hugging Face Spaces").
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         options = args.weights_dir, args.device, DTYPES.get(args.dtype), args.offload
-        startup = None if args.model or args.tiny_random else prepare_startup(os.environ, *options)
+        startup = None if args.model or args.tiny_random else prepare_startup(os.environ, *options, also=args.also)
         if startup is not None:
             editors, notice = startup.editors, startup.notice
         else:

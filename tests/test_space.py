@@ -22,9 +22,11 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from huggingface_hub import constants
 
+import app
+from editor.loading import MissingWeightsError
 from editor.params import EditParams, Resolution
 from editor.pipelines.registry import DEFAULT_WEIGHTS_DIR
-from editor.ui import gpu
+from editor.ui import build_demo, build_ui, gpu
 from editor.ui.startup import (
     ACCEPT_ENV,
     Hardware,
@@ -34,9 +36,10 @@ from editor.ui.startup import (
     refusal,
     weights_folder,
 )
-from editor.weights.catalog import MODELS, installed
+from editor.weights.catalog import MODELS, download_command, installed
 from tests.fakes import FakeEditor, fake_ui, free_port
 from tests.hub_server import FakeHub, mgie_repos, serve
+from tests.test_browser import expect, page, settings  # noqa: F401 - page: the Chromium fixture (test_browser.py)
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "shapes-1.png"
@@ -154,6 +157,104 @@ def test_with_the_server_down_the_demo_model_serves_with_the_reason_shown(tmp_pa
     assert pending.native_size == 64  # the demo's own size, now that it serves
     demo = startup.run.__self__.editor
     assert torch.equal(pending.image_embedding(EXAMPLE), demo.image_embedding(EXAMPLE))  # the explorer's CLIP-I
+
+
+def test_after_a_fallback_the_settings_follow_the_demo_model_where_the_user_left_them(tmp_path, monkeypatch):
+    _offline_hub(monkeypatch, f"http://127.0.0.1:{free_port()}")  # nothing listens there: the download fails
+    own = EditParams(steps=20, text_guidance=5.0, image_guidance=1.2)
+    demo = FakeEditor(name="mgie-demo", defaults=own, native_size=64)
+    env = SPACE | {ACCEPT_ENV: "mgie-7b"}
+    startup = prepare_startup(env, tmp_path / "weights", data_root=tmp_path / "x", load=lambda name, *_: demo)
+    ui = build_ui(startup.editors, startup.notice, examples_dir=None, preview_every=None)
+    w, fns = ui.widgets, ui.demo.fns.values()
+    poll = next(f for f in fns if f.api_name == "startup_status")
+    follow = next(f.fn for f in fns if f.trigger_after == poll._id)  # what follows each poll of the start-up
+    built = [w.steps.value, w.text_guidance.value, w.image_guidance.value, w.size.value]
+    assert built == [100, 7.5, 1.5, 512]  # the stand-in's: nothing is known of the model yet
+    assert follow("mgie-7b", *built) == {}  # still starting: nothing changes
+    startup.run()
+    assert startup.notice()[1] and "offline demo model" in startup.notice()[0]
+    assert follow("mgie-7b", *built) == {w.steps: 20, w.text_guidance: 5.0, w.image_guidance: 1.2, w.size: 64}
+    moved = follow("mgie-7b", 30, 7.5, 1.5, 256)  # the user chose the steps and the size meanwhile
+    assert moved == {w.text_guidance: 5.0, w.image_guidance: 1.2}
+    plan = ui.handlers.plan_text("mgie-7b", None, "keep_aspect", 64)
+    assert "64" in plan, plan
+
+
+def test_an_open_page_takes_the_demo_models_settings_where_the_user_left_them(page, tmp_path, monkeypatch):  # noqa: F811
+    """In Chromium: the values arrive on a page already open, after the poll that finds the start-up settled."""
+    _offline_hub(monkeypatch, f"http://127.0.0.1:{free_port()}")  # nothing listens there: the download fails
+    demo = FakeEditor(name="mgie-demo", defaults=EditParams(20, 5.0, 1.2), native_size=64)
+    env = SPACE | {ACCEPT_ENV: "mgie-7b"}
+    startup = prepare_startup(env, tmp_path / "weights", data_root=tmp_path / "x", load=lambda name, *_: demo)
+    served = build_demo(startup.editors, startup.notice, examples_dir=None).queue(default_concurrency_limit=1)
+    served.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        page.goto(served.local_url, wait_until="domcontentloaded")
+        expect(page.locator("#notice")).to_contain_text("is starting")
+        settings(page, Steps="30")  # the user's own, before the model is known
+        startup.run()
+        expect(page.locator("#notice")).to_contain_text("offline demo model")
+        slider = lambda label: page.get_by_label(f"range slider for {label}", exact=True)  # noqa: E731
+        expect(slider("Size (long side)")).to_have_value("64")
+        expect(slider("Text guidance αX")).to_have_value("5")
+        expect(slider("Image guidance αV")).to_have_value("1.2")
+        expect(slider("Steps")).to_have_value("30")
+    finally:
+        served.close()
+
+
+def _also_loader(loaded: list[str], seen: list[tuple[str, bool]], startup=lambda: None):
+    """A `load` for prepare_startup: fake editors, MagicBrush missing; records each name and the banner meanwhile."""
+
+    def load(name, *_):
+        loaded.append(name)
+        if (current := startup()) is not None:
+            seen.append(current.notice())
+        if name == "magicbrush":
+            raise MissingWeightsError(f"magicbrush is missing in {ROOT}/w\n  Get it with: {download_command(name)}")
+        return FakeEditor(name=name)
+
+    return load
+
+
+def test_also_models_load_after_the_served_one_and_a_failure_is_named_not_fatal(tmp_path, monkeypatch):
+    _offline_hub(monkeypatch, f"http://127.0.0.1:{free_port()}")  # the download fails: the demo model serves
+    loaded, seen, also = [], [], ["magicbrush", "ip2p-demo", "mgie-7b", "ip2p-demo"]
+    load = _also_loader(loaded, seen, lambda: startup)
+    env = SPACE | {ACCEPT_ENV: "mgie-7b"}
+    startup = prepare_startup(env, tmp_path / "w", data_root=tmp_path / "x", load=load, also=also)
+    assert list(startup.editors) == ["mgie-7b", "magicbrush", "ip2p-demo"]  # all in the UI from the start
+    with pytest.raises(ValueError, match=r"demo ablation.* is loaded once MGIE-7B .* has started: try again"):
+        startup.editors["ip2p-demo"].think(EXAMPLE, "make it blue")
+    startup.run()
+    assert loaded == ["mgie-demo", "magicbrush", "ip2p-demo"]  # the served model (here its fallback) first
+    assert not seen[-1][1] and "is loading…" in seen[-1][0]  # the banner waits for the --also models
+    text, settled = startup.notice()
+    assert settled and "**offline demo model**" in text and "ablation: InstructPix2Pix-style, terse instruction " \
+        "only** is loaded too" in text  # fmt: skip
+    assert "**MagicBrush (InstructPix2Pix fine-tuned on MagicBrush)** (`--also`) could not be loaded" in text
+    assert "download magicbrush." in text and str(ROOT) not in text, text  # the reason, without server paths
+    assert startup.editors["ip2p-demo"].think(EXAMPLE, "make the circle blue").model == "ip2p-demo"
+    with pytest.raises(ValueError, match=r"MagicBrush .* could not be loaded: .*download magicbrush"):
+        startup.editors["magicbrush"].think(EXAMPLE, "make it blue")  # refused with its reason; the app serves on
+
+
+def test_also_models_load_beside_the_demo_when_the_model_is_refused(tmp_path, monkeypatch, capsys):
+    loaded = []
+    refused = prepare_startup(SPACE, tmp_path / "w", data_root=tmp_path / "x", load=_also_loader(loaded, []),
+                              also=["ip2p-demo", "magicbrush"])  # fmt: skip
+    assert loaded == ["mgie-demo", "ip2p-demo", "magicbrush"] and list(refused.editors) == ["mgie-demo", "ip2p-demo"]
+    assert ACCEPT_ENV in refused.notice and "(`--also`) could not be loaded" in refused.notice
+    seen = {}
+
+    def prepare(*args, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("seen")  # main stops there, with status 2
+
+    monkeypatch.setattr(app, "prepare_startup", prepare)
+    assert app.main(["--also", "ip2p-demo", "--also", "magicbrush"]) == 2
+    assert seen["also"] == ["ip2p-demo", "magicbrush"]  # app.py hands --also to the start-up
 
 
 def test_cpu_only_hardware_downloads_nothing_and_names_the_hardware(hub, tmp_path, monkeypatch):

@@ -219,6 +219,26 @@ class Handlers(SessionHandlers):
         """A click on a variation keeps it."""
         return self.pick(evt.index, state)
 
+    @updates("steps", "text_guidance", "image_guidance", "size")
+    def model_settings(self, model: str) -> dict:
+        """The model's own steps, guidance and size, read from the editor now (a start-up's stand-in reports the
+        model's once it is loaded, or the demo model's after a fallback); nothing for a value that is not a name."""
+        if not isinstance(model, str) or model not in self.editors:
+            return {}
+        editor, w = self.editors[model], self.w
+        own = editor.defaults
+        return {w.steps: own.steps, w.text_guidance: own.text_guidance, w.image_guidance: own.image_guidance,
+                w.size: editor.native_size or DEFAULT_SIZE}  # fmt: skip
+
+    @updates("steps", "text_guidance", "image_guidance", "size")
+    def follow_model(self, model: str, steps: float, text_guidance: float, image_guidance: float, size: float) -> dict:
+        """During a start-up: the model's own settings once it is loaded, on the sliders that still show the value
+        the page was built with (the stand-in's); a slider the user moved keeps the user's value."""
+        shown = {self.w.steps: steps, self.w.text_guidance: text_guidance, self.w.image_guidance: image_guidance,
+                 self.w.size: size}  # fmt: skip
+        own = self.model_settings(model).items()
+        return {slider: v for slider, v in own if shown[slider] == slider.value and v != slider.value}
+
     @updates("plan")
     def size_plan(self, model: str, image: Image.Image | None, resize: str, size: float) -> dict:
         """The size the next edit will use (next to Edit), from the input, the resolution mode and the size."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+from gradio.events import Dependency
 
 from editor.core import Editor
 from editor.params import DEFAULT_SEED, DEFAULT_SIZE, MAX_GUIDANCE, MAX_SIZE
@@ -152,6 +153,7 @@ class Widgets:
     caption_a: gr.Markdown
     image_b: gr.Image
     caption_b: gr.Markdown
+    startup: Dependency | None  # the banner's poll of a start-up (banner.py); None without one
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ def build_ui(
     ) as demo:
         widgets = lay_out(editors, notice, examples_dir)
         handlers = Handlers(editors, widgets, preview_every)
-        wire(widgets, handlers, {name: editor.defaults for name, editor in editors.items()}, native_sizes(editors))
+        wire(widgets, handlers)
     # Every input is checked first; the handlers get the upload read by editor.images (checked, downscaled).
     guard_inputs(demo, readers={widgets.image: upload_reader(max_side=MAX_SIZE)})
     return UI(demo, widgets, handlers)
@@ -323,9 +325,8 @@ def lay_out(
                             caption_b = gr.Markdown()
         with gr.Column(scale=1, min_width=300):  # the side panel: what a first-time user needs, settings folded
             gr.Markdown("### Instruction-based image editing guided by a multimodal LLM", elem_id="title")
-            if callable(notice):  # a status that changes (the start-up's download and load): banner.py
-                live_banner(notice)
-            elif notice:
+            startup = live_banner(notice) if callable(notice) else None  # a start-up's download and load
+            if notice and not callable(notice):
                 gr.Markdown(f"**Note:** {notice}", elem_id="notice")
             model = gr.Dropdown(list(editors), value=first, label="Model", visible=len(editors) > 1)
             with gr.Accordion("Settings", open=False):
@@ -377,5 +378,5 @@ def lay_out(
         sweep_stop=sweep_stop, sweep_step=sweep_step, sweep_text=sweep_text, explore_button=explore_button,
         explore_stop=explore_stop, grid=grid, plot=plot, table=table, cell=cell, keep_button=keep_button,
         model_a=model_a, model_b=model_b, compare_button=compare_button, compare_stop=compare_stop,
-        image_a=image_a, caption_a=caption_a, image_b=image_b, caption_b=caption_b,
+        image_a=image_a, caption_a=caption_a, image_b=image_b, caption_b=caption_b, startup=startup,
     )  # fmt: skip

@@ -6,7 +6,9 @@ GPU) or its licence was not accepted, nothing is downloaded: the offline demo mo
 the UI gets a `PendingEditor` under the model's name and a banner that follows the start-up; `run()` downloads what
 is missing with the existing downloader (progress measured on disk against the sizes the Hub states), then loads the
 model once. Until then each model call is refused with how far the start-up is; if anything fails, the banner shows
-the reason and the pending editor serves the offline demo model instead, labelled so.
+the reason and the pending editor serves the offline demo model instead, labelled so. Models asked for with
+`--also` get stand-ins too and are loaded after it, from the weights folder (not downloaded); one that fails is
+named in the banner with its reason and refuses its calls with it, and the others carry on.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import fnmatch
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -179,16 +182,28 @@ class NotReadyError(ValueError):
 class ModelStartup:
     """Downloads (when needed) and loads `config.model` once; `status` says where it is, for the banner."""
 
-    def __init__(self, config: StartupConfig, hardware: Hardware, load: Callable[..., Editor] = load_editor) -> None:
+    def __init__(
+        self, config: StartupConfig, hardware: Hardware, load: Callable[..., Editor] = load_editor,
+        also: Sequence[str] = (),
+    ) -> None:  # fmt: skip
         self.config, self.hardware, self._load = config, hardware, load
         self.entry = MODELS[config.model]
         self.status = Status("starting")
         self.editor: Editor | None = None  # the model, or the demo model after a failure
-        self.pending = PendingEditor(config.model, self)
+        self.pending = PendingEditor(config.model, lambda: self.editor, self.waiting_message)
+        self.also = tuple(dict.fromkeys(n for n in also if n != config.model))  # --also: loaded after the model
+        self.extras: dict[str, Editor] = {}
+        self.extra_errors: dict[str, str] = {}  # why an --also model did not load
+        extras = {n: PendingEditor(n, partial(self.extras.get, n), partial(self.extra_waiting, n)) for n in self.also}
+        self.editors: dict[str, Editor] = {config.model: self.pending, **extras}
 
     def run(self) -> None:
-        """Download, then load; on any failure, load the demo model and keep the reason. Never raises: the app keeps
-        serving whatever happens here."""
+        """Download, then load; on any failure, load the demo model and keep the reason; then the --also models.
+        Never raises: the app keeps serving whatever happens here."""
+        self._run_model()
+        load_extras(self.also, self._load_model, self.extras, self.extra_errors)
+
+    def _run_model(self) -> None:
         try:
             if not installed(self.entry, self.config.weights_dir):
                 if not self.config.accepted:
@@ -234,6 +249,11 @@ class ModelStartup:
             stop.set()
             watcher.join()
 
+    def extra_waiting(self, name: str) -> str:
+        if (reason := self.extra_errors.get(name)) is not None:
+            return f"{EDITORS[name].title} could not be loaded: {reason}"
+        return f"{EDITORS[name].title} is loaded once {self.entry.title} has started: try again later"
+
     def waiting_message(self) -> str:
         s, title = self.status, self.entry.title
         if s.phase == "downloading":
@@ -245,7 +265,14 @@ class ModelStartup:
         return f"{title} is starting: try again in a moment"
 
     def banner(self) -> tuple[str, bool]:
-        """(Markdown for the page's banner, whether it is final)."""
+        """(Markdown for the page's banner, whether it is final): the model's start-up, then the --also models."""
+        text, settled = self._model_banner()
+        if not settled or not self.also:
+            return text, settled
+        done = all(n in self.extras or n in self.extra_errors for n in self.also)
+        return f"{text} {extras_text(self.also, self.extras, self.extra_errors)}", done
+
+    def _model_banner(self) -> tuple[str, bool]:
         s, title = self.status, f"**{self.entry.title}**"
         if s.phase == "ready":
             return f"{title} is loaded and ready.", True
@@ -268,21 +295,21 @@ class PendingEditor:
     """Stands in the UI for the model being prepared: refuses model calls with `NotReadyError` (how far the start-up
     is) until it is loaded, then delegates every call to it (or to the demo model after a failure)."""
 
-    def __init__(self, name: str, startup: ModelStartup) -> None:
-        self.name, self._startup = name, startup
+    def __init__(self, name: str, editor: Callable[[], Editor | None], waiting: Callable[[], str]) -> None:
+        self.name, self._editor, self._waiting = name, editor, waiting
 
     def _ready(self) -> Editor:
-        if self._startup.editor is None:
-            raise NotReadyError(self._startup.waiting_message())
-        return self._startup.editor
+        if (editor := self._editor()) is None:
+            raise NotReadyError(self._waiting())
+        return editor
 
     @property
     def defaults(self) -> EditParams:
-        return EditParams() if self._startup.editor is None else self._startup.editor.defaults
+        return EditParams() if (editor := self._editor()) is None else editor.defaults
 
     @property
     def native_size(self) -> int | None:
-        return None if self._startup.editor is None else self._startup.editor.native_size
+        return None if (editor := self._editor()) is None else editor.native_size
 
     def think(self, image, instruction: str):
         return self._ready().think(image, instruction)
@@ -295,7 +322,7 @@ class PendingEditor:
 
     def __getattr__(self, attr: str):
         """The served model's CLIP image tower, when it has one (editor.core.EmbedsImages: the explorer's CLIP-I)."""
-        editor = self.__dict__["_startup"].editor
+        editor = self.__dict__["_editor"]()
         if attr == "image_embedding" and editor is not None and hasattr(editor, attr):
             return getattr(editor, attr)
         raise AttributeError(attr)
@@ -319,6 +346,28 @@ def disk_bytes(roots: set[Path]) -> int:
     return sum(p.stat().st_size for p in files if p.is_file())
 
 
+def load_extras(names: Iterable[str], load: Callable[[str], Editor], into: dict, errors: dict[str, str]) -> None:
+    """Loads each of `names` (--also) into `into`; a failure's reason goes to `errors` and the next one is tried."""
+    for name in names:
+        try:
+            into[name] = load(name)
+        except Exception as err:  # noqa: BLE001 - named in the banner; the app serves the others
+            errors[name] = public_message(str(err)).replace("\n", " ").rstrip(".")
+            log.warning("%s (--also) could not be loaded: %s", name, errors[name])
+
+
+def extras_text(names: Iterable[str], loaded: Mapping[str, Editor], errors: Mapping[str, str]) -> str:
+    """What became of the --also models, for the banner (Markdown)."""
+    said = []
+    for name in names:
+        title = f"**{EDITORS[name].title}**"
+        if name in errors:
+            said.append(f"{title} (`--also`) could not be loaded: {errors[name]}.")
+        else:
+            said.append(f"{title} is loaded too." if name in loaded else f"{title} is loading…")
+    return " ".join(said)
+
+
 @dataclass
 class Startup:
     """What app.py serves: the editors, the banner (text, or a live status), and the work to run after launch."""
@@ -330,16 +379,22 @@ class Startup:
 
 def prepare_startup(
     env: Mapping[str, str], weights_dir: Path = DEFAULT_WEIGHTS_DIR, device=None, dtype=None, offload=False,
-    data_root: Path = DATA_ROOT, load: Callable[..., Editor] = load_editor,
+    data_root: Path = DATA_ROOT, load: Callable[..., Editor] = load_editor, also: Sequence[str] = (),
 ) -> Startup | None:  # fmt: skip
-    """None when the variables ask for no start-up download (app.py then chooses as usual)."""
+    """None when the variables ask for no start-up download (app.py then chooses as usual). `also` (--also): more
+    models, loaded after the one served."""
     config = read_config(env, weights_dir, device, dtype, offload, data_root)
     if config is None:
         return None
     hardware = Hardware.detect(env)
     reason = refusal(config, hardware)
     if reason is not None:
-        demo = {name: load(name, config.weights_dir, config.device, config.dtype) for name in DEMO_EDITORS}
-        return Startup(demo, f"{reason} Meanwhile this is the **offline demo model** (shapes world, 64 px).")
-    startup = ModelStartup(config, hardware, load)
-    return Startup({config.model: startup.pending}, startup.banner, startup.run)
+        place = config.weights_dir, config.device, config.dtype
+        demo = {name: load(name, *place) for name in DEMO_EDITORS}
+        errors: dict[str, str] = {}  # the --also models, loaded now
+        extras = [n for n in dict.fromkeys(also) if n not in demo]
+        load_extras(extras, lambda name: load(name, *place, config.offload), demo, errors)
+        notice = f"{reason} Meanwhile this is the **offline demo model** (shapes world, 64 px)."
+        return Startup(demo, f"{notice} {extras_text(extras, demo, errors)}".strip())
+    startup = ModelStartup(config, hardware, load, also)
+    return Startup(startup.editors, startup.banner, startup.run)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from editor.params import EditParams
 from editor.ui import views
 
 if TYPE_CHECKING:
@@ -80,17 +79,15 @@ def hide_archive() -> gr.DownloadButton:
     return gr.DownloadButton(value=None, visible=False)
 
 
-def wire(w: Widgets, handlers: Handlers, settings: Mapping[str, EditParams], sizes: Mapping[str, int]) -> None:
-    """Connects every event of the layout `w` to `handlers`. `settings` and `sizes`: each model's own defaults."""
-
-    def model_settings(name: str) -> dict:
-        if not isinstance(name, str) or name not in settings:  # not a dropdown name: sliders unchanged
-            return {}
-        chosen = settings[name]
-        return {w.steps: chosen.steps, w.text_guidance: chosen.text_guidance,
-                w.image_guidance: chosen.image_guidance, w.size: sizes[name]}  # fmt: skip
-
-    w.model.change(model_settings, [w.model], [w.steps, w.text_guidance, w.image_guidance, w.size], **INSTANT)
+def wire(w: Widgets, handlers: Handlers) -> None:
+    """Connects every event of the layout `w` to `handlers`."""
+    on(w.model.change, handlers.model_settings, w, **INSTANT)  # the sliders take the chosen model's own settings
+    if w.startup is not None:
+        # Gradio sends an open page new values only in answer to one of the page's events. The banner polls the
+        # start-up once a second until it settles, and once on each page load (banner.py), so each poll is followed
+        # by the settings of the model loaded by then (after a fallback, the demo model's). Chained after the poll,
+        # not beside it: the poll that finds the start-up settled, and stops, is followed by the loaded model's.
+        on(w.startup.then, handlers.follow_model, w, **INSTANT)
     # An upload is read when it arrives: a refused one (not an image, too large) gets its message at once and the
     # input box goes back to what it showed before. A quick second upload is checked too.
     on(w.image.upload, handlers.check_upload, w, trigger_mode="always_last", **PRIVATE).failure(
