@@ -339,3 +339,54 @@ def test_condition_dropout_bands(fresh_model, monkeypatch, u, text_dropped, imag
     sample, _t, given = seen[0]
     assert torch.equal(given, null.expand_as(cond) if text_dropped else cond)
     assert (not sample[:, 4:].any()) == image_dropped
+
+
+@pytest.mark.parametrize(
+    ("config_file", "kind"),
+    [(None, "epsilon"), (ROOT / "weights/demo/mgie/instruct-pix2pix/scheduler/scheduler_config.json", "v_prediction")],
+)
+def test_l_edit_target_follows_the_scheduler_configs_prediction_type(config_file, kind):
+    """MGIE-7B's scheduler (SD's epsilon default) trains on the noise, the demo's shipped one on v."""
+    from diffusers import DDPMScheduler
+
+    from editor.finetune.model import prediction_target
+
+    scheduler = DDPMScheduler.from_config(json.loads(config_file.read_text()) if config_file else {})
+    assert scheduler.config.prediction_type == kind
+    latents, noise, t = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4), torch.tensor([10, 900])
+    a = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    expected = a.sqrt() * noise - (1 - a).sqrt() * latents if kind == "v_prediction" else noise
+    torch.testing.assert_close(prediction_target(scheduler, latents, noise, t), expected)
+
+
+def test_resolution_defaults_to_the_models_own_and_the_flag_wins():
+    def sized(model: str, native: int, **kw) -> int | None:
+        return FinetuneConfig(data=Path("."), out=Path("."), model=model, **kw).sized(native).resolution
+
+    assert (sized("mgie-7b", 512), sized("mgie-demo", 64), sized("mgie-demo", 64, resolution=128)) == (256, 64, 128)
+
+
+def test_the_demo_model_fine_tunes_and_its_output_opens_in_the_app(tmp_path):
+    """`--model mgie-demo --data demo:8` on the shipped weights: v-prediction, 64 px without --resolution; 2 steps
+    on the same 2 triplets lower their loss; the output sits where the registry's demo spec looks (OUT/demo/mgie,
+    with the demo's app settings) and edits."""
+    from editor.pipelines.registry import DEMO_EDITORS, EDITORS, default_editors, load_editor
+    from editor.pipelines.spec import folder_defaults
+
+    out, shipped = tmp_path / "demo", ROOT / "weights" / "demo" / "mgie"
+    cfg = FinetuneConfig(data=Path("demo:8"), out=out, model="mgie-demo", weights_dir=ROOT / "weights", limit=1,
+                         held_out=1, steps=2, batch_size=2, warmup=0.0, eval_samples=2, sample_steps=2,
+                         save_dtype="float32")  # fmt: skip
+    trainer, record = train(cfg)
+    assert trainer.model.noise.config.prediction_type == "v_prediction" and trainer.base.mgie == shipped / "mgie_7b"
+    assert record["config"]["resolution"] == 64 and trainer.dataset[0]["goal"].shape == (3, 64, 64)
+    before, after = record["loss_before"], record["loss_after"]
+    assert after["ins"] < before["ins"] and after["loss"] < before["loss"], (before, after)
+    assert EDITORS["mgie-demo"].paths(out)[1] == out / "demo" / "mgie" / "mgie_7b"
+    assert default_editors(out) == DEMO_EDITORS  # `python app.py --weights-dir OUT` opens it
+    editor = load_editor("mgie-demo", out, "cpu", torch.float32)
+    assert torch.equal(editor.head.query, trainer.model.head.query)
+    assert editor.defaults == folder_defaults(shipped) and editor.defaults.text_guidance == 3.0
+    image = trainer.held_out[0].source
+    guidance = editor.think(image, trainer.held_out[0].instruction)
+    assert editor.render(image, guidance, EditParams(steps=2, resolution=Resolution(size=64))).image.size == (64, 64)

@@ -3,6 +3,7 @@ trainable part or peft LoRA adapters, on one process or many through accelerate;
 official layout that the app's loader opens (README "Fine-tuning").
 
     python -m editor.finetune --model mgie-7b --data DIR [--weights-dir W] --out runs/ft/NAME
+    python -m editor.finetune --model mgie-demo --data demo:64 --out runs/ft/demo    (the shipped demo model, 64 px)
     accelerate launch -m editor.finetune ...            (several GPUs, or --config_file examples/accelerate/*.yaml)
 
 Modules: config (the settings), data (triplets, checks, batches), model (the objective, freezing, LoRA merge),

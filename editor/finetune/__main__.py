@@ -1,4 +1,4 @@
-"""`python -m editor.finetune --model mgie-7b --data DIR --out runs/ft/NAME [options]`; see editor.finetune."""
+"""`python -m editor.finetune --model mgie-7b|mgie-demo --data DIR --out runs/ft/NAME [...]`; see editor.finetune."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="default: accelerate's setting")
     p.add_argument("--cpu", action="store_true", help="train on the CPU (launched processes join over gloo)")
-    p.add_argument("--resolution", type=int, default=d.resolution, help="side of the VAE's square input")
+    p.add_argument(
+        "--resolution", type=int, help="side of the VAE's square input (default: the model's, mgie-7b 256, demo 64)"
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--save-every", type=int, default=d.save_every, help="resumable state every N steps (0: at end)")
     p.add_argument("--stop-after", type=int, help="stop after this step; rerun the command to resume")

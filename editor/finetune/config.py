@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-MODELS = ("mgie-7b",)  # base models this trainer opens (the official layout; editor.pipelines.registry)
+MODELS = ("mgie-7b", "mgie-demo")  # base models this trainer opens (the official layout; editor.pipelines.registry)
+MGIE_TRAIN_SIZE = 256  # MGIE-7B trained at 256 px (README "Fine-tuning"), below its SD-1.5 UNet's native 512
 EMBED_ROWS = ("new", "all")
 SAVE_DTYPES = ("float16", "bfloat16", "float32")
 
@@ -34,7 +35,7 @@ class FinetuneConfig:
     gradient_checkpointing: bool = False
     mixed_precision: str | None = None  # no / fp16 / bf16; None = accelerate's (its config file or --mixed_precision)
     cpu: bool = False  # train on the CPU even with a GPU; several launched CPU processes then join over gloo
-    resolution: int = 256  # side of the square the VAE sees (MGIE trained at 256)
+    resolution: int | None = None  # side of the square the VAE sees; None: the model's own (`sized`)
     seed: int = 0
     save_every: int = 0  # accelerate state every N steps (0: only at the end or at `stop_after`)
     stop_after: int | None = None  # stop (resumably) after this step
@@ -63,8 +64,15 @@ class FinetuneConfig:
             raise ValueError("--held-out and --sample-every take a count (0 = none)")
         if self.lora_unet < 0 or self.lora_llm < 0:
             raise ValueError("LoRA ranks must be positive (0 = no adapter)")
-        if not 64 <= self.resolution <= 1024 or self.resolution % 8:
+        if self.resolution is not None and (not 64 <= self.resolution <= 1024 or self.resolution % 8):
             raise ValueError(f"resolution must be a multiple of 8 in [64, 1024], got {self.resolution}")
+
+    def sized(self, native: int) -> FinetuneConfig:
+        """With the resolution filled in when none was given: MGIE-7B's training size (256), else the base
+        model's native size `native` (the demo: 64, its scenes' size). An explicit --resolution wins."""
+        if self.resolution is not None:
+            return self
+        return replace(self, resolution=MGIE_TRAIN_SIZE if self.model == "mgie-7b" else native)
 
     @property
     def mode(self) -> str:

@@ -9,19 +9,24 @@ opens it with no other step:
     OUT/instruct-pix2pix, OUT/clip-vit-large-patch14   links to the base folders (nothing there trains)
 
 The links point at the base weights (absolute paths): keep those folders, or copy them in with `cp -rL`.
+The demo model (`--model mgie-demo`) gets the same four folders one level down, in OUT/demo/mgie, where its
+registry spec looks under `--weights-dir OUT` (editor.pipelines.spec.demo_root), with the base's own app settings
+(editor_defaults.json) copied beside them.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 from editor.finetune.model import N_IMG, FinetuneModel, adapter_state, merged_state
-from editor.layouts.folders import CLIP_L14, IP2P_SHELL, LLAVA_7B, MGIE_7B
-from editor.pipelines.mgie import MGIEPaths
+from editor.layouts.folders import CLIP_L14, DEFAULTS_FILE, IP2P_SHELL, LLAVA_7B, MGIE_7B
+from editor.pipelines.mgie import DEMO_PART, MGIEPaths
+from editor.pipelines.spec import demo_root
 
 WEIGHT_NAMES = ("pytorch_model", "model")  # shard stems of a transformers folder (never linked when rewritten)
 
@@ -61,9 +66,17 @@ def llava_state(model: FinetuneModel) -> dict[str, torch.Tensor]:
     return state
 
 
+def layout_root(model: str, out: Path) -> Path:
+    """Where the four folders of base model `model` go, so that its registry spec opens them with `--weights-dir
+    out`: `out` itself for mgie-7b, out/demo/mgie for the demo model."""
+    return demo_root(out, DEMO_PART) if model == "mgie-demo" else Path(out)
+
+
 def write_official_layout(
     model: FinetuneModel, adapters: dict, base: MGIEPaths, out: Path, dtype: torch.dtype
 ) -> MGIEPaths:
+    """The four folders under `out` (`layout_root`'s answer), plus the base's editor_defaults.json when it has
+    one (the demo's app settings, which its loader reads beside the folders)."""
     out = Path(out)
     mgie = out / MGIE_7B.name
     _save(mllm_state(model), mgie / "mllm.safetensors", dtype)
@@ -84,4 +97,7 @@ def write_official_layout(
         _link(base.llava, llava)
     _link(base.ip2p, out / IP2P_SHELL.name)
     _link(base.clip, out / CLIP_L14.name)
+    defaults = base.llava.parent / DEFAULTS_FILE
+    if defaults.is_file():
+        shutil.copyfile(defaults, out / DEFAULTS_FILE)
     return MGIEPaths.from_weights_dir(out)

@@ -24,11 +24,11 @@ from transformers import get_cosine_schedule_with_warmup
 from editor.finetune.config import FinetuneConfig
 from editor.finetune.data import DataError, TripletDataset, check_triplet, collate, read_triplets
 from editor.finetune.evaluate import eval_command, run_eval
-from editor.finetune.export import write_official_layout
+from editor.finetune.export import layout_root, write_official_layout
 from editor.finetune.memory import check_fits, estimate
 from editor.finetune.model import FinetuneModel, configure, think_states, upcast_trainable
 from editor.finetune.samples import write_samples
-from editor.pipelines.mgie import MGIEPaths, load_mgie
+from editor.pipelines.mgie import MGIE, MGIEPaths
 from editor.pipelines.registry import DEFAULT_WEIGHTS_DIR, DTYPES, EDITORS
 from editor.pipelines.spec import LoadOptions
 
@@ -39,8 +39,17 @@ STEP_DIR = re.compile(r"step-(\d+)$")
 
 
 def base_paths(config: FinetuneConfig) -> MGIEPaths:
+    """The base model's four folders as the registry finds them under the weights folder (a demo model's own copy
+    under <weights>/demo first, else the shipped one)."""
     weights = Path(config.weights_dir or DEFAULT_WEIGHTS_DIR)
     return MGIEPaths(*EDITORS[config.model].paths(weights))
+
+
+def open_base(config: FinetuneConfig, base: MGIEPaths, dtype: torch.dtype) -> MGIE:
+    """The base model on the CPU through its registry spec's loader, as the app opens it (the demo: its own
+    decoding and settings)."""
+    paths = (base.llava, base.mgie, base.ip2p, base.clip)
+    return EDITORS[config.model].load(paths, name=config.model, options=LoadOptions("cpu", dtype))
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -75,7 +84,8 @@ class Trainer:
         # with mixed precision the weights load in its dtype (half the host memory of each process) and only the
         # trainable ones become fp32; without it everything is fp32
         low = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.accelerator.mixed_precision, torch.float32)
-        self.editor = load_mgie(self.base, options=LoadOptions("cpu", low))
+        self.editor = open_base(config, self.base, low)
+        self.config = config = config.sized(self.editor.native_size)  # --resolution, else the model's own
         self.model = FinetuneModel(self.editor, self.instruct, config.edit_weight, config.embed_rows, config.lora_llm)
         upcast_trainable(self.model, config.lora_unet)
         self.adapters = configure(
@@ -241,7 +251,8 @@ class Trainer:
         after = self.measure(model)
         if acc.is_main_process:
             out = Path(config.out)
-            write_official_layout(self.model, self.adapters, self.base, out, DTYPES[config.save_dtype])
+            root = layout_root(config.model, out)
+            write_official_layout(self.model, self.adapters, self.base, root, DTYPES[config.save_dtype])
             before = json.loads((out / BEFORE_FILE).read_text()) if (out / BEFORE_FILE).exists() else None
             record = {
                 "config": config.describe(),

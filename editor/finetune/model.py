@@ -5,7 +5,8 @@ Objective (MGIE's own training recipe, summarised in README "Fine-tuning"):
   L_ins   token cross-entropy of "<expressive> [IMG0..7]</s>" after the inference prompt (ids from
           `training_token_ids`), averaged per sample, then over the batch (so a batch split across processes gives
           the same value as one process; MGIE averages over all tokens of the batch).
-  L_edit  the UNet's MSE against its prediction target (the scheduler config's prediction_type; epsilon for MGIE)
+  L_edit  the UNet's MSE against its prediction target (the scheduler config's prediction_type: epsilon for
+          MGIE-7B, v for the demo model; `prediction_target`)
           on the noised goal latent (VAE sample x scaling factor), the input latent (VAE mode, unscaled)
           concatenated on channels, conditioned on edit_head(states predicting [IMG0..7], [IMG] embedding rows).
   total   L_ins + edit_weight * L_edit (0.5); condition dropout per sample u: u < .05 null text, .05-.10 null text
@@ -91,13 +92,7 @@ class FinetuneModel(nn.Module):
         cond = torch.where(drop_text, null.expand_as(cond), cond)
         noisy = self.noise.add_noise(target, noise, t)
         pred = self.unet(torch.cat([noisy, source * keep_image], dim=1), t, cond).sample
-        return F.mse_loss(pred.float(), self.objective(target, noise, t))
-
-    def objective(self, target: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        kind = self.noise.config.prediction_type
-        if kind == "sample":
-            return target
-        return self.noise.get_velocity(target, noise, t) if kind == "v_prediction" else noise
+        return F.mse_loss(pred.float(), prediction_target(self.noise, target, noise, t))
 
     def forward(
         self, batch: dict, seeds: list[int], states: torch.Tensor | None = None, dropout: bool = True
@@ -113,6 +108,22 @@ class FinetuneModel(nn.Module):
         losses["edit"] = self.edit_loss(batch, cond, null, seeds, dropout)
         losses["loss"] = losses.get("ins", 0.0) + self.edit_weight * losses["edit"]
         return losses
+
+
+def prediction_target(
+    scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """What the UNet learns to predict from `scheduler.add_noise(latents, noise, t)`, by the scheduler config's
+    prediction_type: the noise (epsilon: MGIE-7B), the velocity sqrt(a_t) noise - sqrt(1 - a_t) latents
+    (v_prediction: the demo model; diffusers' get_velocity) or the clean latents (sample)."""
+    kind = scheduler.config.prediction_type
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, t)
+    if kind == "sample":
+        return latents
+    if kind != "epsilon":
+        raise ValueError(f"unknown prediction_type {kind!r} in the scheduler config")
+    return noise
 
 
 def _draws(seed: int, shape: torch.Size, timesteps: int) -> tuple[torch.Tensor, ...]:

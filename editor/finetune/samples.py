@@ -7,6 +7,7 @@ weights; only what it caches at load (the [IMG] embedding rows and the null cond
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ from PIL import Image
 from editor.finetune.data import Triplet, open_checked
 from editor.finetune.model import N_IMG, FinetuneModel
 from editor.images import prepare_image
-from editor.params import EditParams, Resolution
+from editor.params import Resolution
 from editor.pipelines.mgie import MGIE
 
 
@@ -41,13 +42,14 @@ def strip(images: list[Image.Image]) -> Image.Image:
 def write_samples(
     editor: MGIE, model: FinetuneModel, triplets: list[Triplet], folder: Path, resolution: int, steps: int
 ) -> list[Path]:
-    """Edit each triplet's input with its instruction (seed 13331, `steps` diffusion steps, the training
-    resolution); write <folder>/<id>.png as input | edit | goal. The model's train/eval mode is restored."""
+    """Edit each triplet's input with its instruction (the model's own settings, e.g. the demo's guidance, with
+    `steps` diffusion steps at the training resolution); write <folder>/<id>.png as input | edit | goal. The
+    model's train/eval mode is restored."""
     was_training = model.training
     model.eval()
     refresh_editor(editor, model, next(model.unet.parameters()).device)
     size = Resolution(mode="center_crop", size=resolution)
-    params = EditParams(steps=steps, resolution=size)
+    params = replace(editor.defaults, steps=steps, resolution=size)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     try:

@@ -351,6 +351,7 @@ def load_mgie(
 # blue"), which MGIE's ban over prompt + output (docs/mgie.md G8) would forbid; MGIE's own training targets were
 # written under such a ban, these were not.
 DEMO_DECODE = DecodeConfig(no_repeat_ngram_size=0)
+DEMO_PART = "mgie"  # the demo model's four folders sit in <weights_dir>/demo/mgie (spec.demo_root)
 
 
 def load_mgie_demo(paths: Sequence[Path], *, name: str, options: LoadOptions) -> MGIE:
@@ -365,6 +366,6 @@ SPECS = (
     ModelSpec.published("mgie-7b", "MGIE-7B (Apple, ICLR 2024)", load_mgie),
     ModelSpec(
         "mgie-demo", "Offline demo: MGIE architecture trained on the shapes world", FOLDERS, GET_DEMO,
-        load_mgie_demo, root=lambda weights_dir: demo_folder(weights_dir, "mgie"), downloadable=False,
+        load_mgie_demo, root=lambda weights_dir: demo_folder(weights_dir, DEMO_PART), downloadable=False,
     ),
 )  # fmt: skip

@@ -108,9 +108,15 @@ def staged(modules: Sequence[nn.Module], target: torch.device | None) -> Iterato
             torch.cuda.empty_cache()
 
 
+def demo_root(weights_dir: str | Path, part: str) -> Path:
+    """`<weights_dir>/demo/<part>`: where a demo model's own copy under a weights folder sits (a retrained or
+    fine-tuned one is written there), whether or not it exists yet."""
+    return Path(weights_dir) / DEMO_DIR.name / part
+
+
 def demo_folder(weights_dir: Path, part: str) -> Path:
-    """`<weights_dir>/demo/<part>` when present (e.g. a retrained copy), else the one in the repository."""
-    local = Path(weights_dir) / "demo" / part
+    """`demo_root(weights_dir, part)` when present (e.g. a retrained copy), else the one in the repository."""
+    local = demo_root(weights_dir, part)
     return local if local.is_dir() else DEMO_DIR / part
 
 
