@@ -10,7 +10,8 @@ import torch
 
 from editor.demo import judge, world
 from editor.eval import EVAL_SEED
-from editor.layouts.folders import DEMO_DIR
+from editor.demo.model import APP_DEFAULTS
+from editor.layouts.folders import DEFAULTS_FILE, DEMO_DIR
 from editor.params import Resolution
 from editor.pipelines.registry import load_editor
 
@@ -26,6 +27,8 @@ def test_shipped_files_are_small_safetensors_with_a_model_card():
     assert sum(p.stat().st_size for p in files) < 30 * 2**20
     assert not [p for p in files if p.suffix in (".pt", ".bin", ".pkl", ".ckpt")]
     assert {"mgie", "ip2p", "README.md"} <= {p.name for p in DEMO_DIR.iterdir()}
+    for model in ("mgie", "ip2p"):  # the settings the model card measured, as the recipe writes them
+        assert json.loads((DEMO_DIR / model / DEFAULTS_FILE).read_text()) == APP_DEFAULTS
 
 
 @pytest.fixture(scope="module")
