@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from editor.demo import judge, world
-from editor.eval import EVAL_SEED
 from editor.demo.model import APP_DEFAULTS
+from editor.eval import EVAL_SEED
 from editor.layouts.folders import DEFAULTS_FILE, DEMO_DIR
 from editor.params import Resolution
 from editor.pipelines.registry import load_editor
