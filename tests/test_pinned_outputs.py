@@ -29,7 +29,7 @@ from editor.tiny import build_tiny_mgie_tree
 from editor.tiny.smartedit import build_tiny_smartedit_tree
 
 PINNED = Path(__file__).parent / "data" / "pinned"
-SOURCE = Path(__file__).parents[1] / "examples" / "shapes-1.png"
+SOURCE = PINNED / "source.png"  # the scene the outputs were pinned on (an earlier examples/shapes-1.png)
 INSTRUCTION = "make the circle red"
 PARAMS = EditParams(steps=4, seed=7, resolution=Resolution(size=64))
 EDITORS = {"mgie-7b": "mgie", "smartedit-7b": "smartedit", "instruct-pix2pix": "mgie"}  # editor -> its tree
