@@ -21,7 +21,7 @@ from editor.ui.estimate import (
     estimate_text,
     render_device,
 )
-from editor.ui.streaming import Progress
+from editor.ui.streaming import Progress, stream_render
 from tests.fakes import SETTINGS, FakeEditor, fake_ui
 
 MP_512 = 512 * 512 / 1e6
@@ -100,6 +100,15 @@ def test_timings_measure_the_steps_of_a_finished_render_and_say_so():
     assert estimate_text(found) == "About 3 min on this GPU (estimate from the last edit, at 512 × 256 px)"
     list(timings.watch("mgie-demo", stream([5.0], result(64, 64, params))))  # one step: no interval to measure
     assert timings.rate("mgie-demo", "cpu") == rate
+
+
+def test_each_step_is_timed_in_the_render_thread():
+    editor = FakeEditor(step_seconds=0.05)
+    params = EditParams(steps=4, seed=1, resolution=Resolution(size=64))
+    picture = Image.new("RGB", (64, 64))
+    *steps, _ = stream_render(editor, picture, editor.think(picture, "x"), params, preview_every=None)
+    gaps = [b.at - a.at for a, b in zip(steps, steps[1:], strict=False)]
+    assert len(gaps) == 3 and all(0.04 <= gap < 1.0 for gap in gaps), gaps
 
 
 def test_the_device_is_the_pipelines_execution_device():
