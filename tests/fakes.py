@@ -30,6 +30,7 @@ class FakeEditor:
     calls: list[str] = field(default_factory=list)
     defaults: EditParams = field(default_factory=EditParams)
     native_size: int | None = None  # not known: edits at DEFAULT_SIZE
+    device: str = "cpu"  # where it "renders" (the size plan's time estimate reads it)
 
     def _guidance(self, instruction: str, expressive: str, source) -> Guidance:
         zeros = torch.zeros(1, 77, 8)

@@ -11,6 +11,7 @@ duration computed from each request when the `spaces` package is installed, and 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -25,6 +26,7 @@ from editor.images import load_image
 from editor.params import DEFAULT_IMAGE_GUIDANCE, DEFAULT_SIZE, DEFAULT_TEXT_GUIDANCE, EditParams, Resolution
 from editor.pipelines.diffusion import fresh_seed
 from editor.ui import views
+from editor.ui.estimate import Timings, branches, estimate, estimate_text, render_device
 from editor.ui.explore import Cell, Sweep, explore
 from editor.ui.gpu import on_gpu, render_seconds, sweep_seconds, think_seconds
 from editor.ui.history import image_key
@@ -51,7 +53,10 @@ def resolve_guidance(
         return session
     if text and (previous is None or previous.source == "user" or text != previous.expressive):
         return Session(editor.name, key, editor.guidance_from_text(image, instruction, text))
-    return Session(editor.name, key, editor.think(image, instruction))
+    start = time.perf_counter()
+    guidance = editor.think(image, instruction)
+    guidance.stats.setdefault("think_s", time.perf_counter() - start)  # MGIE times it itself (the GPU synchronised)
+    return Session(editor.name, key, guidance)
 
 
 def make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resize, size) -> EditParams:
@@ -89,8 +94,20 @@ class Handlers(SessionHandlers):
         def sweep(model: str, image, guidance: Guidance, params: EditParams, grid: Sweep) -> Iterator[Cell]:
             yield from explore(editors[model], image, guidance, params, grid)
 
-        self._think, self._render = on_gpu(think, think_seconds), on_gpu(render, render_seconds)
         self._explore = on_gpu(sweep, sweep_seconds)
+        # Timed outside `on_gpu`: on ZeroGPU the call runs in another process, whose changes would be lost.
+        self.timings = Timings()  # what the size plan's time estimate is made of (editor/ui/estimate.py)
+        thinking, rendering = on_gpu(think, think_seconds), on_gpu(render, render_seconds)
+
+        def timed_think(model: str, *args) -> Session:
+            session = thinking(model, *args)
+            self.timings.thought(model, session.guidance)
+            return session
+
+        def timed_render(model: str, *args) -> Iterator[Progress | EditResult]:
+            yield from self.timings.watch(model, rendering(model, *args))
+
+        self._think, self._render = timed_think, timed_render
 
     def _inputs(self, model: str, image, state: AppState) -> tuple[str, Image.Image]:
         if model not in self.editors:
@@ -240,15 +257,30 @@ class Handlers(SessionHandlers):
         return {slider: v for slider, v in own if shown[slider] == slider.value and v != slider.value}
 
     @updates("plan")
-    def size_plan(self, model: str, image: Image.Image | None, resize: str, size: float) -> dict:
-        """The size the next edit will use (next to Edit), from the input, the resolution mode and the size."""
-        return {self.w.plan: self.plan_text(model, image, resize, size)}
+    def size_plan(
+        self, model: str, image: Image.Image | None, resize: str, size: float, steps: float, text_guidance: float,
+        image_guidance: float,
+    ) -> dict:  # fmt: skip
+        """The size the next edit will use (next to Edit), from the input, the resolution mode and the size; when
+        the edit will be long (minutes on a CPU), how long, estimated from the steps, guidance and measured speed."""
+        return {self.w.plan: self.plan_text(model, image, resize, size, steps, text_guidance, image_guidance)}
 
-    def plan_text(self, model: str, image: Image.Image | None, resize: str, size: float) -> str:
-        if model not in self.editors or not isinstance(size, int | float):
+    def plan_text(
+        self, model: str, image: Image.Image | None, resize: str, size: float, steps: float | None = None,
+        text_guidance: float = DEFAULT_TEXT_GUIDANCE, image_guidance: float = DEFAULT_IMAGE_GUIDANCE,
+    ) -> str:  # fmt: skip
+        numbers = (size, steps or 1, text_guidance, image_guidance)
+        if model not in self.editors or not all(isinstance(n, int | float) and math.isfinite(n) for n in numbers):
             return ""
-        native = self.editors[model].native_size or DEFAULT_SIZE
-        return views.size_plan(model, image, resize, int(size), native)
+        editor = self.editors[model]
+        plan = views.size_plan(model, image, resize, int(size), editor.native_size or DEFAULT_SIZE)
+        if not steps or steps < 1:
+            return plan
+        planned = views.planned_size(image, resize, int(size))
+        found = estimate(self.timings, model, render_device(editor), int(steps), planned,
+                         branches(text_guidance, image_guidance))  # fmt: skip
+        note = estimate_text(found)
+        return f"{plan}. {note}" if note else plan
 
     @updates("image_a", "caption_a", "image_b", "caption_b", "seed")
     def compare(

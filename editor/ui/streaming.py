@@ -43,6 +43,7 @@ class Progress:
     index: int
     total: int
     preview: Image.Image | None  # set on the steps that got a preview
+    at: float = 0.0  # time.perf_counter() when the step ended, in the render thread (step times: editor/ui/estimate.py)
 
 
 class Cancelled(Exception):
@@ -78,7 +79,7 @@ def stream_render(
             picture = step.preview()
             clock["last"] = time.perf_counter()
             clock["spent"] += clock["last"] - start
-        events.put(Progress(step.index, step.total, picture))
+        events.put(Progress(step.index, step.total, picture, start))
 
     def work() -> None:
         try:

@@ -43,12 +43,19 @@ def size_text(path: str | None) -> str:
     return f"{width} × {height} px"
 
 
+def planned_size(image: Image.Image | None, mode: str, size: int) -> tuple[int, int]:
+    """(width, height) the next edit runs at; without an image, the largest it can be (a square)."""
+    if image is None:
+        return target_size(size, size, Resolution(mode, size))
+    return target_size(image.width, image.height, Resolution(mode, size))
+
+
 def size_plan(model: str, image: Image.Image | None, mode: str, size: int, native: int) -> str:
     """The size the next edit runs at, shown next to Edit; for the offline demo model and a picture from outside
     its world (bigger than the 64-px scenes it was trained on), what it can and cannot do."""
     if image is None:
         return f"Edits at {size} px on the long side" if mode == "keep_aspect" else f"Edits at {size} × {size} px"
-    width, height = target_size(image.width, image.height, Resolution(mode, size))
+    width, height = planned_size(image, mode, size)
     text = f"Edits at **{width} × {height} px**" + (" (the model's own size)" if size == native else "")
     if max(image.size) > max(width, height):
         text += f"; your {image.width} × {image.height} image is scaled down to it"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,8 +94,12 @@ def wire(w: Widgets, handlers: Handlers) -> None:
     on(w.image.upload, handlers.check_upload, w, trigger_mode="always_last", **PRIVATE).failure(
         handlers.shown_input, [w.state], [w.image], **INSTANT
     )
-    for changed in (w.image.change, w.size.change, w.resize.change, w.model.change):
-        on(changed, handlers.size_plan, w, **INSTANT)
+    # The size plan (and, for a long edit, its time estimate) follows everything it is computed from. One event for
+    # all of them, "always_last": a change made while the plan is computed reruns it after, so an older answer
+    # never lands last (separate events ran side by side, and a stale size could win).
+    planned = (w.image, w.size, w.resize, w.model, w.steps, w.text_guidance, w.image_guidance)
+    any_change = partial(gr.on, [changed.change for changed in planned])
+    on(any_change, handlers.size_plan, w, trigger_mode="always_last", **INSTANT)
     w.instruction.input(lambda: {w.expressive: "", w.raw_text: ""}, None, [w.expressive, w.raw_text], **INSTANT)
     on(w.think_button.click, handlers.think, w, api_name="think", **GPU)
     edited = on(w.edit_button.click, handlers.edit, w, api_name="edit", show_progress="hidden", **GPU)
@@ -142,6 +147,10 @@ def wire(w: Widgets, handlers: Handlers) -> None:
         w.compare_button.click, handlers.compare, w, api_name="compare", show_progress_on=[w.image_a, w.image_b], **GPU
     )
     w.compare_stop.click(None, cancels=[compared], **PRIVATE)
+    # A finished render's timings are the time estimate's from now on. Not `.then`: it also runs after Stop, and the
+    # Stop message was then lost in the browser (a stopped render changes no timing anyway).
+    for rendered in (edited, varied, compared):
+        on(rendered.success, handlers.size_plan, w, **INSTANT)
     kept = on(w.keep_button.click, handlers.keep_cell, w, api_name="keep")
     for started in (edited, kept, *picked, *changes):
         started.success(hide_archive, None, [w.archive], **INSTANT)
