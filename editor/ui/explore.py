@@ -9,6 +9,7 @@ guidance αX values). Pixel metrics always; a CLIP-I style similarity when the e
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -19,7 +20,7 @@ from editor.core import Editor, EditResult, EmbedsImages, Guidance
 from editor.metrics import cosine, l1, psnr, ssim
 from editor.params import MAX_GUIDANCE, EditParams
 from editor.pipelines.diffusion import fresh_seed
-from editor.ui.streaming import render_lock
+from editor.ui.streaming import stream_render
 
 MAX_CELLS = 36
 
@@ -89,14 +90,21 @@ def measure(
     return metrics
 
 
-def explore(editor: Editor, image: Image.Image, guidance: Guidance, params: EditParams, sweep: Sweep) -> Iterator[Cell]:
-    """Renders every cell with one seed (the given one, or one drawn once for the whole grid)."""
+def explore(
+    editor: Editor, image: Image.Image, guidance: Guidance, params: EditParams, sweep: Sweep,
+    stop: threading.Event | None = None,
+) -> Iterator[Cell]:  # fmt: skip
+    """Renders every cell with one seed (the given one, or one drawn once for the whole grid). Setting `stop` (or
+    closing the iterator) ends the cell being rendered at its next step and renders no more cells."""
     seed = params.seed if params.seed is not None else fresh_seed()
     reference = None  # every cell has the same source (same resolution policy): embed it once
     for text, image_scale in sweep.cells():
         cell_params = replace(params, text_guidance=text, image_guidance=image_scale, seed=seed)
-        with render_lock(editor):  # never beside a cancelled render still finishing its step (editor.ui.streaming)
-            result = editor.render(image, guidance, cell_params)
+        result = None
+        for result in stream_render(editor, image, guidance, cell_params, None, stop):  # noqa: B007 - the last
+            pass
+        if not isinstance(result, EditResult):  # stopped: the render ended without a result
+            return
         if isinstance(editor, EmbedsImages) and reference is None:
             reference = editor.image_embedding(result.source)
         yield Cell(result, measure(result.source, result.image, editor, reference))

@@ -91,8 +91,10 @@ class Handlers(SessionHandlers):
         ) -> Iterator[Progress | EditResult]:
             yield from stream_render(editors[model], image, guidance, params, preview_every, stop)
 
-        def sweep(model: str, image, guidance: Guidance, params: EditParams, grid: Sweep) -> Iterator[Cell]:
-            yield from explore(editors[model], image, guidance, params, grid)
+        def sweep(
+            model: str, image, guidance: Guidance, params: EditParams, grid: Sweep, stop: threading.Event | None = None
+        ) -> Iterator[Cell]:
+            yield from explore(editors[model], image, guidance, params, grid, stop)
 
         self._explore = on_gpu(sweep, sweep_seconds)
         # Timed outside `on_gpu`: on ZeroGPU the call runs in another process, whose changes would be lost.
@@ -294,11 +296,16 @@ class Handlers(SessionHandlers):
             params = make_params(steps, text_guidance, image_guidance, seed, randomize_seed, resize, size)
             params = params if params.seed is not None else replace(params, seed=fresh_seed())
             shown = {self.w.seed: params.seed}
+            state.stop = threading.Event()  # the compare tab's Stop sets it: the render ends at its next step
             for model, picture, caption in ((model_a, self.w.image_a, self.w.caption_a),
                                             (model_b, self.w.image_b, self.w.caption_b)):  # fmt: skip
                 model, source = self._inputs(model, image, state)
                 guidance = self._think(model, source, instruction, "", None).guidance
-                *_, result = self._render(model, source, guidance, params)
+                result = None
+                for result in self._render(model, source, guidance, params, state.stop):  # noqa: B007 - the last
+                    pass
+                if not isinstance(result, EditResult):  # stopped: what finished is shown, nothing else runs
+                    return shown
                 shown |= {picture: result.image, caption: f"**{model}**: {guidance.expressive}"}
             return shown
 
@@ -334,7 +341,8 @@ class Handlers(SessionHandlers):
             state.thought = self._think(model, image, instruction, expressive, state.thought)
             guidance, total = state.thought.guidance, len(sweep.cells())
             progress((0, total), desc="Exploring", unit="renders")
-            for cell in self._explore(model, image, guidance, params, sweep):
+            state.stop = threading.Event()  # the explorer's Stop sets it: the cell ends at its next step, no other
+            for cell in self._explore(model, image, guidance, params, sweep, state.stop):
                 state.cells.append(cell)
                 progress((len(state.cells), total), desc="Exploring", unit="renders")
                 table, w = views.sweep_table(state.cells), self.w

@@ -79,6 +79,14 @@ class SessionHandlers:
         output = history_view(state).output
         return {self.w.used: STOPPED, self.w.output: output, self.w.variants: hidden}
 
+    @updates()
+    def halted(self, state: AppState | None) -> None:
+        """The explorer's or the compare tab's Stop: the render in progress ends at its next step, no other starts
+        (the cells or the side already shown stay; neither touches the history)."""
+        state = fresh(state)
+        if state.stop is not None:
+            state.stop.set()
+
     @staticmethod
     def _commit(state: AppState, parent: int | None, image: Image.Image, result: EditResult) -> None:
         if parent is None:

@@ -140,13 +140,13 @@ def wire(w: Widgets, handlers: Handlers) -> None:
     exported.success(archive_button, [w.archive], [w.archive], **INSTANT)
     explored = on(w.explore_button.click, handlers.explore, w, api_name="explore", show_progress_on=[w.grid], **GPU)
     # show_progress_on: one progress display, where the cells appear
-    w.explore_stop.click(None, cancels=[explored], **PRIVATE)
+    on(w.explore_stop.click, handlers.halted, w, cancels=[explored], **PRIVATE)  # ends the cell at its next step
     on(w.explore_button.click, handlers.sweep_columns, w, **INSTANT)
     adopted = on(w.grid.select, handlers.adopt, w, **PRIVATE)
     compared = on(
         w.compare_button.click, handlers.compare, w, api_name="compare", show_progress_on=[w.image_a, w.image_b], **GPU
     )
-    w.compare_stop.click(None, cancels=[compared], **PRIVATE)
+    on(w.compare_stop.click, handlers.halted, w, cancels=[compared], **PRIVATE)
     # A finished render's timings are the time estimate's from now on. Not `.then`: it also runs after Stop, and the
     # Stop message was then lost in the browser (a stopped render changes no timing anyway).
     for rendered in (edited, varied, compared):
