@@ -26,6 +26,7 @@ from editor.eval.metrics import ClipScorer
 from editor.eval.report import paper_table, write_report
 from editor.eval.run import RunConfig, Scorers, prepare_folder, read_records, run
 from editor.params import EditParams, Resolution
+from editor.pipelines.registry import load_editor
 from editor.tiny.backbones import build_tiny_clip, build_tiny_dino
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,6 +227,8 @@ def test_cli_on_the_demo_model_resumes(tmp_path, capsys):
     assert {p.name for p in folder.iterdir()} >= {"report.md", "samples.csv", "summary.csv", "tradeoff.png"}
     images = sorted((tmp_path / "demo/mgie-demo").glob("*/images/*.png"))
     assert len(images) == 2 * 4 * 3
+    runs = {p.parent.parent.name.split("_")[1] for p in images}
+    assert runs == {f"aX{load_editor('mgie-demo', tmp_path / 'none').defaults.text_guidance:g}"}  # αX not given
     stamps = [p.stat().st_mtime_ns for p in images]
     eval_cli.main(args)  # everything cached: nothing is edited again, the same report
     assert capsys.readouterr().out == report and [p.stat().st_mtime_ns for p in images] == stamps

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from editor.layouts import folders
+from editor.params import EditParams
 from editor.pipelines import ip2p, mgie, smartedit
 from editor.pipelines.registry import (
     DEMO_EDITORS,
@@ -134,3 +135,12 @@ def test_staging_without_a_target_leaves_the_modules_where_they_are():
     with staged((module,), None) as device:
         assert device == torch.device("cpu")
     assert torch.equal(module.weight, before) and module.weight.device == torch.device("cpu")
+
+
+def test_a_models_own_settings_are_known_before_it_loads(tmp_path):
+    for name in DEMO_EDITORS:  # what the eval harness starts each model from, without loading it
+        own, loaded = EDITORS[name].defaults(tmp_path), load_editor(name, tmp_path, "cpu").defaults
+        assert (own.steps, own.text_guidance, own.image_guidance) == (
+            loaded.steps, loaded.text_guidance, loaded.image_guidance
+        )  # fmt: skip
+    assert EDITORS["mgie-7b"].defaults(tmp_path) == EditParams()

@@ -211,14 +211,16 @@ def evaluate_models(args) -> str | None:
     dtype = args.dtype or ("float16" if device.startswith("cuda") else "float32")  # load_editor's defaults
     dataset = load_dataset(args.data, args.dataset, args.limit)
     size = world.SIZE if dataset.name == "demo" else args.size
-    guidances = args.sweep_image_guidance or [args.image_guidance]
-    configs = [
-        RunConfig(model, dataset.name, EditParams(
-            steps=args.steps, text_guidance=args.text_guidance, image_guidance=guidance, seed=args.seed,
-            resolution=Resolution(size=size)), args.turns, dtype, data_id(dataset))
-        for model in args.model
-        for guidance in guidances
-    ]  # fmt: skip
+    configs = []
+    for model in args.model:  # the settings given, else the model's own (what the app starts from for it)
+        own = EDITORS[model].defaults(args.weights)
+        pick = lambda given, fallback: fallback if given is None else given  # noqa: E731
+        for guidance in args.sweep_image_guidance or [pick(args.image_guidance, own.image_guidance)]:
+            params = EditParams(
+                steps=pick(args.steps, own.steps), text_guidance=pick(args.text_guidance, own.text_guidance),
+                image_guidance=guidance, seed=args.seed, resolution=Resolution(size=size),
+            )  # fmt: skip
+            configs.append(RunConfig(model, dataset.name, params, args.turns, dtype, data_id(dataset)))
     for config in configs:  # every rank checks (and the first writes) run.json: a mismatch stops them all alike
         prepare_folder(config, args.out)
     scorers = load_scorers(args, dataset, device)
@@ -256,9 +258,11 @@ def harness_parser() -> argparse.ArgumentParser:
     parser.add_argument("--turns", action="store_true", help="multi-turn: each turn edits the previous output")
     parser.add_argument("--sweep-image-guidance", type=parse_sweep, metavar="START:STOP:STEP",
                         help="one run per αV value, e.g. 1.0:2.2:0.2 (the trade-off plot)")  # fmt: skip
-    parser.add_argument("--image-guidance", type=float, default=DEFAULT_IMAGE_GUIDANCE, help="αV without a sweep")
-    parser.add_argument("--text-guidance", type=float, default=DEFAULT_TEXT_GUIDANCE, help="αX")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    own = f"default: the model's own (the published models' {DEFAULT_STEPS} steps, αX {DEFAULT_TEXT_GUIDANCE}, αV " \
+          f"{DEFAULT_IMAGE_GUIDANCE}; a demo folder's editor_defaults.json)"  # fmt: skip
+    parser.add_argument("--image-guidance", type=float, help=f"αV without a sweep; {own}")
+    parser.add_argument("--text-guidance", type=float, help=f"αX; {own}")
+    parser.add_argument("--steps", type=int, help=own)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the same seed for every sample")
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="longer side edited at (demo: the world's)")
     parser.add_argument("--limit", type=int, help="only the first N samples (sorted by id)")

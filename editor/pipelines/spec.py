@@ -85,6 +85,17 @@ class ModelSpec:
             return tuple(folder_path(root, f.name, overrides=False) for f in self.folders)
         return tuple(folder_path(weights_dir, f.name) for f in self.folders)
 
+    def defaults(self, weights_dir: str | Path) -> EditParams:
+        """The settings the loaded editor starts from (its `defaults`), read without loading it: a demo model's own
+        (DEFAULTS_FILE beside its folders, as MGIE's, or in its one folder, as a diffusers pipeline's), else the
+        published models' defaults."""
+        if self.root is None:
+            return EditParams()
+        for folder in (self.root(Path(weights_dir)), *self.paths(weights_dir)):
+            if (folder / DEFAULTS_FILE).is_file():
+                return folder_defaults(folder)
+        return EditParams()
+
     def build(self, weights_dir: str | Path, options: LoadOptions = LoadOptions()) -> Editor:  # noqa: B008 - frozen
         return self.load(self.paths(weights_dir), name=self.name, options=options)
 
