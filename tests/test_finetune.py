@@ -390,3 +390,21 @@ def test_the_demo_model_fine_tunes_and_its_output_opens_in_the_app(tmp_path):
     image = trainer.held_out[0].source
     guidance = editor.think(image, trainer.held_out[0].instruction)
     assert editor.render(image, guidance, EditParams(steps=2, resolution=Resolution(size=64))).image.size == (64, 64)
+
+
+def test_an_out_folder_over_the_base_weights_is_refused_before_anything_is_written(
+    tiny_tree, plain_data, tmp_path, capsys
+):
+    import shutil
+
+    from editor.finetune.__main__ import main
+    from editor.layouts.folders import DEMO_DIR
+
+    shutil.copytree(DEMO_DIR / "mgie", tmp_path / "demo" / "mgie")  # a copy the registry prefers to the shipped one
+    before = {p: p.stat().st_mtime_ns for root in (tiny_tree, tmp_path) for p in Path(root).rglob("*") if p.is_file()}
+    for model, weights in (("mgie-7b", tiny_tree), ("mgie-demo", tmp_path)):
+        args = ["--model", model, "--data", str(plain_data), "--weights-dir", str(weights), "--out", str(weights)]
+        assert main([*args, "--steps", "1", "--batch-size", "1", "--cpu"]) == 2
+        assert "would write the model over its base weights" in capsys.readouterr().err
+    after = {p: p.stat().st_mtime_ns for root in (tiny_tree, tmp_path) for p in Path(root).rglob("*") if p.is_file()}
+    assert after == before

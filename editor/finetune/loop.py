@@ -286,6 +286,19 @@ class Trainer:
         self.print(run_eval(command, Path(__file__).resolve().parents[2]))
 
 
+def check_out(config: FinetuneConfig) -> None:
+    """Refuses an --out whose model folders are the base's own: writing the result would overwrite the weights it
+    starts from (e.g. `--out weights`, the app's weights folder)."""
+    base = base_paths(config)
+    bases = {p.resolve().parent for p in (base.llava, base.mgie, base.ip2p, base.clip)}
+    if layout_root(config.model, Path(config.out)).resolve() in bases:
+        raise DataError(
+            f"--out {config.out} would write the model over its base weights in {sorted(bases)[0]}: choose a new "
+            "folder (e.g. runs/ft/NAME)"
+        )
+
+
 def run(config: FinetuneConfig) -> Path | None:
     """Train as configured; the output folder once every step is done, None when stopped early (resumable)."""
+    check_out(config)
     return Trainer(config).run()
