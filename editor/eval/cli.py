@@ -29,6 +29,7 @@ import math
 import shutil
 import sys
 from collections import defaultdict
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -122,6 +123,13 @@ def markdown(summary: dict, title: str, expressive: bool) -> str:
     return "\n".join(lines)
 
 
+def given_or_own(args, own: EditParams, **fixed) -> EditParams:
+    """A model's own settings `own` (what the app starts from for it) with the steps, αX and αV the command gave
+    instead, and `fixed` (seed, resolution) set."""
+    given = {k: getattr(args, k) for k in ("steps", "text_guidance", "image_guidance") if getattr(args, k) is not None}
+    return replace(own, **given, **fixed)
+
+
 def run_demo(args) -> None:
     """`python -m editor.eval demo`: the harness (editor.eval.run) on the demo sessions' first turns, each model at
     its own settings unless given; the judge's numbers per split and operation. Every call edits afresh (the
@@ -133,13 +141,7 @@ def run_demo(args) -> None:
     report = []
     for name in args.models:
         editor = load_editor(name, args.weights, options.device, options.dtype, options.offload)
-        own = editor.defaults  # the given settings, else the model's own (what the app starts from for it)
-        params = EditParams(
-            steps=own.steps if args.steps is None else args.steps,
-            text_guidance=own.text_guidance if args.text_guidance is None else args.text_guidance,
-            image_guidance=own.image_guidance if args.image_guidance is None else args.image_guidance,
-            seed=DEFAULT_SEED, resolution=Resolution(size=world.SIZE),
-        )  # fmt: skip
+        params = given_or_own(args, editor.defaults, seed=DEFAULT_SEED, resolution=Resolution(size=world.SIZE))
         config = RunConfig(name, dataset.name, params, False, dtype, data_id(dataset))
         shutil.rmtree(config.folder(args.out), ignore_errors=True)
         prepare_folder(config, args.out)
@@ -212,14 +214,11 @@ def evaluate_models(args) -> str | None:
     dataset = load_dataset(args.data, args.dataset, args.limit)
     size = world.SIZE if dataset.name == "demo" else args.size
     configs = []
-    for model in args.model:  # the settings given, else the model's own (what the app starts from for it)
+    for model in args.model:  # read without loading the model: every rank names the same runs
         own = EDITORS[model].defaults(args.weights)
-        pick = lambda given, fallback: fallback if given is None else given  # noqa: E731
-        for guidance in args.sweep_image_guidance or [pick(args.image_guidance, own.image_guidance)]:
-            params = EditParams(
-                steps=pick(args.steps, own.steps), text_guidance=pick(args.text_guidance, own.text_guidance),
-                image_guidance=guidance, seed=args.seed, resolution=Resolution(size=size),
-            )  # fmt: skip
+        base = given_or_own(args, own, seed=args.seed, resolution=Resolution(size=size))
+        for guidance in args.sweep_image_guidance or [base.image_guidance]:
+            params = replace(base, image_guidance=guidance)
             configs.append(RunConfig(model, dataset.name, params, args.turns, dtype, data_id(dataset)))
     for config in configs:  # every rank checks (and the first writes) run.json: a mismatch stops them all alike
         prepare_folder(config, args.out)
