@@ -20,7 +20,7 @@ from editor.core import Editor, EditResult, EmbedsImages, Guidance
 from editor.metrics import cosine, l1, psnr, ssim
 from editor.params import MAX_GUIDANCE, EditParams
 from editor.pipelines.diffusion import fresh_seed
-from editor.ui.streaming import stream_render
+from editor.ui.streaming import final_result, stream_render
 
 MAX_CELLS = 36
 
@@ -100,10 +100,8 @@ def explore(
     reference = None  # every cell has the same source (same resolution policy): embed it once
     for text, image_scale in sweep.cells():
         cell_params = replace(params, text_guidance=text, image_guidance=image_scale, seed=seed)
-        result = None
-        for result in stream_render(editor, image, guidance, cell_params, None, stop):  # noqa: B007 - the last
-            pass
-        if not isinstance(result, EditResult):  # stopped: the render ended without a result
+        result = final_result(stream_render(editor, image, guidance, cell_params, None, stop))
+        if result is None:  # stopped
             return
         if isinstance(editor, EmbedsImages) and reference is None:
             reference = editor.image_embedding(result.source)

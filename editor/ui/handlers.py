@@ -32,7 +32,7 @@ from editor.ui.gpu import on_gpu, render_seconds, sweep_seconds, think_seconds
 from editor.ui.history import image_key
 from editor.ui.session_events import HISTORY, STOPPED, SessionHandlers, as_int, user_errors
 from editor.ui.state import AppState, Session, fresh, history_view
-from editor.ui.streaming import PREVIEW_EVERY_S, Progress, stream_render
+from editor.ui.streaming import PREVIEW_EVERY_S, Progress, final_result, stream_render
 from editor.ui.wiring import reading, updates
 
 if TYPE_CHECKING:
@@ -301,10 +301,8 @@ class Handlers(SessionHandlers):
                                             (model_b, self.w.image_b, self.w.caption_b)):  # fmt: skip
                 model, source = self._inputs(model, image, state)
                 guidance = self._think(model, source, instruction, "", None).guidance
-                result = None
-                for result in self._render(model, source, guidance, params, state.stop):  # noqa: B007 - the last
-                    pass
-                if not isinstance(result, EditResult):  # stopped: what finished is shown, nothing else runs
+                result = final_result(self._render(model, source, guidance, params, state.stop))
+                if result is None:  # stopped: what finished is shown, nothing else runs
                     return shown
                 shown |= {picture: result.image, caption: f"**{model}**: {guidance.expressive}"}
             return shown

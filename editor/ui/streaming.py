@@ -46,6 +46,14 @@ class Progress:
     at: float = 0.0  # time.perf_counter() when the step ended, in the render thread (step times: editor/ui/estimate.py)
 
 
+def final_result(items: Iterator[Progress | EditResult]) -> EditResult | None:
+    """Runs a `stream_render` to its end: the result, or None when it was stopped first."""
+    last = None
+    for last in items:  # noqa: B007 - only the last item is wanted
+        pass
+    return last if isinstance(last, EditResult) else None
+
+
 class Cancelled(Exception):
     """Raised inside the render thread when the consumer stopped listening."""
 
