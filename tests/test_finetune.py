@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from editor.finetune.config import FinetuneConfig
 from editor.finetune.data import DataError, check_triplet, read_triplets
-from editor.finetune.loop import Trainer
+from editor.finetune.loop import Trainer, keep_trainable
 from editor.finetune.memory import MemoryEstimate, check_fits
 from editor.params import EditParams, Resolution
 from editor.pipelines.mgie import MGIEPaths, load_mgie, prompt_token_ids
@@ -187,6 +187,30 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tiny_tree, expressive_data, t
     assert [(r["step"], r["loss"]) for r in logs[0]] == [(r["step"], r["loss"]) for r in logs[1]]
 
 
+def test_checkpoints_keep_the_trainable_weights_whether_or_not_a_ddp_wrapper_names_them():
+    """accelerate hands the save hook DDP states with or without the wrapper's "module." prefix; both keep exactly
+    the trainable tensors (before, a DDP run wrote checkpoints with none, and resumed from the base weights)."""
+    trainable = {"unet.a", "head.b"}
+    plain = {"unet.a": 1, "head.b": 2, "mllm.frozen": 3}
+    wrapped = {"module." + k: v for k, v in plain.items()}
+    keep_trainable([plain, wrapped], trainable)
+    assert plain.keys() == trainable and wrapped.keys() == {"module.unet.a", "module.head.b"}
+
+
+def test_a_checkpoint_without_the_trainable_weights_is_refused_on_resume(tiny_tree, expressive_data, tmp_path):
+    from safetensors.torch import save_file
+
+    cfg = config(expressive_data, tmp_path / "run", tiny_tree, steps=2, stop_after=1)
+    train(cfg)
+    model_file = tmp_path / "run" / "checkpoints" / "step-000001" / "model.safetensors"
+    held = load_file(model_file)
+    save_file({k: v for k, v in held.items() if not k.startswith("unet.")}, model_file)  # the UNet's rows lost
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    with pytest.raises(RuntimeError, match=r"step-000001 lacks \d+ of the \d+ trainable tensors \(e.g. unet\."):
+        train(replace(cfg, stop_after=None))
+
+
 def test_bf16_mixed_precision_keeps_frozen_weights_low_and_trainable_ones_fp32(tiny_tree, expressive_data, tmp_path):
     cfg = config(expressive_data, tmp_path / "run", tiny_tree, steps=1, mixed_precision="bf16", cpu=True)
     trainer, record = train(replace(cfg, lora_unet=4, save_dtype="float16", eval_samples=1))
@@ -274,6 +298,8 @@ def test_two_cpu_processes_follow_one_process_with_the_same_global_batch(tiny_tr
     for name in ("mllm.safetensors", "unet.safetensors"):  # AdamW magnifies float-sum differences of tiny gradients
         a, b = load_file(tmp_path / "one" / "mgie_7b" / name), load_file(tmp_path / "two" / "mgie_7b" / name)
         assert all(torch.allclose(a[k], b[k], atol=1e-3) for k in a), name
+    checkpoints = [tmp_path / d / "checkpoints" / "step-000003" / "model.safetensors" for d in ("one", "two")]
+    assert load_file(checkpoints[1]).keys() == load_file(checkpoints[0]).keys() != set()  # DDP's too
 
 
 @pytest.mark.slow  # the evaluation starts a fresh process (~30-60 s on the 2-core machine)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedType
+from safetensors import safe_open
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
@@ -59,6 +60,37 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 def latest_checkpoint(out: Path) -> tuple[Path, int] | None:
     found = [(int(m.group(1)), p) for p in (out / CHECKPOINTS).glob("step-*") if (m := STEP_DIR.search(p.name))]
     return (max(found)[1], max(found)[0]) if found else None
+
+
+DDP_PREFIX = "module."  # what a DistributedDataParallel wrapper puts before its module's parameter names
+
+
+def keep_trainable(weights: list[dict], trainable: set[str]) -> None:
+    """accelerate's save hook: the model states it is about to write keep only the trainable tensors (not the
+    frozen 7B); a state's keys are compared without a DDP wrapper's prefix, whichever form accelerate hands over."""
+    for state in weights:
+        for key in [k for k in state if k.removeprefix(DDP_PREFIX) not in trainable]:
+            del state[key]
+
+
+def save_options(deepspeed: bool) -> dict:
+    """DeepSpeed writes its own module file, the frozen weights included unless told otherwise."""
+    return {"exclude_frozen_parameters": True} if deepspeed else {}
+
+
+def check_resume_point(folder: Path, trainable: set[str]) -> None:
+    """A checkpoint must hold every trainable tensor: resuming loads non-strictly (the frozen weights are not in
+    it), so a checkpoint without them would silently restart the trainable part from the base weights."""
+    path = folder / "model.safetensors"
+    if not path.exists():
+        raise RuntimeError(f"{folder} has no model.safetensors: not a checkpoint of this trainer; use a new --out")
+    with safe_open(path, "pt") as f:
+        held = {k.removeprefix(DDP_PREFIX) for k in f.keys()}  # noqa: SIM118 - safe_open is no mapping
+    if missing := trainable - held:
+        raise RuntimeError(
+            f"{folder} lacks {len(missing)} of the {len(trainable)} trainable tensors (e.g. {min(missing)}): it was "
+            "written by another mode or an earlier version; use a new --out, or --out of the run that wrote it"
+        )
 
 
 class Trainer:
@@ -165,20 +197,16 @@ class Trainer:
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         schedule = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup * config.steps), config.steps)
         model, optimizer, loader, schedule = acc.prepare(self.model, optimizer, loader, schedule)
-        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-
-        def keep_trainable(_models, weights, _folder) -> None:  # checkpoints hold what trains, not the frozen 7B
-            for state in weights:
-                for key in [k for k in state if k not in trainable]:
-                    del state[key]
-
-        acc.register_save_state_pre_hook(keep_trainable)
+        trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}  # unwrapped names
+        acc.register_save_state_pre_hook(lambda _models, weights, _folder: keep_trainable(weights, trainable))
+        deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
         out = Path(config.out)
         step = 0
         if found := latest_checkpoint(out):
-            # the checkpoint holds the trainable weights only (DeepSpeed keeps its own complete checkpoint)
-            strict = {} if acc.distributed_type == DistributedType.DEEPSPEED else {"strict": False}
-            acc.load_state(str(found[0]), **strict)
+            # the checkpoint holds the trainable weights only (DeepSpeed: its module file without the frozen ones)
+            if not deepspeed:
+                check_resume_point(found[0], trainable)
+            acc.load_state(str(found[0]), **({"load_module_strict": False} if deepspeed else {"strict": False}))
             step = found[1]
             self.print(f"resuming from {found[0]} (step {step})")
         elif acc.is_main_process:
@@ -221,7 +249,7 @@ class Trainer:
                     log.write(json.dumps(row) + "\n")
                     log.flush()
                 if config.save_every and step % config.save_every == 0 or step == stop:
-                    acc.save_state(str(out / CHECKPOINTS / f"step-{step:06d}"))
+                    acc.save_state(str(out / CHECKPOINTS / f"step-{step:06d}"), **save_options(deepspeed))
                 if self.held_out and (config.sample_every and step % config.sample_every == 0 or step == config.steps):
                     self.samples(step)
                 if step >= stop:
