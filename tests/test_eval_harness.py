@@ -146,6 +146,10 @@ def test_unfinished_run_and_changed_settings_are_refused(tmp_path, demo):
     run_file.write_text(json.dumps(recorded))
     with pytest.raises(ValueError, match="data: 'demo'; this run: data: '/data/elsewhere'"):
         prepare_folder(other, tmp_path)
+    # nor does an evaluation of other weights (before, it reused the first weights' cached outputs)
+    retrained = RunConfig("scripted", "demo", PARAMS, weights="/runs/other-weights")
+    with pytest.raises(ValueError, match="weights: ''; this run: weights: '/runs/other-weights'"):
+        prepare_folder(retrained, tmp_path)
 
 
 def test_shards_partition_the_samples(tmp_path, demo):

@@ -47,6 +47,7 @@ from editor.eval.run import (
     read_records,
     rescore,
     run,
+    weights_id,
 )
 from editor.params import (
     DEFAULT_IMAGE_GUIDANCE,
@@ -142,7 +143,7 @@ def run_demo(args) -> None:
     for name in args.models:
         editor = load_editor(name, args.weights, options.device, options.dtype, options.offload)
         params = given_or_own(args, editor.defaults, seed=DEFAULT_SEED, resolution=Resolution(size=world.SIZE))
-        config = RunConfig(name, dataset.name, params, False, dtype, data_id(dataset))
+        config = RunConfig(name, dataset.name, params, False, dtype, data_id(dataset), weights_id(args.weights))
         shutil.rmtree(config.folder(args.out), ignore_errors=True)
         prepare_folder(config, args.out)
         run(editor, dataset, config, args.out, Scorers())
@@ -219,7 +220,8 @@ def evaluate_models(args) -> str | None:
         base = given_or_own(args, own, seed=args.seed, resolution=Resolution(size=size))
         for guidance in args.sweep_image_guidance or [base.image_guidance]:
             params = replace(base, image_guidance=guidance)
-            configs.append(RunConfig(model, dataset.name, params, args.turns, dtype, data_id(dataset)))
+            weights = weights_id(args.weights)
+            configs.append(RunConfig(model, dataset.name, params, args.turns, dtype, data_id(dataset), weights))
     for config in configs:  # every rank checks (and the first writes) run.json: a mismatch stops them all alike
         prepare_folder(config, args.out)
     scorers = load_scorers(args, dataset, device)

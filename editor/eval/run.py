@@ -75,6 +75,7 @@ class RunConfig:
     turns: bool = False
     dtype: str = "float32"  # the editor's weights dtype (editor.pipelines.registry DTYPES name)
     data: str = "demo"  # the folder read (resolved), or "demo": two folders of one kind never share a cache
+    weights: str = ""  # the weights folder the model was loaded from (resolved): other weights never share a cache
 
     @property
     def setting(self) -> str:
@@ -96,12 +97,15 @@ class RunConfig:
             resolution=Resolution(**described["resolution"]),
         )  # fmt: skip
         multi = described["turns"] == "multi"
-        return cls(described["model"], described["dataset"], params, multi, described["dtype"], described["data"])
+        return cls(
+            described["model"], described["dataset"], params, multi, described["dtype"], described["data"],
+            described.get("weights", ""),
+        )  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         p = self.params
         return {
-            "model": self.model, "dataset": self.dataset, "data": self.data,
+            "model": self.model, "dataset": self.dataset, "data": self.data, "weights": self.weights,
             "turns": "multi" if self.turns else "single", "text_guidance": p.text_guidance,
             "image_guidance": p.image_guidance, "steps": p.steps, "seed": p.seed,
             "resolution": asdict(p.resolution), "dtype": self.dtype, "setting": self.setting,
@@ -114,6 +118,13 @@ def data_id(dataset: EvalDataset) -> str:
     if dataset.root is not None:
         return str(Path(dataset.root).resolve())
     return "demo" if any(len(sample.turns) > 1 for sample in dataset.samples) else "demo:first-turn"
+
+
+def weights_id(weights_dir: str | Path) -> str:
+    """`RunConfig.weights`: the weights folder, resolved. Two evaluations of other weights into one --out are told
+    apart (the second is refused by `prepare_folder`) instead of the second reusing the first's cached outputs.
+    Weights retrained in place keep their folder: evaluate them into a new --out (`eval demo` always edits afresh)."""
+    return str(Path(weights_dir).resolve())
 
 
 @dataclass
