@@ -244,3 +244,17 @@ def test_the_perfect_mllm_check_edits_from_the_ground_truth_expressive_text(run,
 
     monkeypatch.setattr(editor, "render", exact)
     assert checks.perfect_mllm_edits(editor, samples, PARAMS)["all"].startswith("100.0 % of 3")
+
+
+def test_the_unet_width_flags_change_only_the_unet_and_refuse_widths_the_unet_cannot_build():
+    from editor.demo.train import unet_sizes
+
+    assert unet_sizes(None, None) == demo.SIZES
+    wide = unet_sizes([64, 128, 128], 4)
+    assert wide == replace(demo.SIZES, unet_channels=(64, 128, 128), unet_heads=4)
+    assert demo.build_unet(wide).config.block_out_channels == (64, 128, 128)
+    for channels, heads in (([60, 128, 128], 4), ([64, 128, 128], 3), ([0, 64], None)):
+        with pytest.raises(SystemExit, match="multiple of 8"):
+            unet_sizes(channels, heads)
+    with pytest.raises(SystemExit, match="--unet-heads goes with --unet-channels"):
+        unet_sizes(None, 4)

@@ -25,7 +25,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -314,6 +314,22 @@ def unpack(weights: Path, out: Path, sizes: ModelSizes = demo.SIZES) -> None:
     print(f"resume points for {', '.join(modules)} written to {out}")
 
 
+def unet_sizes(channels: list[int] | None, heads: int | None) -> ModelSizes:
+    """The demo preset, with another UNet width for an experiment (weights/demo/README.md, "What limits it"). The
+    exported folders carry their UNet's config, so the app and the loaders read any width; the same flags must be
+    given to every command of that run folder (a checkpoint of another width does not load)."""
+    if channels is None:
+        if heads is not None:
+            raise SystemExit("--unet-heads goes with --unet-channels")
+        return demo.SIZES
+    heads = heads or demo.SIZES.unet_heads
+    if any(c <= 0 or c % heads or c % 8 for c in channels):  # GroupNorm's 8 groups; heads must divide the width
+        raise SystemExit(
+            f"--unet-channels {channels}: each must be a positive multiple of 8 and of --unet-heads {heads}"
+        )
+    return replace(demo.SIZES, unet_channels=tuple(channels), unet_heads=heads)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m editor.demo.train", description=__doc__.split("\n")[0])
     parser.add_argument("stage", choices=(*STAGES, "cache", "export", "unpack"))
@@ -339,10 +355,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="mgie: feed the edit head the raw states (recipe v2; its head collapses)")  # fmt: skip
     parser.add_argument("--init", type=Path, help="a new run starts from this checkpoint's weights (modules it holds)")
     parser.add_argument("--max-minutes", type=float, help="stop after this many minutes of this run (resumable)")
+    parser.add_argument(
+        "--unet-channels",
+        type=int,
+        nargs="+",
+        metavar="C",
+        help="mgie, ip2p, export: the UNet's block channels instead of the demo preset's (32 64 64)",
+    )
+    parser.add_argument("--unet-heads", type=int, help="with --unet-channels: attention heads per block (preset: 2)")
     args = parser.parse_args(argv)
     set_threads(args.threads)
+    sizes = unet_sizes(args.unet_channels, args.unet_heads)
     if args.stage == "export":
-        export(args.out, args.to, parts=tuple(args.parts), step=args.step)
+        export(args.out, args.to, sizes, parts=tuple(args.parts), step=args.step)
         return
     if args.stage == "unpack":
         unpack(args.to, args.out)
@@ -354,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     base = RECIPES[args.stage]
     recipe = StageConfig(args.steps or base.steps, args.batch or base.batch, args.lr or base.lr, base.warmup)
     train(
-        args.stage, args.out, recipe, args.seed, args.device, args.ckpt_every, until=args.until,
+        args.stage, args.out, recipe, args.seed, args.device, args.ckpt_every, sizes, until=args.until,
         samples=args.samples, keep_every=args.keep_every, precondition=args.precondition, init=args.init,
         max_minutes=args.max_minutes,
     )  # fmt: skip
