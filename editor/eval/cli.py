@@ -215,13 +215,13 @@ def evaluate_models(args) -> str | None:
     dataset = load_dataset(args.data, args.dataset, args.limit)
     size = world.SIZE if dataset.name == "demo" else args.size
     configs = []
+    data, weights = data_id(dataset), weights_id(args.weights)
     for model in args.model:  # read without loading the model: every rank names the same runs
         own = EDITORS[model].defaults(args.weights)
         base = given_or_own(args, own, seed=args.seed, resolution=Resolution(size=size))
         for guidance in args.sweep_image_guidance or [base.image_guidance]:
             params = replace(base, image_guidance=guidance)
-            weights = weights_id(args.weights)
-            configs.append(RunConfig(model, dataset.name, params, args.turns, dtype, data_id(dataset), weights))
+            configs.append(RunConfig(model, dataset.name, params, args.turns, dtype, data, weights))
     for config in configs:  # every rank checks (and the first writes) run.json: a mismatch stops them all alike
         prepare_folder(config, args.out)
     scorers = load_scorers(args, dataset, device)
