@@ -6,7 +6,6 @@ trains. Several processes need GPUs (accelerate's DeepSpeed state on the CPU doe
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +14,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.test_finetune import ROOT, _fresh_accelerate, config, expressive_data, train  # noqa: F401 - fixtures
+from tests.test_finetune import (  # noqa: F401 - fixtures
+    ROOT,
+    _fresh_accelerate,
+    assert_same_run,
+    config,
+    expressive_data,
+    train_on_one_thread,
+)
 
 pytestmark = pytest.mark.deepspeed
 
@@ -52,21 +58,8 @@ def test_zero2_follows_plain_accelerate_and_resumes_exactly(tiny_tree, expressiv
         done = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
         assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming from" in done.stdout
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        trainer, _ = train(config(expressive_data, tmp_path / "plain", tiny_tree, steps=3, batch_size=2, lr=1e-3))
-    finally:
-        torch.set_num_threads(threads)
-    logs = [[json.loads(r) for r in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("plain", "zero2")]
-    assert [r["step"] for r in logs[1]] == [1, 2, 3]
-    for plain, zero2 in zip(*logs, strict=True):
-        for key in ("ins", "edit", "loss"):
-            assert zero2[key] == pytest.approx(plain[key], rel=1e-5), (plain, zero2)
-    for name in ("mllm.safetensors", "unet.safetensors"):  # flattened fp32 buffers: other float-sum orders,
-        a, b = load_file(tmp_path / "plain" / "mgie_7b" / name), load_file(tmp_path / "zero2" / "mgie_7b" / name)
-        assert a.keys() == b.keys(), name  # which AdamW magnifies for tiny gradients (as over DDP)
-        assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3, name
+    train_on_one_thread(config(expressive_data, tmp_path / "plain", tiny_tree, steps=3, batch_size=2, lr=1e-3))
+    assert_same_run(tmp_path / "plain", tmp_path / "zero2", steps=3)
     module_file = tmp_path / "zero2" / "checkpoints" / "step-000002" / "pytorch_model" / "mp_rank_00_model_states.pt"
     held = torch.load(module_file, map_location="cpu", weights_only=False)["module"]
     trainable = load_file(tmp_path / "plain" / "checkpoints" / "step-000003" / "model.safetensors").keys()
