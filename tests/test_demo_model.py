@@ -207,6 +207,31 @@ def test_shipped_weights_are_resume_points(tmp_path, run):
     assert torch.load(tmp_path / "mgie.ckpt", weights_only=True)["step"] == 3
 
 
+def test_a_refined_mllm_is_what_export_ships_and_unpack_resumes(tmp_path, run):
+    """Stage `refine` trains the MLLM after the diffusion stages: export ships its MLLM (not stage (a)'s) and records
+    it; unpack gives it back as refine.ckpt, and a refine run resumes from there with a fresh parse head."""
+    for name in ("vae.ckpt", "mllm.ckpt", "mgie.ckpt", "ip2p.ckpt"):
+        shutil.copy(run / name, tmp_path / name)
+    (tmp_path / "cache").symlink_to(run / "cache")
+    train("refine", tmp_path, StageConfig(2, 2, 1e-3), sizes=SMALL, samples=CACHED)
+    export(tmp_path, tmp_path / "export", sizes=SMALL)
+    record = json.loads((tmp_path / "export" / TRAINING_FILE).read_text())
+    assert record["refine"]["step"] == 2 and record["mllm"]["step"] == 2
+    refined, stage_a = demo.build_mllm(SMALL), demo.build_mllm(SMALL)
+    load_checkpoint(tmp_path / "refine.ckpt", {"mllm": refined})
+    load_checkpoint(run / "mllm.ckpt", {"mllm": stage_a})
+    shipped = load_mgie(MGIEPaths.from_weights_dir(tmp_path / "export" / "mgie")).mllm.state_dict()
+    for key, value in _fp16(refined.state_dict()).items():
+        torch.testing.assert_close(shipped[key].float(), value, rtol=0, atol=0, msg=key)
+    assert any(not torch.equal(v, stage_a.state_dict()[k]) for k, v in refined.state_dict().items())
+    again = tmp_path / "again"
+    unpack(tmp_path / "export", again, SMALL)
+    assert torch.load(again / "refine.ckpt", weights_only=True)["step"] == 2
+    (again / "cache").symlink_to(run / "cache")
+    train("refine", again, StageConfig(3, 2, 1e-3), sizes=SMALL, samples=CACHED)
+    assert torch.load(again / "refine.ckpt", weights_only=True)["step"] == 3
+
+
 def test_the_condition_check_tells_a_used_condition_from_an_ignored_one(run, monkeypatch):
     editor = load_mgie(MGIEPaths.from_weights_dir(run / "export" / "mgie"))
     samples = world.dataset("test", 3, seed=5)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from editor.demo import cache, checks, curve, judge, stages, variety, world
+from editor.demo import cache, checks, curve, judge, refine, stages, variety, world
 from editor.demo import model as demo
 from editor.layouts.sizes import ModelSizes
 from editor.loading import CheckpointError
@@ -276,3 +276,38 @@ def test_mean_edit_loss_scores_two_parts_under_the_same_noise(built):
     assert checks.mean_edit_loss(stage, latents, states, batch=4, seed=7) == score  # same part, same noise: no gap
     other = {"states": states["states"].flip(0)}  # the same samples, other conditions
     assert checks.mean_edit_loss(stage, latents, other, batch=4, seed=7) != score
+
+
+def test_parse_labels_name_each_cells_shape_and_leave_empty_cells_none():
+    scene = world.dataset("train", 1, seed=5)[0].source
+    labels = refine.parse_labels([scene])
+    assert labels.shape == (1, 9, 3)
+    occupied = {refine.CELLS.index(s.cell): s for s in scene.shapes}
+    for cell in range(9):
+        if cell in occupied:
+            s = occupied[cell]
+            names = [refine.CLASSES[a][i] for a, i in zip(refine.CLASSES, labels[0, cell].tolist(), strict=True)]
+            assert names == [s.kind, s.colour, s.size]
+        else:
+            assert labels[0, cell].tolist() == [0, 0, 0]
+
+
+def test_refine_anchors_each_cached_sample_to_its_own_states(tmp_path):
+    torch.manual_seed(0)
+    maker = stages.MLLMStage(SMALL, "cpu", tmp_path)  # the MLLM that "built the cache" of stream seed 3
+    with torch.no_grad():
+        cached_states = maker.forward([stages.train_sample(3, i) for i in range(6)])[1].half()
+    stage = refine.RefineStage(SMALL, "cpu", tmp_path, cached_states, cache_seed=3)
+    stage.mllm.load_state_dict(maker.mllm.state_dict())
+    samples, rows = stage.batch(seed=1, step=2, size=2)
+    assert [s.terse for s in samples[:2]] == [stages.train_sample(1, 6 + 4 + i).terse for i in range(2)]  # fresh
+    assert [s.terse for s in samples[2:]] == [stages.train_sample(3, i).terse for i in rows.tolist()]
+    losses = stage.step_loss(seed=1, step=2, size=2)
+    assert losses["anchor"].item() < 1e-5  # the same MLLM: only fp16 rounding of the cached states
+    assert losses["ins"].item() > 0 and losses["parse"].item() > 0
+    losses["loss"].backward()
+    assert stage.parse.linear.weight.grad.abs().sum() > 0
+    assert stage.mllm.vision.get_parameter("encoder.layers.0.mlp.fc1.weight").grad.abs().sum() > 0
+    misaligned = refine.RefineStage(SMALL, "cpu", tmp_path, cached_states, cache_seed=4)  # another stream's rows
+    misaligned.mllm.load_state_dict(maker.mllm.state_dict())
+    assert misaligned.step_loss(seed=1, step=2, size=2)["anchor"].item() > 100 * losses["anchor"].item()

@@ -108,6 +108,11 @@ def load_states(out: Path, samples: int, mllm_step: int) -> tuple[torch.Tensor, 
     return torch.cat([d["states"] for d in states])[:samples], states[0]["emb"].float()
 
 
+def cache_seed(out: Path) -> int:
+    """The seed of the training stream the cache under `out` encodes (sample i is stages.train_sample(seed, i))."""
+    return torch.load(out / "cache" / "latents-00000.pt", weights_only=True)["seed"]
+
+
 class Cache:
     """All cached parts in memory; `batch(seed, step, size)` walks seeded permutations, one per epoch."""
 

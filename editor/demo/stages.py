@@ -194,8 +194,9 @@ class MLLMStage:
         MGIE's inference takes its prompt ids from, so training and inference cannot tokenize differently."""
         return training_token_ids(self.tokenizer, sample.terse, sample.expressive, self.num_patches)
 
-    def forward(self, samples: list[world.Sample]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L_ins, B x 8 x hidden final-norm states at the positions that predict [IMG0..7])."""
+    def forward(self, samples: list[world.Sample], with_features: bool = False) -> tuple[torch.Tensor, ...]:
+        """(L_ins, B x 8 x hidden final-norm states at the positions that predict [IMG0..7]); `with_features`: also
+        the B x patches x vision_hidden features of the selected vision layer (editor.demo.refine's parse head)."""
         seqs = [self.sequence(s) for s in samples]
         length = max(len(ids) for ids, _ in seqs)
         ids = torch.zeros(len(seqs), length, dtype=torch.long)
@@ -205,14 +206,19 @@ class MLLMStage:
             labels[row, n_prompt : len(seq)] = torch.tensor(seq[n_prompt:])
         ids, labels = ids.to(self.device), labels.to(self.device)
         pixels = clip_pixels(to_tensor([s.source for s in samples], self.device))
-        embeds = self.mllm.embed_with_image(ids, self.mllm.encode_image(pixels), self.im_start)
+        features = self.mllm.patch_features(pixels)
+        embeds = self.mllm.embed_with_image(ids, self.mllm.projector(features), self.im_start)
         hidden = self.mllm.final_states(embeds)  # B x L x H
         logits = self.mllm.llm.lm_head(hidden[:, :-1])
-        l_ins = F.cross_entropy(logits.flatten(0, 1).float(), labels[:, 1:].flatten())
+        l_ins = self.instruction_loss(logits.flatten(0, 1).float(), labels[:, 1:].flatten())
         k = (ids == self.img_ids[0]).int().argmax(dim=1)  # position of [IMG0]
         window = k[:, None] - 1 + torch.arange(len(IMG_TOKENS), device=self.device)  # states predicting [IMG0..7]
         states = hidden.gather(1, window[..., None].expand(-1, -1, hidden.shape[-1]))
-        return l_ins, states
+        return (l_ins, states, features) if with_features else (l_ins, states)
+
+    def instruction_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """MGIE's L_ins: the mean token cross-entropy (editor.demo.refine weighs the world's fact words up)."""
+        return F.cross_entropy(logits, labels)
 
     def img_embeddings(self) -> torch.Tensor:
         return self.mllm.llm.get_input_embeddings().weight[-len(IMG_TOKENS) :]

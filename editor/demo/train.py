@@ -6,6 +6,7 @@
     python -m editor.demo.train cache --out runs/demo   # 3. VAE latents + the frozen MLLM's [IMG] states, once
     python -m editor.demo.train mgie  --out runs/demo   # 4. (b) MGIE's edit head + UNet on those states: L_edit
     python -m editor.demo.train ip2p  --out runs/demo   # 5. the ablation: terse text -> CLIP text encoder -> UNet
+    python -m editor.demo.train refine --out runs/demo  # 6. the MLLM again, its [IMG] states held (demo.refine)
     python -m editor.demo.train export --out runs/demo --to weights/demo   # official layouts, fp16 safetensors
     python -m editor.demo.train unpack --to weights/demo --out runs/demo   # resume points from shipped weights
 
@@ -36,10 +37,11 @@ from transformers import get_cosine_schedule_with_warmup
 from editor.demo import cache as cached
 from editor.demo import model as demo
 from editor.demo import stages
+from editor.demo.refine import RefineStage
 from editor.layouts.sizes import ModelSizes
 from editor.runtime.threads import set_threads
 
-STAGES = ("vae", "decoder", "mllm", "mgie", "ip2p")
+STAGES = ("vae", "decoder", "mllm", "mgie", "ip2p", "refine")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ RECIPES = {  # the CPU recipe; a GPU can afford more steps via --steps / --batch
     "mllm": StageConfig(steps=1600, batch=32, lr=1e-3),
     "mgie": StageConfig(steps=6000, batch=32, lr=1e-3),
     "ip2p": StageConfig(steps=6000, batch=32, lr=1e-3),
+    "refine": StageConfig(steps=4000, batch=32, lr=3e-4),
 }
 CACHE_SAMPLES = 40960  # the diffusion stages' training set (40 parts of editor.demo.cache.PART)
 PRECONDITION_SAMPLES = 8192
@@ -72,7 +75,7 @@ def save_checkpoint(path: Path, modules: dict, optimizer, scheduler, step: int, 
     os.replace(tmp, path)  # never a half-written checkpoint
 
 
-OPTIONAL_MODULES = ("precondition",)  # a checkpoint made without one holds none: it is the identity
+OPTIONAL_MODULES = ("precondition", "parse")  # absent from a checkpoint: the identity / a fresh refine parse head
 
 
 def load_checkpoint(path: Path, modules: dict, optimizer=None, scheduler=None) -> dict:
@@ -143,6 +146,12 @@ def make_runner(stage: str, out: Path, sizes: ModelSizes, device, samples: int, 
     if stage == "mllm":
         runner = stages.MLLMStage(sizes, device, out)
         return runner, lambda seed, step, size, gen: runner.loss(stages.batch_samples(seed, step, size), gen)
+    if stage == "refine":  # starts from stage (a)'s MLLM; anchored to the states stage (b) trained on
+        mllm_step = load_checkpoint(out / "mllm.ckpt", {})["step"]
+        anchor, _ = cached.load_states(out, samples, mllm_step)
+        runner = RefineStage(sizes, device, out, anchor, cached.cache_seed(out))
+        load_checkpoint(out / "mllm.ckpt", {"mllm": runner.mllm})
+        return runner, lambda seed, step, size, gen: runner.step_loss(seed, step, size)
     scaling = load_vae(out, sizes, "cpu").config.scaling_factor
     if stage == "mgie":
         mllm_step = load_checkpoint(out / "mllm.ckpt", {})["step"]
@@ -253,7 +262,7 @@ def export(
 
     if "mgie" in parts:
         mllm, head, unet = demo.build_mllm(sizes), demo.build_head(sizes), demo.build_unet(sizes)
-        load_checkpoint(out / "mllm.ckpt", {"mllm": mllm})
+        load_checkpoint(out / ("refine.ckpt" if (out / "refine.ckpt").exists() else "mllm.ckpt"), {"mllm": mllm})
         precondition = stages.Preconditioner(sizes.llm_hidden)
         load_checkpoint(weights("mgie"), {"head": head, "unet": unet, "precondition": precondition})
         to.mkdir(parents=True, exist_ok=True)
@@ -264,7 +273,8 @@ def export(
         text, unet = demo.build_text_encoder(sizes), demo.build_unet(sizes)
         load_checkpoint(weights("ip2p"), {"text": text, "unet": unet})
         demo.export_ip2p(to / "ip2p", unet, vae, text)
-    done = ("vae", *(("decoder",) if (out / "decoder.ckpt").exists() else ()), "mllm", *parts)
+    optional = tuple(stage for stage in ("decoder", "refine") if (out / f"{stage}.ckpt").exists())
+    done = ("vae", "mllm", *optional, *parts)
     (to / TRAINING_FILE).write_text(json.dumps(training_record(out, done, step), indent=1))
     print(f"wrote {', '.join(str(to / part) for part in parts)}")
 
@@ -284,9 +294,10 @@ def training_record(out: Path, stages_done: tuple[str, ...], step: int | None = 
 
 def unpack(weights: Path, out: Path, sizes: ModelSizes = demo.SIZES) -> None:
     """Compact resume points from shipped weights (fp16 safetensors, no optimizer state): <weights>/mgie and
-    <weights>/ip2p become <out>/{vae,mllm,mgie,ip2p}.ckpt at the steps in <weights>/training.json, so that training
-    goes on from what is committed (fresh AdamW moments; the schedule at that step). MGIE's head comes back in the
-    preconditioned coordinates it trained in (<weights>/precondition.safetensors; the identity when absent)."""
+    <weights>/ip2p become <out>/{vae,mllm,mgie,ip2p}.ckpt (and refine.ckpt, the same MLLM, when it was refined) at
+    the steps in <weights>/training.json, so that training goes on from what is committed (fresh AdamW moments; the
+    schedule at that step). MGIE's head comes back in the preconditioned coordinates it trained in
+    (<weights>/precondition.safetensors; the identity when absent)."""
     from editor.pipelines.ip2p import load_ip2p
     from editor.pipelines.mgie import MGIEPaths, load_mgie
     from editor.pipelines.spec import LoadOptions
@@ -303,6 +314,7 @@ def unpack(weights: Path, out: Path, sizes: ModelSizes = demo.SIZES) -> None:
         "mllm": {"mllm": mgie.mllm},
         "mgie": {"head": mgie.head, "unet": mgie.pipe.unet, "precondition": precondition},
         "ip2p": {"text": ip2p.pipe.text_encoder, "unet": ip2p.pipe.unet},
+        **({"refine": {"mllm": mgie.mllm}} if "refine" in record else {}),  # its parse head is not shipped
     }
     out.mkdir(parents=True, exist_ok=True)
     for stage, parts in modules.items():
