@@ -11,6 +11,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from safetensors.torch import load_file
 from editor.finetune.config import FinetuneConfig
 from editor.finetune.data import DataError, check_triplet, read_triplets
 from editor.finetune.loop import Trainer, keep_trainable
-from editor.finetune.memory import MemoryEstimate, check_fits
+from editor.finetune.memory import MemoryEstimate, check_fits, estimate, smaller_modes
 from editor.params import EditParams, Resolution
 from editor.pipelines.mgie import MGIEPaths, load_mgie, prompt_token_ids
 from editor.pipelines.spec import LoadOptions
@@ -185,6 +186,47 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tiny_tree, expressive_data, t
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     logs = [[json.loads(r) for r in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("whole", "parts")]
     assert [(r["step"], r["loss"]) for r in logs[0]] == [(r["step"], r["loss"]) for r in logs[1]]
+
+
+def tensors_in(value):
+    """Every tensor in a nest of dicts, lists and tuples (bitsandbytes packs its state in one)."""
+    if torch.is_tensor(value):
+        yield value
+    elif isinstance(value, dict | list | tuple):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from tensors_in(item)
+
+
+def test_8bit_adamw_trains_keeps_8bit_moments_and_resumes_exactly(tiny_tree, expressive_data, tmp_path):
+    """--optimizer adamw8bit (bitsandbytes): the loss falls, the saved optimizer state holds uint8 moments, and a
+    resumed run equals an uninterrupted one (the quantized state survives accelerate's save and load)."""
+    whole = config(expressive_data, tmp_path / "whole", tiny_tree, steps=4, optimizer="adamw8bit", save_every=4)
+    _, record = train(whole)
+    assert record["loss_after"]["loss"] < record["loss_before"]["loss"]
+    state = torch.load(tmp_path / "whole" / "checkpoints" / "step-000004" / "optimizer.bin", weights_only=False)
+    assert torch.uint8 in {t.dtype for t in tensors_in(state["state"])}  # the large tensors' moments are 8 bit
+    parts = config(expressive_data, tmp_path / "parts", tiny_tree, steps=4, optimizer="adamw8bit", stop_after=3)
+    train(parts)
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    train(config(expressive_data, tmp_path / "parts", tiny_tree, steps=4, optimizer="adamw8bit"))
+    for name in ("mllm.safetensors", "unet.safetensors"):
+        a, b = load_file(tmp_path / "whole" / "mgie_7b" / name), load_file(tmp_path / "parts" / "mgie_7b" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_8bit_adamw_is_named_as_the_smaller_mode_and_counted_at_a_quarter():
+    cfg = FinetuneConfig(data=Path("."), out=Path("."))
+    assert "--optimizer adamw8bit" in smaller_modes(cfg)
+    eight = replace(cfg, optimizer="adamw8bit")
+    assert "--optimizer adamw8bit" not in smaller_modes(eight) and "8-bit AdamW" in eight.mode
+    model = torch.nn.Linear(256, 256)
+    model.mllm = SimpleNamespace(llm=SimpleNamespace(config=SimpleNamespace(
+        hidden_size=8, num_attention_heads=1, num_hidden_layers=1)))  # fmt: skip
+    full, small = (estimate(model, c.sized(64), seq_len=4, instruct=False) for c in (cfg, eight))
+    assert full.optimizer == 8 * full.trainable and small.optimizer < full.optimizer / 3.8
+    with pytest.raises(ValueError, match="--optimizer must be one of adamw, adamw8bit"):
+        replace(cfg, optimizer="sgd")
 
 
 def test_checkpoints_keep_the_trainable_weights_whether_or_not_a_ddp_wrapper_names_them():

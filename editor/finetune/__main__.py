@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from editor.eval.data import KINDS
-from editor.finetune.config import EMBED_ROWS, MODELS, SAVE_DTYPES, FinetuneConfig
+from editor.finetune.config import EMBED_ROWS, MODELS, OPTIMIZERS, SAVE_DTYPES, FinetuneConfig
 from editor.finetune.data import DataError
 from editor.loading import CheckpointError, MissingWeightsError
 
@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-steps per optimizer step")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument(
+        "--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="adamw8bit: bitsandbytes' 8-bit moments"
+    )
     p.add_argument("--warmup", type=float, default=d.warmup, help="share of the steps (cosine decay after)")
     p.add_argument("--lora-unet", type=int, default=0, metavar="R", help="LoRA rank on the UNet attention (0: full)")
     p.add_argument("--lora-llm", type=int, default=0, metavar="R", help="LoRA rank on the LLaMA attention (0: frozen)")

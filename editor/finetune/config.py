@@ -10,6 +10,7 @@ MODELS = ("mgie-7b", "mgie-demo")  # base models this trainer opens (the officia
 MGIE_TRAIN_SIZE = 256  # MGIE-7B trained at 256 px (README "Fine-tuning"), below its SD-1.5 UNet's native 512
 EMBED_ROWS = ("new", "all")
 SAVE_DTYPES = ("float16", "bfloat16", "float32")
+OPTIMIZERS = ("adamw", "adamw8bit")  # torch's AdamW; bitsandbytes' AdamW8bit (moments in 8 bit, blockwise scaled)
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class FinetuneConfig:
     grad_accum: int = 1
     lr: float = 1e-4
     weight_decay: float = 0.0  # MGIE: 0
+    optimizer: str = "adamw"  # OPTIMIZERS
     warmup: float = 0.03  # share of the steps (MGIE: 3 %, cosine after)
     max_grad_norm: float = 1.0
     edit_weight: float = 0.5  # MGIE's total = L_ins + 0.5 * L_edit
@@ -53,6 +55,8 @@ class FinetuneConfig:
             raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.embed_rows not in EMBED_ROWS:
             raise ValueError(f"embed_rows must be one of {EMBED_ROWS}, got {self.embed_rows!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.save_dtype not in SAVE_DTYPES:
             raise ValueError(f"save dtype must be one of {SAVE_DTYPES}, got {self.save_dtype!r}")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
@@ -80,7 +84,8 @@ class FinetuneConfig:
         unet = f"UNet LoRA r{self.lora_unet}" if self.lora_unet else "full UNet"
         llm = f" + LLaMA LoRA r{self.lora_llm}" if self.lora_llm else ""
         ckpt = ", gradient checkpointing" if self.gradient_checkpointing else ""
-        return f"{unet}{llm}{ckpt}"
+        adam = ", 8-bit AdamW" if self.optimizer == "adamw8bit" else ""
+        return f"{unet}{llm}{ckpt}{adam}"
 
     def describe(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

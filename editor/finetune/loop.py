@@ -93,9 +93,21 @@ def check_resume_point(folder: Path, trainable: set[str]) -> None:
         )
 
 
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """torch's AdamW, or bitsandbytes' AdamW8bit (found before any weights load, so a missing package fails fast)."""
+    if name == "adamw":
+        return torch.optim.AdamW
+    try:
+        import bitsandbytes
+    except ImportError as e:
+        raise SystemExit(f"--optimizer {name} needs bitsandbytes (pip install bitsandbytes): {e}") from e
+    return bitsandbytes.optim.AdamW8bit
+
+
 class Trainer:
     def __init__(self, config: FinetuneConfig) -> None:
         self.config = config
+        self.optimizer_class = optimizer_class(config.optimizer)
         self.accelerator = Accelerator(
             gradient_accumulation_steps=config.grad_accum,
             mixed_precision=config.mixed_precision,
@@ -194,7 +206,7 @@ class Trainer:
         if len(self.dataset) < per_step:
             raise DataError(f"{len(self.dataset)} triplets are fewer than one batch ({per_step}); lower --batch-size")
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = self.optimizer_class(params, lr=config.lr, weight_decay=config.weight_decay)
         schedule = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup * config.steps), config.steps)
         model, optimizer, loader, schedule = acc.prepare(self.model, optimizer, loader, schedule)
         trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}  # unwrapped names

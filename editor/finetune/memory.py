@@ -3,7 +3,8 @@ a mode that cannot fit the visible GPU is refused with the smaller modes named.
 
 weights      every parameter and buffer at its dtype (frozen ones in the mixed-precision dtype, trainable fp32)
 gradients    fp32, one per trainable value (a partly trained embedding matrix still has a full-size gradient)
-optimizer    AdamW: two fp32 moments per trainable value
+optimizer    AdamW: two fp32 moments per trainable value; 8-bit AdamW (bitsandbytes): two uint8 moments and one fp32
+             scale per block of 256 values (tensors under 4096 values keep fp32 moments: a small overcount)
 activations  a rough term: the LLaMA part by the transformer rule s*b*h*(34 + 5*a*s/h) bytes per layer in 16 bit
              (2*s*b*h with checkpointing; Korthikanti et al. 2022, "Reducing Activation Recomputation in Large
              Transformer Models"), the UNet part 1.75 GB per sample at 256 px (0.4 GB checkpointed), scaled by the
@@ -22,6 +23,7 @@ from editor.finetune.config import FinetuneConfig
 GIB = 1024**3
 UNET_ACTIVATION_256 = 1.75e9  # bytes per sample at 256 px, no checkpointing (assumed, not measured)
 UNET_ACTIVATION_256_CKPT = 0.4e9
+EIGHT_BIT_BLOCK = 256  # bitsandbytes' blockwise quantization of the optimizer state
 HEADROOM = 0.92  # share of the GPU's memory a run may plan to use (allocator fragmentation, CUDA context)
 
 
@@ -43,7 +45,7 @@ class MemoryEstimate:
             for name, value in (
                 ("weights", self.weights),
                 ("gradients", self.gradients),
-                ("AdamW", self.optimizer),
+                ("optimizer", self.optimizer),
                 ("activations (rough)", self.activations),
             )
         )
@@ -67,7 +69,8 @@ def estimate(model: torch.nn.Module, config: FinetuneConfig, seq_len: int, instr
     llm_act = per_layer * llm.num_hidden_layers * act_bytes / 2 if instruct else 0
     unet_256 = UNET_ACTIVATION_256_CKPT if config.gradient_checkpointing else UNET_ACTIVATION_256
     unet_act = unet_256 * b * (config.resolution / 256) ** 2 * act_bytes / 2
-    return MemoryEstimate(weights, 4 * trainable, 8 * trainable, int(llm_act + unet_act), trainable)
+    moments = 8 * trainable if config.optimizer == "adamw" else int((2 + 2 * 4 / EIGHT_BIT_BLOCK) * trainable)
+    return MemoryEstimate(weights, 4 * trainable, moments, int(llm_act + unet_act), trainable)
 
 
 def smaller_modes(config: FinetuneConfig) -> list[str]:
@@ -77,6 +80,8 @@ def smaller_modes(config: FinetuneConfig) -> list[str]:
         modes.append("--gradient-checkpointing")
     if config.mixed_precision in (None, "no"):
         modes.append("--mixed-precision bf16")
+    if config.optimizer == "adamw":
+        modes.append("--optimizer adamw8bit")
     if not config.lora_unet:
         modes.append("--lora-unet 64 (adapters instead of the whole UNet)")
     if config.batch_size > 1:
