@@ -308,6 +308,16 @@ def test_refine_anchors_each_cached_sample_to_its_own_states(tmp_path):
     losses["loss"].backward()
     assert stage.parse.linear.weight.grad.abs().sum() > 0
     assert stage.mllm.vision.get_parameter("encoder.layers.0.mlp.fc1.weight").grad.abs().sum() > 0
+    # L_ins': a fact word's token weighs 1 + FACT_WEIGHT, any other 1, padding (-100) nothing
+    vocab = stage.mllm.llm.lm_head.out_features
+    fact = stage.fact_ids[0].item()
+    other = next(i for i in range(vocab) if i not in stage.fact_ids.tolist())
+    logits = torch.zeros(3, vocab)
+    logits[:, other] = 10.0  # the fact token is predicted wrong, the other right
+    labels = torch.tensor([fact, other, -100])
+    ce = torch.nn.functional.cross_entropy(logits[:2], labels[:2], reduction="none")
+    w = 1 + refine.FACT_WEIGHT
+    torch.testing.assert_close(stage.instruction_loss(logits, labels), (w * ce[0] + ce[1]) / (w + 1))
     misaligned = refine.RefineStage(SMALL, "cpu", tmp_path, cached_states, cache_seed=4)  # another stream's rows
     misaligned.mllm.load_state_dict(maker.mllm.state_dict())
     assert misaligned.step_loss(seed=1, step=2, size=2)["anchor"].item() > 100 * losses["anchor"].item()

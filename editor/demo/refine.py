@@ -18,8 +18,8 @@ refinement gives the vision tower dense supervision of its own and keeps trainin
   edit head and UNet were trained on, editor.demo.cache) stay where the cached ones are, as a mean squared error
   relative to their mean square. So the shipped edit head and UNet keep their conditions and need no retraining.
 
-Each step: BATCH fresh samples of the training stream (past the cache's range) for L_ins and L_parse, and ANCHORED
-cached samples for all three terms.
+Each step: the recipe's batch of fresh samples of the training stream (past the cache's range) and ANCHORED cached
+samples, all of them for L_ins and L_parse, the cached ones for L_anchor too.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ class ParseHead(torch.nn.Module):
 
 
 class RefineStage(stages.MLLMStage):
-    """Stage (a)'s MLLM (loaded by the caller) with the parse head; `anchor`: the cached states and their count."""
+    """Stage (a)'s MLLM (loaded by the caller) with the parse head; `anchor_states`: the cached [IMG] states of the
+    cache's samples, which are stages.train_sample(cache_seed, i)."""
 
     def __init__(self, sizes: ModelSizes, device, out, anchor_states: torch.Tensor, cache_seed: int) -> None:
         super().__init__(sizes, device, out)
@@ -85,6 +86,7 @@ class RefineStage(stages.MLLMStage):
         self.anchor_scale = anchor_states[:4096].float().pow(2).mean().item()
         self.cache_seed = cache_seed
         fact_ids = [self.tokenizer.encode(word, bos=False) for word in sorted(judge.FACT_WORDS)]
+        # the demo tokenizer has every fact word as one piece; a word split into pieces would keep weight 1
         self.fact_ids = torch.tensor([ids[0] for ids in fact_ids if len(ids) == 1], device=device)
 
     def instruction_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
