@@ -147,10 +147,10 @@ def make_runner(stage: str, out: Path, sizes: ModelSizes, device, samples: int, 
         runner = stages.MLLMStage(sizes, device, out)
         return runner, lambda seed, step, size, gen: runner.loss(stages.batch_samples(seed, step, size), gen)
     if stage == "refine":  # starts from stage (a)'s MLLM; anchored to the states stage (b) trained on
-        mllm_step = load_checkpoint(out / "mllm.ckpt", {})["step"]
-        anchor, _ = cached.load_states(out, samples, mllm_step)
+        stage_a = torch.load(out / "mllm.ckpt", map_location="cpu", weights_only=True)
+        anchor, _ = cached.load_states(out, samples, stage_a["step"])
         runner = RefineStage(sizes, device, out, anchor, cached.cache_seed(out))
-        load_checkpoint(out / "mllm.ckpt", {"mllm": runner.mllm})
+        runner.mllm.load_state_dict(stage_a["modules"]["mllm"])
         return runner, lambda seed, step, size, gen: runner.step_loss(seed, step, size)
     scaling = load_vae(out, sizes, "cpu").config.scaling_factor
     if stage == "mgie":
