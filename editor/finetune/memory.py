@@ -3,8 +3,8 @@ a mode that cannot fit the visible GPU is refused with the smaller modes named.
 
 weights      every parameter and buffer at its dtype (frozen ones in the mixed-precision dtype, trainable fp32)
 gradients    fp32, one per trainable value (a partly trained embedding matrix still has a full-size gradient)
-optimizer    AdamW: two fp32 moments per trainable value; 8-bit AdamW (bitsandbytes): two uint8 moments and one fp32
-             scale per block of 256 values (tensors under 4096 values keep fp32 moments: a small overcount)
+optimizer    AdamW: two fp32 moments per trainable value; 8-bit AdamW (bitsandbytes): two uint8 moments, each with one
+             fp32 scale per block of 256 values (tensors under 4096 values keep fp32 moments: a small undercount)
 activations  a rough term: the LLaMA part by the transformer rule s*b*h*(34 + 5*a*s/h) bytes per layer in 16 bit
              (2*s*b*h with checkpointing; Korthikanti et al. 2022, "Reducing Activation Recomputation in Large
              Transformer Models"), the UNet part 1.75 GB per sample at 256 px (0.4 GB checkpointed), scaled by the
