@@ -215,6 +215,14 @@ def test_8bit_adamw_trains_keeps_8bit_moments_and_resumes_exactly(tiny_tree, exp
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
+def test_8bit_adamw_without_bitsandbytes_stops_before_any_weights_load(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if it were not installed
+    cfg = FinetuneConfig(data=tmp_path / "absent", out=tmp_path / "run", optimizer="adamw8bit")
+    with pytest.raises(SystemExit, match=r"--optimizer adamw8bit needs bitsandbytes \(pip install bitsandbytes\)"):
+        Trainer(cfg)  # the data folder does not even exist: the optimizer is checked first
+    assert not (tmp_path / "run").exists()
+
+
 def test_8bit_adamw_is_named_as_the_smaller_mode_and_counted_at_a_quarter():
     cfg = FinetuneConfig(data=Path("."), out=Path("."))
     assert "--optimizer adamw8bit" in smaller_modes(cfg)
