@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from editor.demo import cache, checks, curve, judge, refine, stages, variety, world
+from editor.demo import cache, checks, curve, judge, keeping, refine, stages, variety, world
 from editor.demo import model as demo
 from editor.layouts.sizes import ModelSizes
 from editor.loading import CheckpointError
 from editor.params import EditParams
 from editor.pipelines import spec
+from editor.pipelines.registry import load_editor
 
 SMALL = ModelSizes.from_name(
     "demo", unet_channels=(16, 16), vae_channels=(16, 16, 16), cross_attention_dim=16, latent_channels=4
@@ -321,3 +322,27 @@ def test_refine_anchors_each_cached_sample_to_its_own_states(tmp_path):
     misaligned = refine.RefineStage(SMALL, "cpu", tmp_path, cached_states, cache_seed=4)  # another stream's rows
     misaligned.mllm.load_state_dict(maker.mllm.state_dict())
     assert misaligned.step_loss(seed=1, step=2, size=2)["anchor"].item() > 100 * losses["anchor"].item()
+
+
+def test_the_latent_mask_holds_the_edited_pixels_latents_and_their_neighbours():
+    region = np.zeros((64, 64), dtype=bool)
+    region[10, 10] = True  # latent position (2, 2) at factor 4
+    mask = keeping.latent_mask(region, 4)[0, 0]
+    assert mask.shape == (16, 16)
+    assert mask.sum() == 9 and mask[1:4, 1:4].all()
+
+
+def test_start_timesteps_run_down_from_the_start_to_zero():
+    assert keeping.start_timesteps(999, 20)[:2] == [999, 946] and keeping.start_timesteps(999, 20)[-1] == 0
+    assert len(keeping.start_timesteps(999, 20)) == 20
+    assert keeping.start_timesteps(5, 20) == [5, 4, 3, 2, 1, 0]  # no repeats
+
+
+def test_sampling_from_the_barely_noised_source_keeps_the_scene_and_makes_no_edit():
+    editor = load_editor("mgie-demo", device="cpu", dtype=torch.float32)
+    samples = [s for s in checks.held_out(2) if s.op != "tone"][:4]
+    rows = keeping.start_sweep(editor, samples, [0, 999], steps=4, text=3.0, image=2.0)
+    kept = [score for _, score in rows[0]]
+    assert not any(score.correct for score in kept)  # the source back: the edit is not made
+    assert min(score.background_psnr for score in kept) > 25  # the VAE's round trip of the source
+    assert np.mean([s.background_psnr for _, s in rows[999]]) < np.mean([s.background_psnr for s in kept])
