@@ -276,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", type=Path, help="drawn, condition, perfect: a folder holding demo/")
     parser.add_argument("--models", nargs="+", default=["mgie-demo", "ip2p-demo"], help="drawn, condition: editors")
     parser.add_argument("--count", type=int, default=200, help="drawn: how many drawings")
+    parser.add_argument("--timesteps", type=int, nargs="+", default=[200, 600, 999], help="condition: noise levels")
     parser.add_argument("--sampler-steps", type=int, default=20)
     parser.add_argument("--text-guidance", type=float, default=7.5)
     parser.add_argument("--image-guidance", type=float, default=1.5)
@@ -299,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             if args.check == "condition":
                 samples = world.dataset("test", args.per_split, DEMO_SEED)
-                print(f"{name}:", *condition_use(editor, samples, expressive=name == "mgie-demo"), sep="\n")
+                rows = condition_use(editor, samples, name == "mgie-demo", tuple(args.timesteps))
+                print(f"{name}:", *rows, sep="\n")
                 continue
             for group, value in drawn_edits(editor, args.count, params).items():
                 print(f"| {name} | {group} | {value} |")
