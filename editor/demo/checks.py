@@ -48,7 +48,8 @@ def held_out(per_split: int) -> list[world.Sample]:
     return [s for split in DEMO_SPLITS for s in world.dataset(split, per_split, DEMO_SEED)]
 
 
-def _images(x: torch.Tensor) -> list[Image.Image]:
+def pictures(x: torch.Tensor) -> list[Image.Image]:
+    """N x 3 x H x W decoded pixels in [-1, 1] as RGB pictures, rounded to 8 bits."""
     pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(p) for p in pixels]
 
@@ -57,7 +58,7 @@ def _images(x: torch.Tensor) -> list[Image.Image]:
 def round_trip(vae, images: torch.Tensor, batch: int = 64) -> list[Image.Image]:
     out = []
     for i in range(0, len(images), batch):
-        out += _images(vae.decode(vae.encode(images[i : i + batch]).latent_dist.mode()).sample)
+        out += pictures(vae.decode(vae.encode(images[i : i + batch]).latent_dist.mode()).sample)
     return out
 
 

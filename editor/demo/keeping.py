@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from diffusers import EulerDiscreteScheduler
 
 from editor.demo import judge, world
-from editor.demo.checks import DEMO_SEED, _images, held_out
+from editor.demo.checks import DEMO_SEED, held_out, pictures
 from editor.demo.stages import REGION_THRESHOLD, to_tensor
 
 TOP_POSITIONS = 16
@@ -79,7 +79,7 @@ def start_sweep(editor, samples: list[world.Sample], starts: list[int], steps: i
                 full, image_only, none = unet(torch.cat([inp, image_latents], 1), t, embeds).sample.chunk(3)
                 out = none + text * (full - image_only) + image * (image_only - none)  # the IP2P pipeline's order
                 x = scheduler.step(out, t, x).prev_sample
-            picture = _images(vae.decode(x / sf).sample)[0]
+            picture = pictures(vae.decode(x / sf).sample)[0]
             scored.append((s.op, judge.score(picture, s)))
         rows[t_start] = scored
     return rows
@@ -100,9 +100,9 @@ def locality(vae, samples: list[world.Sample]) -> dict[str, str]:
         top_share.append(float(energy[:TOP_POSITIONS].sum() / energy.sum().clamp_min(1e-12)))
         pixels = [judge.as_float(world.render(scene)) for scene in (s.source, s.target)]
         mask = latent_mask(judge.changed_region(*pixels, tone=False), factor)
-        own.append((s.op, judge.score(_images(vae.decode(target).sample)[0], s)))
+        own.append((s.op, judge.score(pictures(vae.decode(target).sample)[0], s)))
         mixed = target * mask + source * (1 - mask)
-        composite.append((s.op, judge.score(_images(vae.decode(mixed).sample)[0], s)))
+        composite.append((s.op, judge.score(pictures(vae.decode(mixed).sample)[0], s)))
     return {
         "latent positions changed by the edit": f"{100 * np.mean(changed):.1f} %",
         f"change energy in the top {TOP_POSITIONS} of the positions": f"{100 * np.median(top_share):.1f} % (median)",
