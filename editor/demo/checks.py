@@ -62,10 +62,20 @@ def round_trip(vae, images: torch.Tensor, batch: int = 64) -> list[Image.Image]:
     return out
 
 
-def _rate(scores: list[judge.Score]) -> str:
+def rate(scores: list[judge.Score]) -> str:
+    """Edit accuracy over `scores` and the mean background PSNR of those that have a background."""
     correct = sum(s.correct for s in scores)
     psnrs = [s.background_psnr for s in scores if s.background_psnr is not None]
     return f"{100 * correct / len(scores):.1f} % of {len(scores)} (bg PSNR {sum(psnrs) / max(1, len(psnrs)):.2f} dB)"
+
+
+def rates_by_op(rows: list[tuple[str, judge.Score]]) -> dict[str, str]:
+    """`rate` per operation and over all (`rows`: each edit's operation and score), keys sorted ("all" among them)."""
+    groups: dict[str, list[judge.Score]] = {}
+    for op, score in rows:
+        groups.setdefault(op, []).append(score)
+        groups.setdefault("all", []).append(score)
+    return {name: rate(group) for name, group in sorted(groups.items())}
 
 
 def vae_ceiling(vae, per_split: int = 125, drawn: int = 200) -> dict[str, str]:
@@ -76,16 +86,16 @@ def vae_ceiling(vae, per_split: int = 125, drawn: int = 200) -> dict[str, str]:
     for name, group in (("world held-out", samples), ("other backgrounds", restyled)):
         outputs = round_trip(vae, to_tensor([s.target for s in group], "cpu"))
         scores = [judge.score(o, s) for o, s in zip(outputs, group, strict=True)]
-        results[name] = _rate(scores)
+        results[name] = rate(scores)
         for op in world.OPS:
             mine = [score for score, s in zip(scores, group, strict=True) if s.op == op]
-            results[f"{name}: {op}"] = _rate(mine) if mine else "-"
+            results[f"{name}: {op}"] = rate(mine) if mine else "-"
     edits = [variety.user_edit(random.Random(f"drawn/{i}")) for i in range(drawn)]
     sources = [e.source.resize((world.SIZE,) * 2, Image.Resampling.BOX) for e in edits]
     targets = [e.target.resize((world.SIZE,) * 2, Image.Resampling.BOX) for e in edits]
     outputs = round_trip(vae, arrays_to_tensor([np.asarray(t, dtype=np.float32) for t in targets], "cpu"))
     scores = [judge.score_images(o, s, t, tone=False) for o, s, t in zip(outputs, sources, targets, strict=True)]
-    results["drawn outside the world"] = _rate(scores)
+    results["drawn outside the world"] = rate(scores)
     results.update(shapes_kept(vae, [s.source for s in samples]))
     return results
 
@@ -116,29 +126,25 @@ def shapes_kept(vae, scenes: list[world.Scene]) -> dict[str, str]:
 def drawn_edits(editor, count: int, params) -> dict[str, str]:
     """The editor on `count` user-style drawings (variety.user_edit, 256 px, edited at the model's 64 px), judged
     against the drawn target reduced to 64 px; per operation and overall."""
-    scores: dict[str, list[judge.Score]] = {}
+    rows = []
     for i in range(count):
         edit = variety.user_edit(random.Random(f"drawn-eval/{i}"))
         result = editor.render(edit.source, editor.think(edit.source, edit.terse), params)
         size = result.image.size
         source, target = (im.resize(size, Image.Resampling.BOX) for im in (edit.source, edit.target))
-        score = judge.score_images(result.image, source, target, tone=False)
-        scores.setdefault(edit.op, []).append(score)
-        scores.setdefault("all", []).append(score)
-    return {name: _rate(group) for name, group in sorted(scores.items())}
+        rows.append((edit.op, judge.score_images(result.image, source, target, tone=False)))
+    return rates_by_op(rows)
 
 
 def perfect_mllm_edits(editor, samples: list[world.Sample], params) -> dict[str, str]:
     """MGIE's edit head and UNet alone: each sample edited from the states after its ground-truth expressive text
     (`guidance_from_text`, what stage b trains on), as if the MLLM wrote it; judged per operation and overall."""
-    scores: dict[str, list[judge.Score]] = {}
+    rows = []
     for s in samples:
         image = world.render(s.source)
         result = editor.render(image, editor.guidance_from_text(image, s.terse, s.expressive), params)
-        score = judge.score(result.image, s)
-        scores.setdefault(s.op, []).append(score)
-        scores.setdefault("all", []).append(score)
-    return {name: _rate(group) for name, group in sorted(scores.items())}
+        rows.append((s.op, judge.score(result.image, s)))
+    return rates_by_op(rows)
 
 
 @torch.no_grad()
