@@ -24,6 +24,9 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import CLIPVisionConfig, LlamaConfig
 
+from editor.models.patches import CLASS_NAME as PATCH_CODEC
+from editor.models.patches import PatchAutoencoder
+
 
 class MissingWeightsError(FileNotFoundError):
     """A required file or folder is absent; the message says what to download and where to put it."""
@@ -238,12 +241,19 @@ def load_ip2p_shell(ip2p_dir: Path, unet_state: Mapping[str, torch.Tensor], unet
     unet = build_empty(UNet2DConditionModel.from_config, UNet2DConditionModel.load_config(ip2p_dir / "unet"))
     check_keys(expected_shapes(unet), unet_state, unet_source, hint)
     assign_state(unet, unet_state, dtype)
-    read_json(ip2p_dir / "vae" / "config.json", hint)
+    return unet.eval(), load_vae(ip2p_dir / "vae", dtype, hint), load_scheduler(ip2p_dir / "scheduler", hint)
+
+
+def load_vae(vae_dir: Path, dtype, hint: str) -> AutoencoderKL | PatchAutoencoder:
+    """The latent codec of a diffusers `vae/` folder: an AutoencoderKL (every published checkpoint), or the demo
+    model's weightless patch codec when its config names that class (editor/models/patches.py)."""
+    config = read_json(vae_dir / "config.json", hint)
     try:
-        vae = AutoencoderKL.from_pretrained(ip2p_dir / "vae", dtype=dtype)
-    except (OSError, ValueError) as err:
-        raise MissingWeightsError(f"could not load the VAE from {ip2p_dir / 'vae'} ({err}). {hint}") from None
-    return unet.eval(), vae.eval(), load_scheduler(ip2p_dir / "scheduler", hint)
+        if config.get("_class_name") == PATCH_CODEC:
+            return PatchAutoencoder.from_config(config).to(dtype).eval()
+        return AutoencoderKL.from_pretrained(vae_dir, dtype=dtype).eval()
+    except (OSError, ValueError, TypeError) as err:
+        raise MissingWeightsError(f"could not load the VAE from {vae_dir} ({err}). {hint}") from None
 
 
 def load_scheduler(folder: Path, hint: str) -> SchedulerMixin:

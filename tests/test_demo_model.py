@@ -42,9 +42,9 @@ def _fp16(state):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """2-step runs of every stage at the small sizes (VAE, MLLM, cache, MGIE, IP2P), exported."""
+    """2-step runs of every stage at the small sizes (MLLM, cache, MGIE, IP2P; the patch codec has no VAE stage),
+    exported."""
     out = tmp_path_factory.mktemp("run")
-    train("vae", out, StageConfig(2, 2, 1e-3), sizes=SMALL)
     train("mllm", out, StageConfig(2, 2, 1e-3), sizes=SMALL)
     build_cache(out, SMALL, "cpu", CACHED, 0, ("latents", "states"))
     train("mgie", out, StageConfig(2, 2, 1e-3), sizes=SMALL, samples=CACHED, precondition=True)
@@ -148,9 +148,16 @@ def test_eval_demo_scores_both_models_per_split_and_operation(run, tmp_path):
 
 
 def test_diffusion_stages_refuse_an_unfinished_vae(tmp_path):
-    train("vae", tmp_path, StageConfig(3, 2, 1e-3), sizes=SMALL, until=1)
+    learnt = replace(SMALL, latent_codec="vae", latent_channels=4)
+    train("vae", tmp_path, StageConfig(3, 2, 1e-3), sizes=learnt, until=1)
     with pytest.raises(SystemExit, match="unfinished VAE"):
-        train("mgie", tmp_path, StageConfig(2, 2, 1e-3), sizes=SMALL)
+        train("mgie", tmp_path, StageConfig(2, 2, 1e-3), sizes=learnt)
+
+
+def test_the_patch_codec_has_no_vae_stage_to_train(tmp_path):
+    for stage in ("vae", "decoder"):
+        with pytest.raises(SystemExit, match="patch codec"):
+            train(stage, tmp_path, StageConfig(2, 2, 1e-3), sizes=SMALL)
 
 
 def test_training_pixels_equal_the_clip_processor(run):
@@ -181,9 +188,7 @@ def test_the_log_counts_training_time_over_resumed_runs(tmp_path, run):
 def test_shipped_weights_are_resume_points(tmp_path, run):
     """`unpack` turns the exported fp16 folders back into checkpoints that training continues from."""
     record = json.loads((run / "export" / TRAINING_FILE).read_text())
-    assert {stage: record[stage]["step"] for stage in ("vae", "mllm", "mgie", "ip2p")} == dict.fromkeys(
-        ("vae", "mllm", "mgie", "ip2p"), 2
-    )
+    assert {stage: record[stage]["step"] for stage in record} == dict.fromkeys(("mllm", "mgie", "ip2p"), 2)
     unpack(run / "export", tmp_path, SMALL)
     unet = demo.build_unet(SMALL)
     load_checkpoint(run / "mgie.ckpt", {"unet": unet})
@@ -210,7 +215,7 @@ def test_shipped_weights_are_resume_points(tmp_path, run):
 def test_a_refined_mllm_is_what_export_ships_and_unpack_resumes(tmp_path, run):
     """Stage `refine` trains the MLLM after the diffusion stages: export ships its MLLM (not stage (a)'s) and records
     it; unpack gives it back as refine.ckpt, and a refine run resumes from there with a fresh parse head."""
-    for name in ("vae.ckpt", "mllm.ckpt", "mgie.ckpt", "ip2p.ckpt"):
+    for name in ("mllm.ckpt", "mgie.ckpt", "ip2p.ckpt"):
         shutil.copy(run / name, tmp_path / name)
     (tmp_path / "cache").symlink_to(run / "cache")
     train("refine", tmp_path, StageConfig(2, 2, 1e-3), sizes=SMALL, samples=CACHED)

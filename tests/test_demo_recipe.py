@@ -19,9 +19,10 @@ from editor.params import EditParams
 from editor.pipelines import spec
 from editor.pipelines.registry import load_editor
 
-SMALL = ModelSizes.from_name(
-    "demo", unet_channels=(16, 16), vae_channels=(16, 16, 16), cross_attention_dim=16, latent_channels=4
-)
+SMALL = ModelSizes.from_name(  # the learnt-VAE codec of the earlier recipes, whose stages these tests cover
+    "demo", unet_channels=(16, 16), vae_channels=(16, 16, 16), cross_attention_dim=16, latent_channels=4,
+    latent_codec="vae",
+)  # fmt: skip
 
 
 def test_restyle_changes_only_the_background():

@@ -44,6 +44,7 @@ from editor.layouts.tokenizers import (
 )
 from editor.models.edit_head import EditHead
 from editor.models.llava import LlavaV1
+from editor.models.patches import PatchAutoencoder
 from editor.prompts import IMG_TOKENS
 
 SIZES = ModelSizes.from_name("demo")  # the demo model's sizes (editor/layouts/sizes.py)
@@ -117,8 +118,21 @@ def vae_config(sizes: ModelSizes, scaling_factor: float = 1.0) -> dict[str, Any]
     }
 
 
-def build_vae(sizes: ModelSizes, scaling_factor: float = 1.0) -> AutoencoderKL:
-    return AutoencoderKL(**vae_config(sizes, scaling_factor))
+# 1 / the standard deviation of the world's pixels in [-1, 1] (1024 training scenes, sources and targets: 0.437),
+# the patch latents' scaling factor as SD's VAE config carries one (tests/test_demo_recipe.py measures it again).
+PATCH_SCALING = 2.29
+
+
+def build_vae(sizes: ModelSizes, scaling_factor: float | None = None) -> AutoencoderKL | PatchAutoencoder:
+    """The latent codec `sizes.latent_codec` names: a fresh AutoencoderKL (trained by the `vae` stage), or the
+    4 x 4 patch codec, which has no weights (`scaling_factor` None: PATCH_SCALING)."""
+    if sizes.latent_codec == "patches":
+        patch = 4
+        return PatchAutoencoder(
+            patch_size=patch, latent_channels=3 * patch * patch, sample_size=sizes.vision_image_size,
+            scaling_factor=PATCH_SCALING if scaling_factor is None else scaling_factor,
+        )  # fmt: skip
+    return AutoencoderKL(**vae_config(sizes, 1.0 if scaling_factor is None else scaling_factor))
 
 
 def text_config(sizes: ModelSizes) -> CLIPTextConfig:

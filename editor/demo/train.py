@@ -93,7 +93,9 @@ def load_checkpoint(path: Path, modules: dict, optimizer=None, scheduler=None) -
 
 def load_vae(out: Path, sizes: ModelSizes, device, decoder: bool = True):
     """The finished VAE, frozen; with `decoder`, its decoder from the `decoder` stage when there is one (the
-    encoder, hence every latent, is the VAE stage's either way)."""
+    encoder, hence every latent, is the VAE stage's either way). The patch codec has no weights to train."""
+    if sizes.latent_codec == "patches":
+        return demo.build_vae(sizes).to(device).eval()
     ckpt_path = out / "vae.ckpt"
     if not ckpt_path.exists():
         sys.exit(f"{ckpt_path} not found: train the VAE first (python -m editor.demo.train vae --out {out})")
@@ -133,6 +135,8 @@ def build_cache(
 def make_runner(stage: str, out: Path, sizes: ModelSizes, device, samples: int, precondition: bool = True):
     """The stage object and the function that gives batch `step` (samples drawn afresh, or cached latents).
     `precondition`: MGIE's head input is whitened (stages.Preconditioner, fitted on the first cached states)."""
+    if stage in ("vae", "decoder") and sizes.latent_codec == "patches":
+        sys.exit(f"the {stage} stage trains a learnt VAE; these sizes use the patch codec, which has no weights")
     if stage == "vae":
         runner = stages.VAEStage(sizes, device)
         return runner, lambda seed, step, size, gen: runner.loss(
@@ -273,8 +277,8 @@ def export(
         text, unet = demo.build_text_encoder(sizes), demo.build_unet(sizes)
         load_checkpoint(weights("ip2p"), {"text": text, "unet": unet})
         demo.export_ip2p(to / "ip2p", unet, vae, text)
-    optional = tuple(stage for stage in ("decoder", "refine") if (out / f"{stage}.ckpt").exists())
-    done = ("vae", "mllm", *optional, *parts)
+    optional = tuple(stage for stage in ("vae", "decoder", "refine") if (out / f"{stage}.ckpt").exists())
+    done = ("mllm", *optional, *parts)
     (to / TRAINING_FILE).write_text(json.dumps(training_record(out, done, step), indent=1))
     print(f"wrote {', '.join(str(to / part) for part in parts)}")
 
@@ -310,7 +314,7 @@ def unpack(weights: Path, out: Path, sizes: ModelSizes = demo.SIZES) -> None:
         precondition.load_state_dict(load_file(weights / PRECONDITION_FILE))
         precondition.unfold_from(mgie.head)
     modules = {
-        "vae": {"vae": mgie.pipe.vae},
+        **({"vae": {"vae": mgie.pipe.vae}} if "vae" in record else {}),  # the patch codec has no VAE stage
         "mllm": {"mllm": mgie.mllm},
         "mgie": {"head": mgie.head, "unet": mgie.pipe.unet, "precondition": precondition},
         "ip2p": {"text": ip2p.pipe.text_encoder, "unet": ip2p.pipe.unet},

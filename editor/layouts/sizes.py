@@ -42,6 +42,7 @@ class ModelSizes:
     vae_channels: tuple[int, ...] = (8, 8, 16, 16)  # four blocks: the VAE scale factor is 8, as in SD
     vae_groups: int = 8  # GroupNorm groups
     latent_channels: int = 4
+    latent_codec: str = "vae"  # "vae": a learnt AutoencoderKL, as SD's; "patches": editor/models/patches.py
     text_hidden: int = 32  # CLIP text encoder (IP2P's; the demo ablation's)
     text_layers: int = 2
 
@@ -79,9 +80,9 @@ PRESETS: dict[str, ModelSizes] = {
         head_dim_model=128, head_heads=4, head_encoder_layers=2, head_decoder_layers=2, head_ffn=256,
         head_queries=77, cross_attention_dim=64,
         sp_vocab=900,  # enough merges that the system prompt and world words are mostly whole pieces
-        unet_channels=(32, 64, 64), unet_heads=2, vae_channels=(16, 32, 64),
-        vae_groups=4,  # 16 groups of 16 channels (instance norm) lose flat backgrounds' colour
-        latent_channels=8,  # 4 (SD's) cap the round trip at 89 % judge accuracy: edges around shapes blur
+        unet_channels=(48, 64, 64), unet_heads=2,  # 48 at the top: as wide as the patch latents it must copy
+        vae_channels=(16, 32, 64), vae_groups=4,  # the learnt VAE of the earlier recipes (latent_codec "vae")
+        latent_codec="patches", latent_channels=48,  # 4 x 4 x 3 pixels per latent position (editor/models/patches.py)
         text_hidden=64, text_layers=2,
     ),
     "7b": ModelSizes(

@@ -17,7 +17,7 @@ from diffusers import StableDiffusionInstructPix2PixPipeline
 from editor.core import EditResult, Guidance, StepCallback
 from editor.images import ImageSource
 from editor.layouts.folders import IP2P_FULL, Folder, download_command
-from editor.loading import CheckpointError, MissingWeightsError, require
+from editor.loading import CheckpointError, MissingWeightsError, load_vae, require
 from editor.params import EditParams
 from editor.pipelines.diffusion import native_size, offload_pipeline, render_edit
 from editor.pipelines.spec import GET_DEMO, LoadOptions, ModelSpec, demo_folder, folder_defaults
@@ -93,8 +93,9 @@ def load_ip2p(
             raise MissingWeightsError(f"{folder} has no {part}/ folder; the download is incomplete. {hint}")
     try:
         pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-            folder, dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-        )
+            folder, vae=load_vae(folder / "vae", dtype, hint), dtype=dtype, safety_checker=None,
+            feature_extractor=None, requires_safety_checker=False,
+        )  # fmt: skip
     except (OSError, ValueError, KeyError) as err:
         raise CheckpointError(f"could not load {folder} as an InstructPix2Pix pipeline ({err}). {hint}") from None
     pipe.set_progress_bar_config(disable=True)
