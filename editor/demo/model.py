@@ -57,10 +57,19 @@ SIZES = ModelSizes.from_name("demo")  # the demo model's sizes (editor/layouts/s
 APP_DEFAULTS = {"steps": 20, "text_guidance": 3.0, "image_guidance": 2.0}
 
 
-def scheduler_config() -> dict[str, Any]:
-    """IP2P's Euler-ancestral config with v-prediction. Deviation from MGIE/IP2P (epsilon): with epsilon the x0
-    error is the epsilon error times sqrt(1 - a)/sqrt(a), huge at high noise, so copying the background exactly
-    takes far more training than a CPU hour gives; with v the x0 error is at most the v error at every step."""
+def scheduler_config(codec: str = "patches") -> dict[str, Any]:
+    """IP2P's scheduler config with the prediction the latent codec suits. Deviations from MGIE/IP2P (epsilon, Euler
+    ancestral; docs/demo-recipe.md):
+
+    - "patches": x0 ("sample") prediction, stepped by the deterministic Euler sampler (Euler ancestral cannot step
+      x0). With an exact, local codec the goal's latents outside the edit *are* the source's, so the right answer
+      there is one function at every noise level, a copy of the image input; v and epsilon must also cancel the
+      noise of the noisy input through the UNet's normalised layers (measured: docs/demo-recipe.md).
+    - "vae" (the learnt VAE of the earlier recipes): v-prediction with Euler ancestral; that VAE changes the latents
+      everywhere, so x0 had to redraw the whole scene, while v keeps a path from the noisy input to the estimate.
+    """
+    if codec == "patches":
+        return ip2p_scheduler_config() | {"_class_name": "EulerDiscreteScheduler", "prediction_type": "sample"}
     return ip2p_scheduler_config() | {"prediction_type": "v_prediction"}
 
 
@@ -198,9 +207,10 @@ def export_mgie(out: Path, sizes: ModelSizes, mllm: LlavaV1, head: EditHead, une
     save_file(_half(unet.state_dict()), str(out / MGIE_7B.name / "unet.safetensors"), metadata={"format": "pt"})
     # instruct-pix2pix shell: scheduler, UNet config (weights come from mgie_7b), VAE
     shell = out / IP2P_SHELL.name
+    scheduler = scheduler_config(sizes.latent_codec)
     index = ip2p_model_index() | {"text_encoder": [None, None], "tokenizer": [None, None]}
-    write_json(shell / "model_index.json", index)
-    write_json(shell / "scheduler" / "scheduler_config.json", scheduler_config())
+    write_json(shell / "model_index.json", index | {"scheduler": ["diffusers", scheduler["_class_name"]]})
+    write_json(shell / "scheduler" / "scheduler_config.json", scheduler)
     write_json(shell / "unet" / "config.json", dict(unet.config) | {"_class_name": "UNet2DConditionModel"})
     vae.to(torch.float16).save_pretrained(shell / "vae")
     vae.to(torch.float32)
@@ -224,8 +234,9 @@ def export_ip2p(out: Path, unet, vae: AutoencoderKL, text_encoder: CLIPTextModel
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
-    write_json(out / "model_index.json", ip2p_model_index())
-    write_json(out / "scheduler" / "scheduler_config.json", scheduler_config())
+    scheduler = scheduler_config("patches" if isinstance(vae, PatchAutoencoder) else "vae")
+    write_json(out / "model_index.json", ip2p_model_index() | {"scheduler": ["diffusers", scheduler["_class_name"]]})
+    write_json(out / "scheduler" / "scheduler_config.json", scheduler)
     for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
         module.to(torch.float16).save_pretrained(out / name)
         module.to(torch.float32)

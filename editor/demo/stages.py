@@ -233,7 +233,7 @@ class DiffusionStage:
 
     def __init__(self, sizes: ModelSizes, device, scaling_factor: float) -> None:
         self.unet = demo.build_unet(sizes).to(device)
-        self.noise = DDPMScheduler.from_config(demo.scheduler_config())
+        self.noise = DDPMScheduler.from_config(demo.scheduler_config(sizes.latent_codec))
         self.scaling_factor = scaling_factor
         self.device = device
 
