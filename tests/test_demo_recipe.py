@@ -347,3 +347,12 @@ def test_sampling_from_the_barely_noised_source_keeps_the_scene_and_makes_no_edi
     assert not any(score.correct for score in kept)  # the source back: the edit is not made
     assert min(score.background_psnr for score in kept) > 25  # the VAE's round trip of the source
     assert np.mean([s.background_psnr for _, s in rows[999]]) < np.mean([s.background_psnr for s in kept])
+
+
+def test_the_high_noise_share_draws_that_share_from_the_top_fifth():
+    stage = stages.DiffusionStage(SMALL, "cpu", scaling_factor=1.0)
+    uniform = stage.timesteps(4000, torch.Generator().manual_seed(0))
+    assert 0.15 < (uniform >= 800).float().mean() < 0.25
+    stage.high_noise_share = 0.5
+    biased = stage.timesteps(4000, torch.Generator().manual_seed(0))
+    assert 0.55 < (biased >= 800).float().mean() < 0.65 and biased.min() >= 0 and biased.max() < 1000

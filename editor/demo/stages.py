@@ -236,6 +236,7 @@ class DiffusionStage:
         self.noise = DDPMScheduler.from_config(demo.scheduler_config(sizes.latent_codec))
         self.scaling_factor = scaling_factor
         self.device = device
+        self.high_noise_share = 0.0
 
     def edit_loss(self, batch, cond: torch.Tensor, null: torch.Tensor, gen) -> torch.Tensor:
         b = batch.source.shape[0]
@@ -247,11 +248,21 @@ class DiffusionStage:
         keep_image = ~((u >= 0.05) & (u < 0.15)).view(b, 1, 1, 1)
         cond = torch.where(drop_text, null.expand_as(cond), cond)
         noise = torch.randn(tgt.shape, generator=gen, device=self.device)
-        t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), generator=gen, device=self.device)
+        t = self.timesteps(b, gen)
         noisy = self.noise.add_noise(tgt, noise, t)
         pred = self.unet(torch.cat([noisy, src * keep_image], dim=1), t, cond).sample
         weight = region_weights(src, batch.target_mean.float())
         return (weight * (pred - self.objective(tgt, noise, t)) ** 2).mean() / weight.mean()
+
+    def timesteps(self, b: int, gen) -> torch.Tensor:
+        """Uniform over the training timesteps; a share `high_noise_share` from the top fifth instead, where the
+        sampler's first steps commit to a scene (docs/demo-recipe.md)."""
+        n = self.noise.config.num_train_timesteps
+        t = torch.randint(0, n, (b,), generator=gen, device=self.device)
+        if not self.high_noise_share:
+            return t
+        high = torch.randint(int(0.8 * n), n, (b,), generator=gen, device=self.device)
+        return torch.where(torch.rand(b, generator=gen, device=self.device) < self.high_noise_share, high, t)
 
     def objective(self, target: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What the UNet predicts, by the scheduler config's `prediction_type`."""

@@ -182,6 +182,7 @@ def train(
     precondition: bool = True,
     init: Path | None = None,
     max_minutes: float | None = None,
+    high_noise_share: float = 0.0,
 ) -> None:
     """Run (or resume) one stage up to `recipe.steps` (or stop after step `until`, or after `max_minutes` of this
     run, to resume later), checkpointing to <out>/<stage>.ckpt. `init`: a new run (step 0) starts from the weights
@@ -189,6 +190,8 @@ def train(
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
     runner, step_loss = make_runner(stage, out, sizes, device, samples, precondition)
+    if high_noise_share:
+        runner.high_noise_share = high_noise_share
     params = [p for m in runner.modules.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
     schedule = get_cosine_schedule_with_warmup(optimizer, math.ceil(recipe.warmup * recipe.steps), recipe.steps)
@@ -370,6 +373,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-precondition", dest="precondition", action="store_false",
                         help="mgie: feed the edit head the raw states (recipe v2; its head collapses)")  # fmt: skip
     parser.add_argument("--init", type=Path, help="a new run starts from this checkpoint's weights (modules it holds)")
+    parser.add_argument(
+        "--high-noise-share", type=float, default=0.0,
+        help="mgie, ip2p: this share of the timesteps drawn from the top fifth (default: uniform)",
+    )  # fmt: skip
     parser.add_argument("--max-minutes", type=float, help="stop after this many minutes of this run (resumable)")
     parser.add_argument(
         "--unet-channels",
@@ -397,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     train(
         args.stage, args.out, recipe, args.seed, args.device, args.ckpt_every, sizes, until=args.until,
         samples=args.samples, keep_every=args.keep_every, precondition=args.precondition, init=args.init,
-        max_minutes=args.max_minutes,
+        max_minutes=args.max_minutes, high_noise_share=args.high_noise_share,
     )  # fmt: skip
 
 
