@@ -27,8 +27,8 @@ from editor.params import EditParams, Resolution
 from editor.pipelines.ip2p import load_ip2p
 from editor.pipelines.mgie import MGIEPaths, load_mgie
 
-SMALL = ModelSizes.from_name(
-    "demo", vision_hidden=32, vision_intermediate=128, vision_layers=2, llm_hidden=32, llm_intermediate=64,
+SMALL = ModelSizes.from_name(  # the recipe with the patch codec; test_demo_recipe.py covers the learnt VAE's
+    "demo-patches", vision_hidden=32, vision_intermediate=128, vision_layers=2, llm_hidden=32, llm_intermediate=64,
     llm_layers=2, head_dim_model=32, head_ffn=64, head_encoder_layers=1, head_decoder_layers=1,
     cross_attention_dim=32, unet_channels=(32, 32), vae_channels=(16, 16, 16), text_hidden=32, text_layers=1,
 )  # fmt: skip
@@ -110,7 +110,10 @@ def test_export_loads_strictly_into_mgie(run):
         assert expected.keys() == got.keys()
         for key in expected:
             torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
-    assert editor.pipe.scheduler.config.prediction_type == demo.scheduler_config()["prediction_type"]
+    assert (
+        editor.pipe.scheduler.config.prediction_type == demo.scheduler_config("patches")["prediction_type"] == "sample"
+    )
+    assert editor.pipe.scheduler.config.rescale_betas_zero_snr
     rows = editor.mllm.llm.get_input_embeddings().weight[-8:]
     torch.testing.assert_close(editor.img_embeddings, rows)  # `emb` = the [IMG] rows, as MGIE trains the head
     sample = world.dataset("test", 1, seed=5)[0]
@@ -288,3 +291,9 @@ def test_the_unet_width_flags_change_only_the_unet_and_refuse_widths_the_unet_ca
             unet_sizes(channels, heads)
     with pytest.raises(SystemExit, match="--unet-heads goes with --unet-channels"):
         unet_sizes(None, 4)
+    patches = ModelSizes.from_name("demo-patches")  # --preset: the base the width flags change
+    assert unet_sizes(None, None, patches) == patches
+    assert unet_sizes([64, 64, 64], None, patches).latent_codec == "patches"
+    unet = demo.build_unet(patches)
+    assert (unet.config.in_channels, unet.config.out_channels) == (96, 48)
+    assert demo.build_vae(patches).config.latent_channels == 48

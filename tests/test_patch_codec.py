@@ -10,9 +10,12 @@ from diffusers import EulerAncestralDiscreteScheduler, UNet2DConditionModel
 
 from editor.demo import model as demo
 from editor.demo import stages
+from editor.layouts.sizes import ModelSizes
 from editor.loading import MissingWeightsError, load_vae
 from editor.models.patches import PatchAutoencoder
 from editor.pipelines.diffusion import build_pipeline, native_size
+
+PATCHES = ModelSizes.from_name("demo-patches")
 
 
 def test_the_round_trip_is_exact_and_each_pixel_lands_in_one_latent_position():
@@ -42,7 +45,7 @@ def test_the_scaling_factor_is_one_over_the_worlds_pixel_spread():
 
 
 def test_the_loader_reads_either_codec_from_its_config(tmp_path):
-    codec = demo.build_vae(demo.SIZES)
+    codec = demo.build_vae(PATCHES)
     codec.save_pretrained(tmp_path / "patches")
     loaded = load_vae(tmp_path / "patches", torch.float16, hint="HINT")
     assert isinstance(loaded, PatchAutoencoder) and loaded.dtype == torch.float16
@@ -54,7 +57,7 @@ def test_the_loader_reads_either_codec_from_its_config(tmp_path):
 
 
 def test_the_stock_pipeline_edits_through_the_codec_at_the_patch_scale():
-    codec = demo.build_vae(demo.SIZES)
+    codec = demo.build_vae(PATCHES)
     unet = UNet2DConditionModel(
         sample_size=16, in_channels=96, out_channels=48, block_out_channels=(16, 16), layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),

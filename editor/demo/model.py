@@ -57,7 +57,7 @@ SIZES = ModelSizes.from_name("demo")  # the demo model's sizes (editor/layouts/s
 APP_DEFAULTS = {"steps": 20, "text_guidance": 3.0, "image_guidance": 2.0}
 
 
-def scheduler_config(codec: str = "patches") -> dict[str, Any]:
+def scheduler_config(codec: str) -> dict[str, Any]:
     """IP2P's scheduler config with the prediction the latent codec suits. Deviations from MGIE/IP2P (epsilon, Euler
     ancestral; docs/demo-recipe.md):
 

@@ -333,26 +333,30 @@ def unpack(weights: Path, out: Path, sizes: ModelSizes = demo.SIZES) -> None:
     print(f"resume points for {', '.join(modules)} written to {out}")
 
 
-def unet_sizes(channels: list[int] | None, heads: int | None) -> ModelSizes:
-    """The demo preset, with another UNet width for an experiment (weights/demo/README.md, "What limits it"). The
+def unet_sizes(channels: list[int] | None, heads: int | None, base: ModelSizes = demo.SIZES) -> ModelSizes:
+    """The `base` preset, with another UNet width for an experiment (weights/demo/README.md, "What limits it"). The
     exported folders carry their UNet's config, so the app and the loaders read any width; the same flags must be
     given to every command of that run folder (a checkpoint of another width does not load)."""
     if channels is None:
         if heads is not None:
             raise SystemExit("--unet-heads goes with --unet-channels")
-        return demo.SIZES
-    heads = heads or demo.SIZES.unet_heads
+        return base
+    heads = heads or base.unet_heads
     if any(c <= 0 or c % heads or c % 8 for c in channels):  # GroupNorm's 8 groups; heads must divide the width
         raise SystemExit(
             f"--unet-channels {channels}: each must be a positive multiple of 8 and of --unet-heads {heads}"
         )
-    return replace(demo.SIZES, unet_channels=tuple(channels), unet_heads=heads)
+    return replace(base, unet_channels=tuple(channels), unet_heads=heads)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m editor.demo.train", description=__doc__.split("\n")[0])
     parser.add_argument("stage", choices=(*STAGES, "cache", "export", "unpack"))
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (checkpoints, logs)")
+    parser.add_argument(
+        "--preset", choices=("demo", "demo-patches"), default="demo",
+        help="sizes and latent codec (editor/layouts/sizes.py); every command of a run folder takes the same one",
+    )  # fmt: skip
     parser.add_argument("--to", type=Path, default=Path("weights/demo"), help="export: destination; unpack: source")
     parser.add_argument("--parts", nargs="+", choices=("mgie", "ip2p"), default=["mgie", "ip2p"], help="export: which")
     parser.add_argument("--steps", type=int, help="override the recipe's step count")
@@ -388,16 +392,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unet-heads", type=int, help="with --unet-channels: attention heads per block (preset: 2)")
     args = parser.parse_args(argv)
     set_threads(args.threads)
-    sizes = unet_sizes(args.unet_channels, args.unet_heads)
+    sizes = unet_sizes(args.unet_channels, args.unet_heads, ModelSizes.from_name(args.preset))
     if args.stage == "export":
         export(args.out, args.to, sizes, parts=tuple(args.parts), step=args.step)
         return
     if args.stage == "unpack":
-        unpack(args.to, args.out)
+        unpack(args.to, args.out, sizes)
         return
     if args.stage == "cache":
         shard = tuple(int(v) for v in args.shard.split("/"))
-        build_cache(args.out, demo.SIZES, args.device, args.samples, args.seed, tuple(args.cache_parts), shard)
+        build_cache(args.out, sizes, args.device, args.samples, args.seed, tuple(args.cache_parts), shard)
         return
     base = RECIPES[args.stage]
     recipe = StageConfig(args.steps or base.steps, args.batch or base.batch, args.lr or base.lr, base.warmup)
