@@ -297,3 +297,25 @@ def test_the_unet_width_flags_change_only_the_unet_and_refuse_widths_the_unet_ca
     unet = demo.build_unet(patches)
     assert (unet.config.in_channels, unet.config.out_channels) == (96, 48)
     assert demo.build_vae(patches).config.latent_channels == 48
+
+
+def test_a_compact_resume_point_starts_a_new_run_from_its_weights(tmp_path, run):
+    from editor.demo.train import read_modules, save_modules
+
+    point = tmp_path / "next" / "mgie.safetensors"
+    save_modules(run / "mgie.ckpt", point)
+    assert json.loads(point.with_suffix(".json").read_text())["step"] == 2
+    saved, compact = read_modules(run / "mgie.ckpt"), read_modules(point)
+    assert compact.keys() == saved.keys() == {"head", "unet", "precondition"}
+    assert compact["unet"]["conv_in.weight"].dtype == torch.float16
+    assert torch.equal(compact["precondition"]["matrix"], saved["precondition"]["matrix"])  # whitening kept fp32
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "cache").symlink_to(run / "cache")
+    for name in ("mllm.ckpt",):
+        shutil.copy(run / name, folder / name)
+    train("mgie", folder, StageConfig(1, 2, 0.0), sizes=SMALL, samples=CACHED, init=point)
+    unet = demo.build_unet(SMALL)
+    load_checkpoint(folder / "mgie.ckpt", {"unet": unet})
+    expected = compact["unet"]["conv_in.weight"].float()
+    torch.testing.assert_close(unet.state_dict()["conv_in.weight"], expected, rtol=0, atol=0)  # lr 0: unchanged

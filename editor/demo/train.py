@@ -9,6 +9,7 @@
     python -m editor.demo.train refine --out runs/demo  # 6. the MLLM again, its [IMG] states held (demo.refine)
     python -m editor.demo.train export --out runs/demo --to weights/demo   # official layouts, fp16 safetensors
     python -m editor.demo.train unpack --to weights/demo --out runs/demo   # resume points from shipped weights
+    python -m editor.demo.train compact --out runs/demo --parts mgie --step 5000 --to F.safetensors  # for --init
 
 The stages and their losses: editor.demo.stages; the cache: editor.demo.cache. Each stage checkpoints to
 <out>/<stage>.ckpt every --ckpt-every steps and resumes from it when rerun; `--keep-every N` also keeps
@@ -89,6 +90,35 @@ def load_checkpoint(path: Path, modules: dict, optimizer=None, scheduler=None) -
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
     return ckpt
+
+
+def read_modules(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """Module name -> state dict, from a checkpoint (`--keep-every` weights or a stage's .ckpt) or from a compact
+    resume point (`save_modules`: safetensors, keys "<module>.<parameter>")."""
+    if path.suffix != ".safetensors":
+        return torch.load(path, map_location="cpu", weights_only=True)["modules"]
+    modules: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in load_file(path).items():
+        module, name = key.split(".", 1)
+        modules.setdefault(module, {})[name] = value
+    return modules
+
+
+HALF_MODULES = ("unet", "head", "text", "mllm")  # stored in fp16; the preconditioner's whitening stays fp32
+
+
+def save_modules(checkpoint: Path, dest: Path) -> None:
+    """A compact resume point of `checkpoint`'s weights: fp16 safetensors (no optimizer state), for `--init`, and
+    beside it <dest>.json with the step, training seconds and recipe it was saved at."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    flat = {
+        f"{module}.{name}": value.half().contiguous() if module in HALF_MODULES else value.contiguous()
+        for module, state in ckpt["modules"].items() for name, value in state.items()
+    }  # fmt: skip
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file(flat, dest)
+    record = {k: ckpt[k] for k in ("step", "seconds", "recipe") if k in ckpt}
+    dest.with_suffix(".json").write_text(json.dumps(record, indent=1))
 
 
 def load_vae(out: Path, sizes: ModelSizes, device, decoder: bool = True):
@@ -210,10 +240,10 @@ def train(
             schedule = get_cosine_schedule_with_warmup(optimizer, warmup, recipe.steps, last_epoch=start - 1)
         print(f"resuming {stage} from step {start} ({path})")
     elif init is not None:
-        given = torch.load(init, map_location="cpu", weights_only=True)["modules"]
+        given = read_modules(init)
         for key, module in runner.modules.items():
             if key in given:
-                module.load_state_dict(given[key])
+                module.load_state_dict({k: v.float() for k, v in given[key].items()})
             elif key == "precondition" and "head" in given:  # the given head was trained without one
                 module.reset()
         print(f"{stage} starts from {init} for {sorted(given.keys() & runner.modules.keys())}")
@@ -351,7 +381,7 @@ def unet_sizes(channels: list[int] | None, heads: int | None, base: ModelSizes =
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m editor.demo.train", description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=(*STAGES, "cache", "export", "unpack"))
+    parser.add_argument("stage", choices=(*STAGES, "cache", "export", "unpack", "compact"))
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (checkpoints, logs)")
     parser.add_argument(
         "--preset", choices=("demo", "demo-patches"), default="demo",
@@ -395,6 +425,10 @@ def main(argv: list[str] | None = None) -> None:
     sizes = unet_sizes(args.unet_channels, args.unet_heads, ModelSizes.from_name(args.preset))
     if args.stage == "export":
         export(args.out, args.to, sizes, parts=tuple(args.parts), step=args.step)
+        return
+    if args.stage == "compact":  # a compact resume point of one stage, for --init: --parts mgie --step N --to F
+        stage = args.parts[0]
+        save_modules(args.out / (f"{stage}-{args.step:06d}.pt" if args.step else f"{stage}.ckpt"), args.to)
         return
     if args.stage == "unpack":
         unpack(args.to, args.out, sizes)
