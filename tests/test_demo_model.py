@@ -319,3 +319,19 @@ def test_a_compact_resume_point_starts_a_new_run_from_its_weights(tmp_path, run)
     load_checkpoint(folder / "mgie.ckpt", {"unet": unet})
     expected = compact["unet"]["conv_in.weight"].float()
     torch.testing.assert_close(unet.state_dict()["conv_in.weight"], expected, rtol=0, atol=0)  # lr 0: unchanged
+
+
+def test_a_cache_of_another_codec_is_refused_with_the_fix(tmp_path, run):
+    (tmp_path / "cache").symlink_to(run / "cache")
+    shutil.copy(run / "mllm.ckpt", tmp_path / "mllm.ckpt")
+    with pytest.raises(SystemExit, match="rebuild it with the same --preset"):
+        train("ip2p", tmp_path, StageConfig(1, 2, 1e-3), sizes=replace(SMALL, latent_channels=12), samples=CACHED)
+
+
+def test_the_high_noise_share_flag_refuses_values_outside_zero_to_one(capsys):
+    from editor.demo.train import main as train_main
+
+    for value in ("1.5", "nan", "-0.1"):
+        with pytest.raises(SystemExit):
+            train_main(["mgie", "--high-noise-share", value])
+        assert "between 0 and 1" in capsys.readouterr().err

@@ -133,7 +133,7 @@ def vae_config(sizes: ModelSizes, scaling_factor: float = 1.0) -> dict[str, Any]
 
 
 # 1 / the standard deviation of the world's pixels in [-1, 1] (1024 training scenes, sources and targets: 0.437),
-# the patch latents' scaling factor as SD's VAE config carries one (tests/test_demo_recipe.py measures it again).
+# the patch latents' scaling factor as SD's VAE config carries one (tests/test_patch_codec.py measures it again).
 PATCH_SCALING = 2.29
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -38,6 +37,7 @@ from transformers import get_cosine_schedule_with_warmup
 from editor.demo import cache as cached
 from editor.demo import model as demo
 from editor.demo import stages
+from editor.demo.checkpoints import load_checkpoint, read_modules, save_checkpoint, save_modules
 from editor.demo.refine import RefineStage
 from editor.layouts.sizes import ModelSizes
 from editor.runtime.threads import set_threads
@@ -63,62 +63,6 @@ RECIPES = {  # the CPU recipe; a GPU can afford more steps via --steps / --batch
 }
 CACHE_SAMPLES = 40960  # the diffusion stages' training set (40 parts of editor.demo.cache.PART)
 PRECONDITION_SAMPLES = 8192
-
-
-# --- checkpoints -------------------------------------------------------------------------------------------------
-
-
-def save_checkpoint(path: Path, modules: dict, optimizer, scheduler, step: int, extra: dict) -> None:
-    state = {k: m.state_dict() for k, m in modules.items()}
-    tmp = path.with_suffix(".tmp")
-    torch.save({"modules": state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "step": step, **extra}, tmp)  # fmt: skip
-    os.replace(tmp, path)  # never a half-written checkpoint
-
-
-OPTIONAL_MODULES = ("precondition", "parse")  # absent from a checkpoint: the identity / a fresh refine parse head
-
-
-def load_checkpoint(path: Path, modules: dict, optimizer=None, scheduler=None) -> dict:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    for key, module in modules.items():
-        if key in OPTIONAL_MODULES and key not in ckpt["modules"]:
-            module.reset()
-            continue
-        module.load_state_dict(ckpt["modules"][key])
-    if optimizer is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-    return ckpt
-
-
-def read_modules(path: Path) -> dict[str, dict[str, torch.Tensor]]:
-    """Module name -> state dict, from a checkpoint (`--keep-every` weights or a stage's .ckpt) or from a compact
-    resume point (`save_modules`: safetensors, keys "<module>.<parameter>")."""
-    if path.suffix != ".safetensors":
-        return torch.load(path, map_location="cpu", weights_only=True)["modules"]
-    modules: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in load_file(path).items():
-        module, name = key.split(".", 1)
-        modules.setdefault(module, {})[name] = value
-    return modules
-
-
-HALF_MODULES = ("unet", "head", "text", "mllm")  # stored in fp16; the preconditioner's whitening stays fp32
-
-
-def save_modules(checkpoint: Path, dest: Path) -> None:
-    """A compact resume point of `checkpoint`'s weights: fp16 safetensors (no optimizer state), for `--init`, and
-    beside it <dest>.json with the step, training seconds and recipe it was saved at."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    flat = {
-        f"{module}.{name}": value.half().contiguous() if module in HALF_MODULES else value.contiguous()
-        for module, state in ckpt["modules"].items() for name, value in state.items()
-    }  # fmt: skip
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    save_file(flat, dest)
-    record = {k: ckpt[k] for k in ("step", "seconds", "recipe") if k in ckpt}
-    dest.with_suffix(".json").write_text(json.dumps(record, indent=1))
 
 
 def load_vae(out: Path, sizes: ModelSizes, device, decoder: bool = True):
@@ -195,6 +139,11 @@ def make_runner(stage: str, out: Path, sizes: ModelSizes, device, samples: int, 
     else:
         data = cached.Cache(out, samples, with_states=False)
         runner = stages.IP2PStage(sizes, device, scaling, out)
+    if data.source.shape[1] != sizes.latent_channels:
+        sys.exit(
+            f"the cache under {out} holds {data.source.shape[1]}-channel latents, these sizes ({sizes.latent_codec}) "
+            f"{sizes.latent_channels}: rebuild it with the same --preset as the run"
+        )
     return runner, lambda seed, step, size, gen: runner.loss(data.batch(seed, step, size, device), gen)
 
 
@@ -421,6 +370,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--unet-heads", type=int, help="with --unet-channels: attention heads per block (preset: 2)")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.high_noise_share <= 1.0:  # also refuses NaN
+        parser.error(f"--high-noise-share must be between 0 and 1, not {args.high_noise_share}")
     set_threads(args.threads)
     sizes = unet_sizes(args.unet_channels, args.unet_heads, ModelSizes.from_name(args.preset))
     if args.stage == "export":

@@ -1,0 +1,64 @@
+"""Demo training checkpoints (editor.demo.train): a stage's full checkpoint (weights, optimizer, schedule, step) and
+the compact resume point (fp16 safetensors of the weights alone) that `--init` starts a new run from."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def save_checkpoint(path: Path, modules: dict, optimizer, scheduler, step: int, extra: dict) -> None:
+    state = {k: m.state_dict() for k, m in modules.items()}
+    tmp = path.with_suffix(".tmp")
+    torch.save({"modules": state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "step": step, **extra}, tmp)  # fmt: skip
+    os.replace(tmp, path)  # never a half-written checkpoint
+
+
+OPTIONAL_MODULES = ("precondition", "parse")  # absent from a checkpoint: the identity / a fresh refine parse head
+
+
+def load_checkpoint(path: Path, modules: dict, optimizer=None, scheduler=None) -> dict:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    for key, module in modules.items():
+        if key in OPTIONAL_MODULES and key not in ckpt["modules"]:
+            module.reset()
+            continue
+        module.load_state_dict(ckpt["modules"][key])
+    if optimizer is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+    return ckpt
+
+
+def read_modules(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """Module name -> state dict, from a checkpoint (`--keep-every` weights or a stage's .ckpt) or from a compact
+    resume point (`save_modules`: safetensors, keys "<module>.<parameter>")."""
+    if path.suffix != ".safetensors":
+        return torch.load(path, map_location="cpu", weights_only=True)["modules"]
+    modules: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in load_file(path).items():
+        module, name = key.split(".", 1)
+        modules.setdefault(module, {})[name] = value
+    return modules
+
+
+HALF_MODULES = ("unet", "head", "text", "mllm")  # stored in fp16; the preconditioner's whitening stays fp32
+
+
+def save_modules(checkpoint: Path, dest: Path) -> None:
+    """A compact resume point of `checkpoint`'s weights: fp16 safetensors (no optimizer state), for `--init`, and
+    beside it <dest>.json with the step, training seconds and recipe it was saved at."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    flat = {
+        f"{module}.{name}": value.half().contiguous() if module in HALF_MODULES else value.contiguous()
+        for module, state in ckpt["modules"].items() for name, value in state.items()
+    }  # fmt: skip
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file(flat, dest)
+    record = {k: ckpt[k] for k in ("step", "seconds", "recipe") if k in ckpt}
+    dest.with_suffix(".json").write_text(json.dumps(record, indent=1))
