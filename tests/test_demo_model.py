@@ -312,8 +312,7 @@ def test_a_compact_resume_point_starts_a_new_run_from_its_weights(tmp_path, run)
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "cache").symlink_to(run / "cache")
-    for name in ("mllm.ckpt",):
-        shutil.copy(run / name, folder / name)
+    shutil.copy(run / "mllm.ckpt", folder / "mllm.ckpt")
     train("mgie", folder, StageConfig(1, 2, 0.0), sizes=SMALL, samples=CACHED, init=point)
     unet = demo.build_unet(SMALL)
     load_checkpoint(folder / "mgie.ckpt", {"unet": unet})
@@ -335,3 +334,16 @@ def test_the_high_noise_share_flag_refuses_values_outside_zero_to_one(capsys):
         with pytest.raises(SystemExit):
             train_main(["mgie", "--high-noise-share", value])
         assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_an_ablation_folder_without_its_vae_weights_names_the_vae_once(tmp_path, run):
+    from editor.loading import MissingWeightsError
+
+    folder = tmp_path / "ip2p"
+    shutil.copytree(run / "export" / "ip2p", folder)
+    shutil.rmtree(folder / "vae")
+    (folder / "vae").mkdir()
+    (folder / "vae" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))  # no weights beside it
+    with pytest.raises(MissingWeightsError, match="could not load the VAE") as caught:
+        load_ip2p([folder], name="ip2p-demo", hint="HINT")
+    assert str(caught.value).count("HINT") == 1

@@ -91,11 +91,11 @@ def load_ip2p(
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if not (folder / part).is_dir():
             raise MissingWeightsError(f"{folder} has no {part}/ folder; the download is incomplete. {hint}")
+    vae = load_vae(folder / "vae", dtype, hint)  # its own clear error, outside the pipeline's catch-all below
     try:
         pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-            folder, vae=load_vae(folder / "vae", dtype, hint), dtype=dtype, safety_checker=None,
-            feature_extractor=None, requires_safety_checker=False,
-        )  # fmt: skip
+            folder, vae=vae, dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
     except (OSError, ValueError, KeyError) as err:
         raise CheckpointError(f"could not load {folder} as an InstructPix2Pix pipeline ({err}). {hint}") from None
     pipe.set_progress_bar_config(disable=True)
