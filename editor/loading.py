@@ -26,6 +26,8 @@ from transformers import CLIPVisionConfig, LlamaConfig
 
 from editor.models.patches import CLASS_NAME as PATCH_CODEC
 from editor.models.patches import PatchAutoencoder
+from editor.models.source_skip import CLASS_NAME as SOURCE_SKIP
+from editor.models.source_skip import SourceSkipUNet
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -237,11 +239,26 @@ def load_ip2p_shell(ip2p_dir: Path, unet_state: Mapping[str, torch.Tensor], unet
     """VAE + scheduler of a diffusers InstructPix2Pix folder and its UNet *architecture*, filled from `unet_state`
     (e.g. MGIE's unet.pt). The folder's own UNet and text-encoder weights are never read."""
     require(ip2p_dir, "InstructPix2Pix diffusers folder", hint)
-    read_json(ip2p_dir / "unet" / "config.json", hint)
-    unet = build_empty(UNet2DConditionModel.from_config, UNet2DConditionModel.load_config(ip2p_dir / "unet"))
+    cls = unet_class(read_json(ip2p_dir / "unet" / "config.json", hint))
+    unet = build_empty(cls.from_config, cls.load_config(ip2p_dir / "unet"))
     check_keys(expected_shapes(unet), unet_state, unet_source, hint)
     assign_state(unet, unet_state, dtype)
     return unet.eval(), load_vae(ip2p_dir / "vae", dtype, hint), load_scheduler(ip2p_dir / "scheduler", hint)
+
+
+def unet_class(config: Mapping) -> type[UNet2DConditionModel]:
+    """The UNet class a `unet/config.json` names: diffusers' (every published checkpoint), or the demo model's
+    subclass that adds its image input to its output (editor/models/source_skip.py)."""
+    return SourceSkipUNet if config.get("_class_name") == SOURCE_SKIP else UNet2DConditionModel
+
+
+def load_unet(unet_dir: Path, dtype, hint: str) -> UNet2DConditionModel:
+    """A diffusers `unet/` folder with its weights, as the class its config names (`unet_class`)."""
+    cls = unet_class(read_json(unet_dir / "config.json", hint))
+    try:
+        return cls.from_pretrained(unet_dir, dtype=dtype).eval()
+    except (OSError, ValueError, TypeError) as err:
+        raise MissingWeightsError(f"could not load the UNet from {unet_dir} ({err}). {hint}") from None
 
 
 def load_vae(vae_dir: Path, dtype, hint: str) -> AutoencoderKL | PatchAutoencoder:

@@ -45,6 +45,7 @@ from editor.layouts.tokenizers import (
 from editor.models.edit_head import EditHead
 from editor.models.llava import LlavaV1
 from editor.models.patches import PatchAutoencoder
+from editor.models.source_skip import SourceSkipUNet
 from editor.prompts import IMG_TOKENS
 
 SIZES = ModelSizes.from_name("demo")  # the demo model's sizes (editor/layouts/sizes.py)
@@ -113,7 +114,13 @@ def unet_config(sizes: ModelSizes) -> dict[str, Any]:
 
 
 def build_unet(sizes: ModelSizes) -> UNet2DConditionModel:
-    return UNet2DConditionModel(**unet_config(sizes))
+    """The stock UNet, or with `sizes.unet_source_skip` the one that predicts source + change, starting from "no
+    change" (editor/models/source_skip.py); its skip scales the image latents as the codec's scaling factor does."""
+    if not sizes.unet_source_skip:
+        return UNet2DConditionModel(**unet_config(sizes))
+    if sizes.latent_codec != "patches":
+        raise ValueError("the source skip needs the patch codec: a learnt VAE's goal latents are not the source's")
+    return SourceSkipUNet(source_skip_scale=PATCH_SCALING, **unet_config(sizes)).zero_change()
 
 
 def vae_config(sizes: ModelSizes, scaling_factor: float = 1.0) -> dict[str, Any]:
@@ -216,7 +223,7 @@ def export_mgie(out: Path, sizes: ModelSizes, mllm: LlavaV1, head: EditHead, une
     index = ip2p_model_index() | {"text_encoder": [None, None], "tokenizer": [None, None]}
     write_json(shell / "model_index.json", index | {"scheduler": ["diffusers", scheduler["_class_name"]]})
     write_json(shell / "scheduler" / "scheduler_config.json", scheduler)
-    write_json(shell / "unet" / "config.json", dict(unet.config) | {"_class_name": "UNet2DConditionModel"})
+    write_json(shell / "unet" / "config.json", dict(unet.config) | {"_class_name": type(unet).__name__})
     vae.to(torch.float16).save_pretrained(shell / "vae")
     vae.to(torch.float32)
     write_json(out / DEFAULTS_FILE, APP_DEFAULTS)

@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("stage", choices=(*STAGES, "cache", "export", "unpack", "compact"))
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (checkpoints, logs)")
     parser.add_argument(
-        "--preset", choices=("demo", "demo-patches"), default="demo",
+        "--preset", choices=("demo", "demo-patches", "demo-skip"), default="demo",
         help="sizes and latent codec (editor/layouts/sizes.py); every command of a run folder takes the same one",
     )  # fmt: skip
     parser.add_argument("--to", type=Path, default=Path("weights/demo"), help="export: destination; unpack: source")

@@ -1,7 +1,7 @@
 """`ModelSizes`: every size of a model in MGIE's layout, in one vocabulary, with named presets (as litgpt's
 `Config.from_name`): "tiny" (the random-weight test trees, editor/tiny), "demo" (the offline demo model,
-editor/demo/model.py; "demo-patches", its recipe with the patch codec) and "7b" (MGIE-7B: LLaMA-7B, CLIP ViT-L/14,
-the released edit head; docs/mgie.md §1, §2.7).
+editor/demo/model.py; "demo-patches", its recipe with the patch codec; "demo-skip", that with the source skipped to
+the UNet's output) and "7b" (MGIE-7B: LLaMA-7B, CLIP ViT-L/14, the released edit head; docs/mgie.md §1, §2.7).
 
 The loaders never read these: they take every size from the files' configs and tensor shapes. The presets say what
 the builders write (tiny trees, the demo export) and what the benchmark builds at full size.
@@ -44,12 +44,13 @@ class ModelSizes:
     vae_groups: int = 8  # GroupNorm groups
     latent_channels: int = 4
     latent_codec: str = "vae"  # "vae": a learnt AutoencoderKL, as SD's; "patches": editor/models/patches.py
+    unet_source_skip: bool = False  # the UNet predicts source + change (editor/models/source_skip.py); patches only
     text_hidden: int = 32  # CLIP text encoder (IP2P's; the demo ablation's)
     text_layers: int = 2
 
     @classmethod
     def from_name(cls, name: str, **changes) -> ModelSizes:
-        """Preset `name` ("tiny", "demo", "demo-patches", "7b"), with `changes` applied."""
+        """Preset `name` ("tiny", "demo", "demo-patches", "demo-skip", "7b"), with `changes` applied."""
         if name not in PRESETS:
             raise ValueError(f"unknown sizes preset {name!r}; choose one of {', '.join(PRESETS)}")
         return replace(PRESETS[name], **changes)
@@ -100,3 +101,6 @@ PRESETS: dict[str, ModelSizes] = {
 PRESETS["demo-patches"] = replace(
     PRESETS["demo"], latent_codec="patches", latent_channels=48, unet_channels=(48, 64, 64)
 )
+# ... and the UNet's image input skipped to its output, so it learns only the change (editor/models/source_skip.py;
+# docs/demo-recipe.md, "The source as a skip").
+PRESETS["demo-skip"] = replace(PRESETS["demo-patches"], unet_source_skip=True)

@@ -17,7 +17,7 @@ from diffusers import StableDiffusionInstructPix2PixPipeline
 from editor.core import EditResult, Guidance, StepCallback
 from editor.images import ImageSource
 from editor.layouts.folders import IP2P_FULL, Folder, download_command
-from editor.loading import CheckpointError, MissingWeightsError, load_vae, require
+from editor.loading import CheckpointError, MissingWeightsError, load_unet, load_vae, require
 from editor.params import EditParams
 from editor.pipelines.diffusion import native_size, offload_pipeline, render_edit
 from editor.pipelines.spec import GET_DEMO, LoadOptions, ModelSpec, demo_folder, folder_defaults
@@ -91,10 +91,18 @@ def load_ip2p(
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if not (folder / part).is_dir():
             raise MissingWeightsError(f"{folder} has no {part}/ folder; the download is incomplete. {hint}")
-    vae = load_vae(folder / "vae", dtype, hint)  # its own clear error, outside the pipeline's catch-all below
+    # The VAE and UNet by the classes their configs name (the demo's patch codec and source-skip UNet), each with
+    # its own clear error, outside the pipeline's catch-all below.
+    vae, unet = load_vae(folder / "vae", dtype, hint), load_unet(folder / "unet", dtype, hint)
     try:
         pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-            folder, vae=vae, dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+            folder,
+            vae=vae,
+            unet=unet,
+            dtype=dtype,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
         )
     except (OSError, ValueError, KeyError) as err:
         raise CheckpointError(f"could not load {folder} as an InstructPix2Pix pipeline ({err}). {hint}") from None
