@@ -58,6 +58,11 @@ SIZES = ModelSizes.from_name("demo")  # the demo model's sizes (editor/layouts/s
 APP_DEFAULTS = {"steps": 20, "text_guidance": 3.0, "image_guidance": 2.0}
 
 
+# 1 / the standard deviation of the world's pixels in [-1, 1] (1024 training scenes, sources and targets: 0.437),
+# the patch latents' scaling factor as SD's VAE config carries one (tests/test_patch_codec.py measures it again).
+PATCH_SCALING = 2.29
+
+
 def scheduler_config(codec: str) -> dict[str, Any]:
     """IP2P's scheduler config with the prediction the latent codec suits. Deviations from MGIE/IP2P (epsilon, Euler
     ancestral; docs/demo-recipe.md):
@@ -137,11 +142,6 @@ def vae_config(sizes: ModelSizes, scaling_factor: float = 1.0) -> dict[str, Any]
         "sample_size": sizes.vision_image_size,
         "scaling_factor": scaling_factor,
     }
-
-
-# 1 / the standard deviation of the world's pixels in [-1, 1] (1024 training scenes, sources and targets: 0.437),
-# the patch latents' scaling factor as SD's VAE config carries one (tests/test_patch_codec.py measures it again).
-PATCH_SCALING = 2.29
 
 
 def build_vae(sizes: ModelSizes, scaling_factor: float | None = None) -> AutoencoderKL | PatchAutoencoder:
