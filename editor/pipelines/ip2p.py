@@ -96,14 +96,9 @@ def load_ip2p(
     vae, unet = load_vae(folder / "vae", dtype, hint), load_unet(folder / "unet", dtype, hint)
     try:
         pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-            folder,
-            vae=vae,
-            unet=unet,
-            dtype=dtype,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+            folder, vae=vae, unet=unet, dtype=dtype,
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )  # fmt: skip
     except (OSError, ValueError, KeyError) as err:
         raise CheckpointError(f"could not load {folder} as an InstructPix2Pix pipeline ({err}). {hint}") from None
     pipe.set_progress_bar_config(disable=True)
