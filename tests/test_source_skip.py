@@ -3,6 +3,7 @@ diffusers reads back, the loaders' dispatch, and the stock pipeline returning th
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -12,7 +13,7 @@ from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
 from editor.demo import model as demo
 from editor.demo import world
 from editor.layouts.sizes import ModelSizes
-from editor.loading import MissingWeightsError, load_unet, unet_class
+from editor.loading import CheckpointError, MissingWeightsError, load_ip2p_shell, load_unet, unet_class
 from editor.models.source_skip import SourceSkipUNet
 from editor.params import EditParams, Resolution
 from editor.pipelines.diffusion import build_pipeline
@@ -62,6 +63,8 @@ def test_the_skip_needs_image_channels_and_the_patch_codec():
     config = demo.unet_config(SKIP) | {"in_channels": 50}
     with pytest.raises(ValueError, match="in_channels == 2 \\* out_channels"):
         SourceSkipUNet(source_skip_scale=1.0, **config)
+    with pytest.raises(ValueError, match="finite number"):
+        SourceSkipUNet(source_skip_scale=float("nan"), **demo.unet_config(SKIP))
     with pytest.raises(ValueError, match="needs the patch codec"):
         demo.build_unet(replace(SKIP, latent_codec="vae", latent_channels=8))
 
@@ -108,3 +111,14 @@ def test_both_demo_exports_load_the_skip_unet(tmp_path):
     sample = world.dataset("test", 1, seed=3)[0]
     image = world.render(sample.source)
     assert mgie.render(image, mgie.think(image, sample.terse), PARAMS).image.size == (world.SIZE, world.SIZE)
+
+
+def test_a_shell_whose_unet_config_is_hostile_is_one_clear_error(tmp_path):
+    demo.export_mgie(tmp_path / "mgie", SKIP, demo.build_mllm(SKIP), demo.build_head(SKIP), demo.build_unet(SKIP),
+                     demo.build_vae(SKIP))  # fmt: skip
+    shell = tmp_path / "mgie" / "instruct-pix2pix"
+    config = json.loads((shell / "unet" / "config.json").read_text())
+    (shell / "unet" / "config.json").write_text(json.dumps(config | {"source_skip_scale": "NaN"}))
+    state = {k: v.half() for k, v in demo.build_unet(SKIP).state_dict().items()}
+    with pytest.raises(CheckpointError, match="does not describe a UNet .*finite number.*hint"):
+        load_ip2p_shell(shell, state, "unet.safetensors", torch.float32, "hint")

@@ -18,6 +18,8 @@ names.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
@@ -36,7 +38,10 @@ class SourceSkipUNet(UNet2DConditionModel):
                 "a source skip needs in_channels == 2 * out_channels (noisy and image latents), got "
                 f"{self.config.in_channels} and {self.config.out_channels}"
             )
-        self.register_to_config(source_skip_scale=float(source_skip_scale))
+        scale = float(source_skip_scale)
+        if not math.isfinite(scale):
+            raise ValueError(f"source_skip_scale must be a finite number, got {source_skip_scale!r}")
+        self.register_to_config(source_skip_scale=scale)
 
     @staticmethod
     def _get_init_keys(input_class) -> set[str]:
