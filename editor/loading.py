@@ -239,9 +239,10 @@ def load_ip2p_shell(ip2p_dir: Path, unet_state: Mapping[str, torch.Tensor], unet
     """VAE + scheduler of a diffusers InstructPix2Pix folder and its UNet *architecture*, filled from `unet_state`
     (e.g. MGIE's unet.pt). The folder's own UNet and text-encoder weights are never read."""
     require(ip2p_dir, "InstructPix2Pix diffusers folder", hint)
-    cls = unet_class(read_json(ip2p_dir / "unet" / "config.json", hint))
+    config = read_json(ip2p_dir / "unet" / "config.json", hint)
+    cls = unet_class(config)
     try:
-        unet = build_empty(cls.from_config, cls.load_config(ip2p_dir / "unet"))
+        unet = build_empty(cls.from_config, config)
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"{ip2p_dir / 'unet' / 'config.json'} does not describe a UNet ({err}). {hint}") from None
     check_keys(expected_shapes(unet), unet_state, unet_source, hint)

@@ -100,7 +100,7 @@ def test_both_demo_exports_load_the_skip_unet(tmp_path):
     mllm, head, unet, vae = demo.build_mllm(SKIP), demo.build_head(SKIP), demo.build_unet(SKIP), demo.build_vae(SKIP)
     torch.nn.init.normal_(unet.conv_out.weight, std=0.1)
     demo.export_mgie(tmp_path / "mgie", SKIP, mllm, head, unet, vae)
-    demo.export_ip2p(tmp_path / "ip2p", unet, vae, demo.build_text_encoder(SKIP))
+    demo.export_ip2p(tmp_path / "ip2p", SKIP, unet, vae, demo.build_text_encoder(SKIP))
     mgie = load_mgie(MGIEPaths.from_weights_dir(tmp_path / "mgie"))
     ip2p = load_ip2p([tmp_path / "ip2p"], name="ip2p-demo", hint="hint")
     for loaded in (mgie.pipe.unet, ip2p.pipe.unet):

@@ -241,12 +241,12 @@ def export_mgie(out: Path, sizes: ModelSizes, mllm: LlavaV1, head: EditHead, une
     return out
 
 
-def export_ip2p(out: Path, unet, vae: AutoencoderKL, text_encoder: CLIPTextModel) -> Path:
+def export_ip2p(out: Path, sizes: ModelSizes, unet, vae: AutoencoderKL, text_encoder: CLIPTextModel) -> Path:
     """The ablation as a diffusers InstructPix2Pix folder (fp16 safetensors)."""
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
-    scheduler = scheduler_config("patches" if isinstance(vae, PatchAutoencoder) else "vae")
+    scheduler = scheduler_config(sizes.latent_codec)
     write_json(out / "model_index.json", ip2p_model_index() | {"scheduler": ["diffusers", scheduler["_class_name"]]})
     write_json(out / "scheduler" / "scheduler_config.json", scheduler)
     for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):

@@ -258,7 +258,7 @@ def export(
     if "ip2p" in parts:
         text, unet = demo.build_text_encoder(sizes), demo.build_unet(sizes)
         load_checkpoint(weights("ip2p"), {"text": text, "unet": unet})
-        demo.export_ip2p(to / "ip2p", unet, vae, text)
+        demo.export_ip2p(to / "ip2p", sizes, unet, vae, text)
     optional = tuple(stage for stage in ("vae", "decoder", "refine") if (out / f"{stage}.ckpt").exists())
     done = ("mllm", *optional, *parts)
     (to / TRAINING_FILE).write_text(json.dumps(training_record(out, done, step), indent=1))
