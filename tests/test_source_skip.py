@@ -12,7 +12,6 @@ from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
 
 from editor.demo import model as demo
 from editor.demo import world
-from editor.demo.checkpoints import load_grown
 from editor.layouts.sizes import ModelSizes
 from editor.loading import CheckpointError, MissingWeightsError, load_ip2p_shell, load_unet, unet_class
 from editor.models.source_skip import SourceSkipUNet
@@ -26,7 +25,6 @@ SKIP = ModelSizes.from_name(  # the demo-skip recipe at test sizes
     llm_layers=2, head_dim_model=32, head_ffn=64, head_encoder_layers=1, head_decoder_layers=1,
     cross_attention_dim=32, unet_channels=(32, 32), text_hidden=32, text_layers=1,
 )  # fmt: skip
-COORDS = replace(SKIP, unet_coordinates=True)
 PARAMS = EditParams(steps=2, resolution=Resolution(size=world.SIZE))
 
 
@@ -98,24 +96,15 @@ def test_the_stock_pipeline_gives_back_the_source_from_an_untrained_skip_unet():
     torch.testing.assert_close(out, image, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("sizes", [SKIP, COORDS], ids=["skip", "coordinates"])
-def test_both_demo_exports_load_the_skip_unet(tmp_path, sizes):
-    mllm, head, unet, vae = (
-        demo.build_mllm(sizes),
-        demo.build_head(sizes),
-        demo.build_unet(sizes),
-        demo.build_vae(sizes),
-    )
+def test_both_demo_exports_load_the_skip_unet(tmp_path):
+    mllm, head, unet, vae = demo.build_mllm(SKIP), demo.build_head(SKIP), demo.build_unet(SKIP), demo.build_vae(SKIP)
     torch.nn.init.normal_(unet.conv_out.weight, std=0.1)
-    if sizes.unet_coordinates:
-        torch.nn.init.normal_(unet.conv_in.coordinates.weight, std=0.1)
-    demo.export_mgie(tmp_path / "mgie", sizes, mllm, head, unet, vae)
-    demo.export_ip2p(tmp_path / "ip2p", sizes, unet, vae, demo.build_text_encoder(sizes))
+    demo.export_mgie(tmp_path / "mgie", SKIP, mllm, head, unet, vae)
+    demo.export_ip2p(tmp_path / "ip2p", SKIP, unet, vae, demo.build_text_encoder(SKIP))
     mgie = load_mgie(MGIEPaths.from_weights_dir(tmp_path / "mgie"))
     ip2p = load_ip2p([tmp_path / "ip2p"], name="ip2p-demo", hint="hint")
     for loaded in (mgie.pipe.unet, ip2p.pipe.unet):
         assert type(loaded) is SourceSkipUNet and loaded.config.source_skip_scale == demo.PATCH_SCALING
-        assert loaded.config.coordinate_channels is sizes.unet_coordinates
         expected = {k: v.half().float() for k, v in unet.state_dict().items()}
         for key, value in loaded.state_dict().items():
             torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
@@ -133,35 +122,3 @@ def test_a_shell_whose_unet_config_is_hostile_is_one_clear_error(tmp_path):
     state = {k: v.half() for k, v in demo.build_unet(SKIP).state_dict().items()}
     with pytest.raises(CheckpointError, match="does not describe a UNet .*finite number.*hint"):
         load_ip2p_shell(shell, state, "unet.safetensors", torch.float32, "hint")
-
-
-def test_position_channels_start_at_zero_then_tell_the_unet_where_it_is():
-    coords, plain = demo.build_unet(COORDS), demo.build_unet(SKIP)
-    assert sorted(coords.zero_start_keys) == ["conv_in.coordinates.bias", "conv_in.coordinates.weight"]
-    assert plain.zero_start_keys == frozenset()
-    torch.nn.init.normal_(plain.conv_out.weight, std=0.1)
-    load_grown(coords, plain.state_dict())  # a UNet trained without them: the same function
-    x, t, cond = _inputs(coords)
-    with torch.no_grad():
-        torch.testing.assert_close(coords(x, t, cond).sample, plain(x, t, cond).sample, rtol=0, atol=0)
-        torch.nn.init.normal_(coords.conv_in.coordinates.weight, std=0.5)
-        flat = torch.zeros_like(x)
-        out = coords(flat, t, cond).sample
-        plain_out = plain(flat, t, cond).sample
-    assert (out - plain_out).abs().max() > 1e-3
-
-
-def test_position_channels_need_the_skip_and_a_true_or_false_setting():
-    with pytest.raises(ValueError, match="set unet_source_skip too"):
-        demo.build_unet(replace(COORDS, unet_source_skip=False))
-    with pytest.raises(ValueError, match="true or false"):
-        SourceSkipUNet(coordinate_channels="yes", **demo.unet_config(SKIP))
-
-
-def test_a_resume_point_may_lack_only_the_zero_start_parameters():
-    coords, state = demo.build_unet(COORDS), demo.build_unet(SKIP).state_dict()
-    del state["conv_out.bias"]
-    with pytest.raises(ValueError, match="missing \\['conv_out.bias'\\]"):
-        load_grown(coords, state)
-    with pytest.raises(ValueError, match="unexpected \\['extra'\\]"):
-        load_grown(demo.build_unet(SKIP), demo.build_unet(SKIP).state_dict() | {"extra": torch.zeros(1)})

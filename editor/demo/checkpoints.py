@@ -35,19 +35,6 @@ def load_checkpoint(path: Path, modules: dict, optimizer=None, scheduler=None) -
     return ckpt
 
 
-def load_grown(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """`module.load_state_dict(state)`, where `state` may lack the parameters the module says start at zero
-    (`zero_start_keys`, e.g. the UNet's position channels): a module trained without them starts a run with them.
-    Anything else missing or unexpected is refused, as a strict load does."""
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    grown = getattr(module, "zero_start_keys", frozenset())
-    if unexpected or set(missing) - grown:
-        raise ValueError(
-            f"{type(module).__name__}: the checkpoint does not match (missing {sorted(set(missing) - grown)}, "
-            f"unexpected {sorted(unexpected)})"
-        )
-
-
 def read_modules(path: Path) -> dict[str, dict[str, torch.Tensor]]:
     """Module name -> state dict, from a checkpoint (`--keep-every` weights or a stage's .ckpt) or from a compact
     resume point (`save_modules`: safetensors, keys "<module>.<parameter>")."""

@@ -121,16 +121,11 @@ def unet_config(sizes: ModelSizes) -> dict[str, Any]:
 def build_unet(sizes: ModelSizes) -> UNet2DConditionModel:
     """The stock UNet, or with `sizes.unet_source_skip` the one that predicts source + change, starting from "no
     change" (editor/models/source_skip.py); its skip scales the image latents as the codec's scaling factor does."""
-    if sizes.unet_coordinates and not sizes.unet_source_skip:
-        raise ValueError("position channels are built into the source-skip UNet: set unet_source_skip too")
     if not sizes.unet_source_skip:
         return UNet2DConditionModel(**unet_config(sizes))
     if sizes.latent_codec != "patches":
         raise ValueError("the source skip needs the patch codec: a learnt VAE's goal latents are not the source's")
-    unet = SourceSkipUNet(
-        source_skip_scale=PATCH_SCALING, coordinate_channels=sizes.unet_coordinates, **unet_config(sizes)
-    )
-    return unet.zero_change()
+    return SourceSkipUNet(source_skip_scale=PATCH_SCALING, **unet_config(sizes)).zero_change()
 
 
 def vae_config(sizes: ModelSizes, scaling_factor: float = 1.0) -> dict[str, Any]:

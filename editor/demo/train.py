@@ -37,7 +37,7 @@ from transformers import get_cosine_schedule_with_warmup
 from editor.demo import cache as cached
 from editor.demo import model as demo
 from editor.demo import stages
-from editor.demo.checkpoints import load_checkpoint, load_grown, read_modules, save_checkpoint, save_modules
+from editor.demo.checkpoints import load_checkpoint, read_modules, save_checkpoint, save_modules
 from editor.demo.refine import RefineStage
 from editor.layouts.sizes import ModelSizes
 from editor.runtime.threads import set_threads
@@ -192,7 +192,7 @@ def train(
         given = read_modules(init)
         for key, module in runner.modules.items():
             if key in given:
-                load_grown(module, {k: v.float() for k, v in given[key].items()})
+                module.load_state_dict({k: v.float() for k, v in given[key].items()})
             elif key == "precondition" and "head" in given:  # the given head was trained without one
                 module.reset()
         print(f"{stage} starts from {init} for {sorted(given.keys() & runner.modules.keys())}")
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("stage", choices=(*STAGES, "cache", "export", "unpack", "compact"))
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (checkpoints, logs)")
     parser.add_argument(
-        "--preset", choices=("demo", "demo-patches", "demo-skip", "demo-coords"), default="demo",
+        "--preset", choices=("demo", "demo-patches", "demo-skip"), default="demo",
         help="sizes and latent codec (editor/layouts/sizes.py); every command of a run folder takes the same one",
     )  # fmt: skip
     parser.add_argument("--to", type=Path, default=Path("weights/demo"), help="export: destination; unpack: source")

@@ -1,8 +1,7 @@
 """`ModelSizes`: every size of a model in MGIE's layout, in one vocabulary, with named presets (as litgpt's
 `Config.from_name`): "tiny" (the random-weight test trees, editor/tiny), "demo" (the offline demo model,
 editor/demo/model.py; "demo-patches", its recipe with the patch codec; "demo-skip", that with the source skipped to
-the UNet's output; "demo-coords", that with position channels) and "7b" (MGIE-7B: LLaMA-7B, CLIP ViT-L/14, the
-released edit head; docs/mgie.md §1, §2.7).
+the UNet's output) and "7b" (MGIE-7B: LLaMA-7B, CLIP ViT-L/14, the released edit head; docs/mgie.md §1, §2.7).
 
 The loaders never read these: they take every size from the files' configs and tensor shapes. The presets say what
 the builders write (tiny trees, the demo export) and what the benchmark builds at full size.
@@ -46,7 +45,6 @@ class ModelSizes:
     latent_channels: int = 4
     latent_codec: str = "vae"  # "vae": a learnt AutoencoderKL, as SD's; "patches": editor/models/patches.py
     unet_source_skip: bool = False  # the UNet predicts source + change (editor/models/source_skip.py); patches only
-    unet_coordinates: bool = False  # the skip UNet's conv_in also sees (x, y) (editor/models/source_skip.py)
     text_hidden: int = 32  # CLIP text encoder (IP2P's; the demo ablation's)
     text_layers: int = 2
 
@@ -106,5 +104,3 @@ PRESETS["demo-patches"] = replace(
 # ... and the UNet's image input skipped to its output, so it learns only the change (editor/models/source_skip.py;
 # docs/demo-recipe.md, "The source as a skip").
 PRESETS["demo-skip"] = replace(PRESETS["demo-patches"], unet_source_skip=True)
-# ... and the UNet told where each latent pixel is (docs/demo-recipe.md, "Where the UNet is").
-PRESETS["demo-coords"] = replace(PRESETS["demo-skip"], unet_coordinates=True)
