@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from editor.demo import judge, world
-from editor.demo.model import APP_DEFAULTS
+from editor.demo.model import ABLATION_SIZES, SIZES, app_defaults
 from editor.eval import EVAL_SEED
 from editor.layouts.folders import DEFAULTS_FILE, DEMO_DIR
 from editor.params import Resolution
@@ -27,8 +27,10 @@ def test_shipped_files_are_small_safetensors_with_a_model_card():
     assert sum(p.stat().st_size for p in files) < 30 * 2**20
     assert not [p for p in files if p.suffix in (".pt", ".bin", ".pkl", ".ckpt")]
     assert {"mgie", "ip2p", "README.md"} <= {p.name for p in DEMO_DIR.iterdir()}
-    for model in ("mgie", "ip2p"):  # the settings the model card measured, as the recipe writes them
-        assert json.loads((DEMO_DIR / model / DEFAULTS_FILE).read_text()) == APP_DEFAULTS
+    for model, sizes in (("mgie", SIZES), ("ip2p", ABLATION_SIZES)):  # the model card's settings, as exported
+        assert json.loads((DEMO_DIR / model / DEFAULTS_FILE).read_text()) == app_defaults(sizes)
+    unet_config = json.loads((DEMO_DIR / "ip2p" / "unet" / "config.json").read_text())
+    assert unet_config["_class_name"] == "SourceSkipUNet"  # ABLATION_SIZES' UNet (editor/models/source_skip.py)
 
 
 @pytest.fixture(scope="module")

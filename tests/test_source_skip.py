@@ -101,6 +101,8 @@ def test_both_demo_exports_load_the_skip_unet(tmp_path):
     torch.nn.init.normal_(unet.conv_out.weight, std=0.1)
     demo.export_mgie(tmp_path / "mgie", SKIP, mllm, head, unet, vae)
     demo.export_ip2p(tmp_path / "ip2p", SKIP, unet, vae, demo.build_text_encoder(SKIP))
+    for folder in ("mgie", "ip2p"):  # αV above 1 would scale the skipped source up (editor/demo/model.py)
+        assert json.loads((tmp_path / folder / "editor_defaults.json").read_text()) == demo.SKIP_APP_DEFAULTS
     mgie = load_mgie(MGIEPaths.from_weights_dir(tmp_path / "mgie"))
     ip2p = load_ip2p([tmp_path / "ip2p"], name="ip2p-demo", hint="hint")
     for loaded in (mgie.pipe.unet, ip2p.pipe.unet):

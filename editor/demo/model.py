@@ -49,6 +49,7 @@ from editor.models.source_skip import SourceSkipUNet
 from editor.prompts import IMG_TOKENS
 
 SIZES = ModelSizes.from_name("demo")  # the demo model's sizes (editor/layouts/sizes.py)
+ABLATION_SIZES = ModelSizes.from_name("demo-skip")  # the shipped ablation's: patch codec, source skip
 
 
 # What the app starts from for the demo models (written next to their weights as editor_defaults.json): the
@@ -56,6 +57,15 @@ SIZES = ModelSizes.from_name("demo")  # the demo model's sizes (editor/layouts/s
 # and higher image guidance than InstructPix2Pix's 7.5 / 1.5: these small UNets' text direction also moves the
 # background, and 7.5 amplifies that (9 % edit accuracy, 20.3 dB at 7.5 / 1.5; 15 %, 22.4 dB at 3 / 2).
 APP_DEFAULTS = {"steps": 20, "text_guidance": 3.0, "image_guidance": 2.0}
+# With the source skip (editor/models/source_skip.py) αV above 1 scales the source itself up against the image-free
+# estimate (docs/demo-recipe.md, "The source as a skip": 22.3 dB at αV 2, 24.8 dB at αV 1), so those models start
+# at αV 1.
+SKIP_APP_DEFAULTS = APP_DEFAULTS | {"image_guidance": 1.0}
+
+
+def app_defaults(sizes: ModelSizes) -> dict[str, float]:
+    """The app settings written beside a demo model built with `sizes`."""
+    return SKIP_APP_DEFAULTS if sizes.unet_source_skip else APP_DEFAULTS
 
 
 # 1 / the standard deviation of the world's pixels in [-1, 1] (1024 training scenes, sources and targets: 0.437),
@@ -226,7 +236,7 @@ def export_mgie(out: Path, sizes: ModelSizes, mllm: LlavaV1, head: EditHead, une
     write_json(shell / "unet" / "config.json", dict(unet.config) | {"_class_name": type(unet).__name__})
     vae.to(torch.float16).save_pretrained(shell / "vae")
     vae.to(torch.float32)
-    write_json(out / DEFAULTS_FILE, APP_DEFAULTS)
+    write_json(out / DEFAULTS_FILE, app_defaults(sizes))
     # CLIP: the vision tower only (MGIE never uses CLIP's text tower)
     clip = out / CLIP_L14.name
     clip.mkdir(parents=True, exist_ok=True)
@@ -253,5 +263,5 @@ def export_ip2p(out: Path, sizes: ModelSizes, unet, vae: AutoencoderKL, text_enc
         module.to(torch.float16).save_pretrained(out / name)
         module.to(torch.float32)
     write_clip_tokenizer(out / "tokenizer")
-    write_json(out / DEFAULTS_FILE, APP_DEFAULTS)
+    write_json(out / DEFAULTS_FILE, app_defaults(sizes))
     return out
