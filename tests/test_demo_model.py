@@ -74,6 +74,20 @@ def test_training_resumes_exactly(tmp_path, run):
             torch.testing.assert_close(b["modules"][part][key], value, rtol=0, atol=0, msg=f"{part}.{key}")
 
 
+def test_a_checkpoint_resumes_only_into_the_unet_class_it_was_trained_with(tmp_path, run):
+    """The stock and the skip UNet share their keys: the checkpoint's recorded class is what tells them apart."""
+    shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns("export", "weights"))
+    path = tmp_path / "run" / "ip2p.ckpt"
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["unet_class"] == "UNet2DConditionModel"  # SMALL builds the stock UNet
+    torch.save(ckpt | {"unet_class": "SourceSkipUNet"}, path)
+    with pytest.raises(SystemExit, match="holds a SourceSkipUNet, these sizes build a UNet2DConditionModel.*--preset"):
+        train("ip2p", tmp_path / "run", StageConfig(4, 2, 1e-3), sizes=SMALL, samples=CACHED)
+    train("ip2p", tmp_path / "run", StageConfig(4, 2, 1e-3), sizes=replace(SMALL, unet_source_skip=True),
+          samples=CACHED)  # fmt: skip
+    assert torch.load(path, weights_only=True)["step"] == 4
+
+
 def test_a_new_run_starts_from_given_weights_and_stops_on_its_clock(tmp_path, run):
     for folder in ("new", "raw"):
         shutil.copytree(run, tmp_path / folder, ignore=shutil.ignore_patterns("mgie*", "ip2p*", "export", "weights"))

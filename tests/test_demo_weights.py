@@ -78,4 +78,6 @@ def test_the_shipped_weights_unpack_into_resume_points(tmp_path):
     for stage in ("vae", "mllm", "mgie", "ip2p"):
         ckpt = torch.load(tmp_path / f"{stage}.ckpt", weights_only=True)
         assert ckpt["step"] == record[stage]["step"] > 0 and "optimizer" not in ckpt
+    assert torch.load(tmp_path / "ip2p.ckpt", weights_only=True)["unet_class"] == "SourceSkipUNet"
+    assert torch.load(tmp_path / "mgie.ckpt", weights_only=True)["unet_class"] == "UNet2DConditionModel"
     assert torch.load(tmp_path / "vae.ckpt", weights_only=True)["scaling_factor"] > 0

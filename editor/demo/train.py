@@ -169,6 +169,7 @@ def train(
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
     runner, step_loss = make_runner(stage, out, sizes, device, samples, precondition)
+    unet_class = unet_class_of(runner.modules)
     if high_noise_share:
         runner.high_noise_share = high_noise_share
     params = [p for m in runner.modules.values() for p in m.parameters() if p.requires_grad]
@@ -179,6 +180,9 @@ def train(
     if path.exists():
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         start, spent = ckpt["step"], ckpt.get("seconds", 0.0)
+        if ckpt.get("unet_class", unet_class) != unet_class:  # same keys: a stock UNet would load a skip one's
+            sys.exit(f"{path} holds a {ckpt['unet_class']}, these sizes build a {unet_class}: rerun with the "
+                     "--preset it was trained with (training.json names the shipped models' presets)")  # fmt: skip
         if "optimizer" in ckpt:
             load_checkpoint(path, runner.modules, optimizer, schedule)
         else:  # a compact resume point (`unpack`): weights only; fresh AdamW moments, the schedule at `start`
@@ -219,7 +223,7 @@ def train(
         out_of_time = time.perf_counter() > deadline
         if (step + 1) % ckpt_every == 0 or step + 1 in (stop, recipe.steps) or out_of_time:
             extra = runner.extra(seed) if stage == "vae" and step + 1 == recipe.steps else {}
-            extra |= {"recipe": asdict(recipe), "seconds": time.perf_counter() - began}
+            extra |= {"recipe": asdict(recipe), "seconds": time.perf_counter() - began, "unet_class": unet_class}
             save_checkpoint(path, runner.modules, optimizer, schedule, step + 1, extra)
         if keep_every and (step + 1) % keep_every == 0:
             weights = {k: m.state_dict() for k, m in runner.modules.items()}
@@ -265,6 +269,11 @@ def export(
     print(f"wrote {', '.join(str(to / part) for part in parts)}")
 
 
+def unet_class_of(modules: dict) -> str | None:
+    """The class name of a stage's UNet (a checkpoint records it: the stock and skip UNets share their keys)."""
+    return type(modules["unet"]).__name__ if "unet" in modules else None
+
+
 TRAINING_FILE = "training.json"  # beside the shipped weights: each stage's step, seconds and recipe
 PRECONDITION_FILE = "precondition.safetensors"  # beside them too: MGIE's head preconditioner, for `unpack`
 
@@ -305,6 +314,7 @@ def unpack(weights: Path, out: Path, sizes: ModelSizes = demo.SIZES) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for stage, parts in modules.items():
         extra = {"scaling_factor": mgie.pipe.vae.config.scaling_factor} if stage == "vae" else {}
+        extra |= {"unet_class": unet_class_of(parts)}
         state = {name: module.state_dict() for name, module in parts.items()}
         done = record[stage]
         torch.save({"modules": state, "step": done["step"], "seconds": done["seconds"], "recipe": done["recipe"],
