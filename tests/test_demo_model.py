@@ -84,8 +84,11 @@ def test_a_checkpoint_resumes_only_into_the_unet_class_it_was_trained_with(tmp_p
     with pytest.raises(SystemExit, match="holds a SourceSkipUNet, these sizes build a UNet2DConditionModel.*--preset"):
         train("ip2p", tmp_path / "run", StageConfig(4, 2, 1e-3), sizes=SMALL, samples=CACHED)
     train("ip2p", tmp_path / "run", StageConfig(4, 2, 1e-3), sizes=replace(SMALL, unet_source_skip=True),
-          samples=CACHED)  # fmt: skip
+          samples=CACHED, keep_every=4)  # fmt: skip
     assert torch.load(path, weights_only=True)["step"] == 4
+    for step in (None, 4):  # the latest checkpoint and the kept weights: export refuses the other class too
+        with pytest.raises(SystemExit, match="holds a SourceSkipUNet, these sizes build a UNet2DConditionModel"):
+            export(tmp_path / "run", tmp_path / "export", sizes=SMALL, parts=("ip2p",), step=step)
 
 
 def test_a_new_run_starts_from_given_weights_and_stops_on_its_clock(tmp_path, run):

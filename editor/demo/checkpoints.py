@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -22,8 +23,19 @@ def save_checkpoint(path: Path, modules: dict, optimizer, scheduler, step: int, 
 OPTIONAL_MODULES = ("precondition", "parse")  # absent from a checkpoint: the identity / a fresh refine parse head
 
 
+def unet_class_of(modules: dict) -> str | None:
+    """The class name of a stage's UNet (a checkpoint records it: the stock and skip UNets share their keys)."""
+    return type(modules["unet"]).__name__ if "unet" in modules else None
+
+
 def load_checkpoint(path: Path, modules: dict, optimizer=None, scheduler=None) -> dict:
+    """Fill `modules` (and the optimizer's and scheduler's state) from a stage checkpoint. A checkpoint that records
+    its UNet's class loads only into that class: a stock UNet would take a skip UNet's weights without a word."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    recorded, built = ckpt.get("unet_class"), unet_class_of(modules)
+    if recorded and built and recorded != built:
+        sys.exit(f"{path} holds a {recorded}, these sizes build a {built}: rerun with the --preset it was trained "
+                 "with (training.json names the shipped models' presets)")  # fmt: skip
     for key, module in modules.items():
         if key in OPTIONAL_MODULES and key not in ckpt["modules"]:
             module.reset()

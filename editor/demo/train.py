@@ -37,7 +37,7 @@ from transformers import get_cosine_schedule_with_warmup
 from editor.demo import cache as cached
 from editor.demo import model as demo
 from editor.demo import stages
-from editor.demo.checkpoints import load_checkpoint, read_modules, save_checkpoint, save_modules
+from editor.demo.checkpoints import load_checkpoint, read_modules, save_checkpoint, save_modules, unet_class_of
 from editor.demo.refine import RefineStage
 from editor.layouts.sizes import ModelSizes
 from editor.runtime.threads import set_threads
@@ -180,9 +180,6 @@ def train(
     if path.exists():
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         start, spent = ckpt["step"], ckpt.get("seconds", 0.0)
-        if ckpt.get("unet_class", unet_class) != unet_class:  # same keys: a stock UNet would load a skip one's
-            sys.exit(f"{path} holds a {ckpt['unet_class']}, these sizes build a {unet_class}: rerun with the "
-                     "--preset it was trained with (training.json names the shipped models' presets)")  # fmt: skip
         if "optimizer" in ckpt:
             load_checkpoint(path, runner.modules, optimizer, schedule)
         else:  # a compact resume point (`unpack`): weights only; fresh AdamW moments, the schedule at `start`
@@ -228,7 +225,8 @@ def train(
         if keep_every and (step + 1) % keep_every == 0:
             weights = {k: m.state_dict() for k, m in runner.modules.items()}
             seconds = time.perf_counter() - began
-            kept = {"modules": weights, "step": step + 1, "seconds": seconds, "recipe": asdict(recipe)}
+            kept = {"modules": weights, "step": step + 1, "seconds": seconds, "recipe": asdict(recipe),
+                    "unet_class": unet_class}  # fmt: skip
             torch.save(kept, out / f"{stage}-{step + 1:06d}.pt")
         if out_of_time:
             print(f"{stage}: {max_minutes} minutes spent, stopped after step {step + 1} (rerun to resume)")
@@ -267,11 +265,6 @@ def export(
     done = ("mllm", *optional, *parts)
     (to / TRAINING_FILE).write_text(json.dumps(training_record(out, done, step), indent=1))
     print(f"wrote {', '.join(str(to / part) for part in parts)}")
-
-
-def unet_class_of(modules: dict) -> str | None:
-    """The class name of a stage's UNet (a checkpoint records it: the stock and skip UNets share their keys)."""
-    return type(modules["unet"]).__name__ if "unet" in modules else None
 
 
 TRAINING_FILE = "training.json"  # beside the shipped weights: each stage's step, seconds and recipe
