@@ -297,7 +297,7 @@ def test_the_perfect_mllm_check_edits_from_the_ground_truth_expressive_text(run,
 
 
 def test_the_unet_width_flags_change_only_the_unet_and_refuse_widths_the_unet_cannot_build():
-    from editor.demo.train import unet_sizes
+    from editor.demo.model import unet_sizes
 
     assert unet_sizes(None, None) == demo.SIZES
     wide = unet_sizes([64, 128, 128], 4)
@@ -364,3 +364,50 @@ def test_an_ablation_folder_without_its_vae_weights_names_the_vae_once(tmp_path,
     with pytest.raises(MissingWeightsError, match="could not load the VAE") as caught:
         load_ip2p([folder], name="ip2p-demo", hint="HINT")
     assert str(caught.value).count("HINT") == 1
+
+
+def test_distil_teaches_the_head_the_ablations_reading_of_the_canonical_text_and_ships_its_unet(tmp_path, run):
+    """editor.demo.distil on the 8 cached samples: the targets are the teacher's text encoding of
+    `world.canonical_terse`, the fit falls, the teacher's UNet ships untouched, and the exported MGIE computes, from
+    the ground-truth expressive text, exactly the condition the stage trained."""
+    from transformers import CLIPTokenizer
+
+    from editor.demo.cache import Cache
+    from editor.demo.distil import DistilStage
+    from editor.demo.train import PRECONDITION_SAMPLES, read_modules
+
+    out = tmp_path / "run"
+    shutil.copytree(run, out, ignore=shutil.ignore_patterns("mgie*", "export", "weights"))
+    with pytest.raises(SystemExit, match="needs --teacher"):
+        train("distil", out, StageConfig(1, 2, 1e-3), sizes=SMALL, samples=CACHED)
+    with pytest.raises(SystemExit, match="not an ablation"):
+        train("distil", out, StageConfig(1, 2, 1e-3), sizes=SMALL, samples=CACHED, teacher=out / "mllm.ckpt")
+    teacher = out / "ip2p.ckpt"
+    data = Cache(out, CACHED, with_states=True, mllm_step=2)
+    stage = DistilStage(SMALL, "cpu", out, data, teacher, PRECONDITION_SAMPLES)
+    text = demo.build_text_encoder(SMALL)
+    load_checkpoint(teacher, {"text": text})
+    tokenizer = CLIPTokenizer.from_pretrained(out / "clip_tokenizer")
+    for i in (0, 5):
+        words = world.canonical_terse(stages.train_sample(0, i))
+        ids = tokenizer([words], padding="max_length", max_length=77, return_tensors="pt").input_ids
+        torch.testing.assert_close(stage.targets[stage.target_of[i]], text(ids)[0][0], msg=words)
+    rows = torch.arange(CACHED)
+    before = stage.loss(rows)["fit"].item()
+    train("distil", out, StageConfig(40, 8, 3e-3), sizes=SMALL, samples=CACHED, teacher=teacher)
+    load_checkpoint(out / "distil.ckpt", stage.modules)
+    assert stage.loss(rows)["fit"].item() < before / 20
+    for key, value in read_modules(teacher)["unet"].items():  # frozen: the teacher's UNet, bit for bit
+        torch.testing.assert_close(stage.unet.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+    export(out, out / "export", sizes=SMALL, parts=("mgie",), mgie_stage="distil")
+    record = json.loads((out / "export" / TRAINING_FILE).read_text())["mgie"]
+    assert record["stage"] == "distil" and record["step"] == 40
+    editor = load_mgie(MGIEPaths.from_weights_dir(out / "export" / "mgie"))
+    assert all(torch.equal(editor.pipe.unet.state_dict()[k], v) for k, v in _fp16(stage.unet.state_dict()).items())
+    sample = stages.train_sample(0, 3)  # a cached training sample: the MLLM gives the cache's states for it
+    image = world.render(sample.source)
+    got = editor.guidance_from_text(image, sample.terse, sample.expressive).prompt_embeds
+    with torch.no_grad():
+        trained = stage.condition(data.states[3:4])
+    torch.testing.assert_close(got.float(), trained, rtol=0.02, atol=0.02)  # fp16 weights and states

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -61,6 +62,25 @@ def test_reasoning_references_resolve_to_the_edited_object():
     assert world.plain_references(shapes, square)[0] == "the square"
     reasoning = world.dataset("reasoning", 60, seed=1)
     assert all(s.reasoning and s.op not in ("add", "tone") for s in reasoning)
+
+
+def test_canonical_terse_is_a_training_form_naming_the_edited_object_by_place():
+    scene = Scene(BG, (Shape("circle", "red", "small", (0, 1)), Shape("square", "blue", "large", (1, 1))))
+    recolour = world.Sample(scene, replace(scene, shapes=(scene.shapes[0], replace(scene.shapes[1], colour="green"))),
+                            "recolour", "green for the blue one", "", "test", False)  # fmt: skip
+    assert world.canonical_terse(recolour) == "make the square at the centre green"
+    for split in world.SPLITS:
+        for sample in world.dataset(split, 200, seed=5):
+            text = world.canonical_terse(sample)
+            assert _matches(text, held_out=False), text  # the words the ablation's text encoder learnt
+            if sample.op in ("recolour", "remove", "move", "resize"):
+                (old,) = [s for s in sample.source.shapes if s not in sample.target.shapes]
+                ref = f"the {old.kind} at the {world.CELL_NAMES[old.cell]}"
+                assert ref in text and ref in world.plain_references(sample.source.shapes, old), (text, sample)
+            elif sample.op == "add":
+                assert sample.expressive == f"a {text.removeprefix('add a ')}.".replace(" at the ", " appears at the ")
+            else:
+                assert text == world.TEMPLATES[sample.target.tone][0][0]
 
 
 def test_expressive_text_names_the_object_fully():

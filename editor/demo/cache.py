@@ -134,13 +134,18 @@ class Cache:
             self.states, self.emb = load_states(out, samples, mllm_step)
         self.size = samples
 
-    def batch(self, seed: int, step: int, size: int, device) -> Batch:
+    def rows(self, seed: int, step: int, size: int) -> torch.Tensor:
+        """The sample indices of batch `step`: position p of the stream is row order_e[p % samples] of epoch e."""
         positions = torch.arange(step * size, (step + 1) * size)
         rows = torch.empty(size, dtype=torch.long)
         for epoch in positions.div(self.size, rounding_mode="floor").unique().tolist():
             order = torch.randperm(self.size, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
             here = positions // self.size == epoch
             rows[here] = order[positions[here] % self.size]
+        return rows
+
+    def batch(self, seed: int, step: int, size: int, device) -> Batch:
+        rows = self.rows(seed, step, size)
         states = self.states[rows].to(device) if self.states is not None else None
         return Batch(
             self.source[rows].to(device), self.target_mean[rows].to(device), self.target_std[rows].to(device),

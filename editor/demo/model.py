@@ -15,6 +15,7 @@ The VAE downsamples by 4 (64 x 64 images -> 4 x 16 x 16 latents); the UNet has 8
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,22 @@ APP_DEFAULTS = {"steps": 20, "text_guidance": 3.0, "image_guidance": 2.0}
 # estimate (docs/demo-recipe.md, "The source as a skip": 22.3 dB at αV 2, 24.8 dB at αV 1), so those models start
 # at αV 1.
 SKIP_APP_DEFAULTS = APP_DEFAULTS | {"image_guidance": 1.0}
+
+
+def unet_sizes(channels: list[int] | None, heads: int | None, base: ModelSizes = SIZES) -> ModelSizes:
+    """The `base` preset, with another UNet width for an experiment (weights/demo/README.md, "What limits it"). The
+    exported folders carry their UNet's config, so the app and the loaders read any width; the same flags must be
+    given to every command of that run folder (a checkpoint of another width does not load)."""
+    if channels is None:
+        if heads is not None:
+            raise SystemExit("--unet-heads goes with --unet-channels")
+        return base
+    heads = heads or base.unet_heads
+    if any(c <= 0 or c % heads or c % 8 for c in channels):  # GroupNorm's 8 groups; heads must divide the width
+        raise SystemExit(
+            f"--unet-channels {channels}: each must be a positive multiple of 8 and of --unet-heads {heads}"
+        )
+    return replace(base, unet_channels=tuple(channels), unet_heads=heads)
 
 
 def app_defaults(sizes: ModelSizes) -> dict[str, float]:

@@ -6,6 +6,8 @@
     python -m editor.demo.train cache --out runs/demo   # 3. VAE latents + the frozen MLLM's [IMG] states, once
     python -m editor.demo.train mgie  --out runs/demo   # 4. (b) MGIE's edit head + UNet on those states: L_edit
     python -m editor.demo.train ip2p  --out runs/demo   # 5. the ablation: terse text -> CLIP text encoder -> UNet
+    python -m editor.demo.train distil --out runs/demo --teacher runs/demo/ip2p.ckpt  # 4'. the head onto the
+                                                        # ablation's condition, its UNet taken (editor.demo.distil)
     python -m editor.demo.train refine --out runs/demo  # 6. the MLLM again, its [IMG] states held (demo.refine)
     python -m editor.demo.train export --out runs/demo --to weights/demo   # official layouts, fp16 safetensors
     python -m editor.demo.train unpack --to weights/demo --out runs/demo   # resume points from shipped weights
@@ -26,7 +28,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -38,11 +40,12 @@ from editor.demo import cache as cached
 from editor.demo import model as demo
 from editor.demo import stages
 from editor.demo.checkpoints import load_checkpoint, read_modules, save_checkpoint, save_modules, unet_class_of
+from editor.demo.distil import DistilStage
 from editor.demo.refine import RefineStage
 from editor.layouts.sizes import ModelSizes
 from editor.runtime.threads import set_threads
 
-STAGES = ("vae", "decoder", "mllm", "mgie", "ip2p", "refine")
+STAGES = ("vae", "decoder", "mllm", "mgie", "ip2p", "refine", "distil")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ RECIPES = {  # the CPU recipe; a GPU can afford more steps via --steps / --batch
     "mgie": StageConfig(steps=6000, batch=32, lr=1e-3),
     "ip2p": StageConfig(steps=6000, batch=32, lr=1e-3),
     "refine": StageConfig(steps=4000, batch=32, lr=3e-4),
+    "distil": StageConfig(steps=3000, batch=128, lr=1e-3),
 }
 CACHE_SAMPLES = 40960  # the diffusion stages' training set (40 parts of editor.demo.cache.PART)
 PRECONDITION_SAMPLES = 8192
@@ -106,9 +110,12 @@ def build_cache(
         cached.build_states(out, stage, step, samples, seed, shard=shard)
 
 
-def make_runner(stage: str, out: Path, sizes: ModelSizes, device, samples: int, precondition: bool = True):
+def make_runner(
+    stage: str, out: Path, sizes: ModelSizes, device, samples: int, precondition: bool = True, teacher=None
+):  # fmt: skip
     """The stage object and the function that gives batch `step` (samples drawn afresh, or cached latents).
-    `precondition`: MGIE's head input is whitened (stages.Preconditioner, fitted on the first cached states)."""
+    `precondition`: MGIE's head input is whitened (stages.Preconditioner, fitted on the first cached states);
+    `teacher`: the distil stage's ablation checkpoint."""
     if stage in ("vae", "decoder") and sizes.latent_codec == "patches":
         sys.exit(f"the {stage} stage trains a learnt VAE; these sizes use the patch codec, which has no weights")
     if stage == "vae":
@@ -131,9 +138,14 @@ def make_runner(stage: str, out: Path, sizes: ModelSizes, device, samples: int, 
         runner.mllm.load_state_dict(stage_a["modules"]["mllm"])
         return runner, lambda seed, step, size, gen: runner.step_loss(seed, step, size)
     scaling = load_vae(out, sizes, "cpu").config.scaling_factor
+    if stage == "distil":
+        if teacher is None:
+            sys.exit("the distil stage needs --teacher: a trained ablation checkpoint (e.g. RUN/ip2p.ckpt)")
+        data = cached.Cache(out, samples, with_states=True, mllm_step=load_checkpoint(out / "mllm.ckpt", {})["step"])
+        runner = DistilStage(sizes, device, out, data, teacher, PRECONDITION_SAMPLES)
+        return runner, lambda seed, step, size, gen: runner.loss(data.rows(seed, step, size))
     if stage == "mgie":
-        mllm_step = load_checkpoint(out / "mllm.ckpt", {})["step"]
-        data = cached.Cache(out, samples, with_states=True, mllm_step=mllm_step)
+        data = cached.Cache(out, samples, with_states=True, mllm_step=load_checkpoint(out / "mllm.ckpt", {})["step"])
         fit_on = data.states[:PRECONDITION_SAMPLES] if precondition else None
         runner = stages.MGIEStage(sizes, device, scaling, data.emb, fit_on)
     else:
@@ -162,13 +174,14 @@ def train(
     init: Path | None = None,
     max_minutes: float | None = None,
     high_noise_share: float = 0.0,
+    teacher: Path | None = None,
 ) -> None:
     """Run (or resume) one stage up to `recipe.steps` (or stop after step `until`, or after `max_minutes` of this
     run, to resume later), checkpointing to <out>/<stage>.ckpt. `init`: a new run (step 0) starts from the weights
     in that checkpoint for the modules it holds (e.g. a UNet trained elsewhere); the others start fresh."""
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
-    runner, step_loss = make_runner(stage, out, sizes, device, samples, precondition)
+    runner, step_loss = make_runner(stage, out, sizes, device, samples, precondition, teacher)
     unet_class = unet_class_of(runner.modules)
     if high_noise_share:
         runner.high_noise_share = high_noise_share
@@ -240,12 +253,15 @@ def export(
     sizes: ModelSizes = demo.SIZES,
     parts: tuple[str, ...] = ("mgie", "ip2p"),
     step: int | None = None,
+    mgie_stage: str = "mgie",
 ) -> None:
     """Write the trained models in their official layouts: <to>/mgie (MGIE's four folders), <to>/ip2p (diffusers).
-    `step`: the weights kept at that step (`--keep-every`) instead of the latest checkpoint."""
+    `step`: the weights kept at that step (`--keep-every`) instead of the latest checkpoint; `mgie_stage`: "distil"
+    exports the distilled head with its teacher's UNet (editor.demo.distil) instead of stage b's weights."""
     vae = load_vae(out, sizes, "cpu")
 
     def weights(stage: str) -> Path:
+        stage = mgie_stage if stage == "mgie" else stage
         return out / (f"{stage}-{step:06d}.pt" if step else f"{stage}.ckpt")
 
     if "mgie" in parts:
@@ -263,7 +279,7 @@ def export(
         demo.export_ip2p(to / "ip2p", sizes, unet, vae, text)
     optional = tuple(stage for stage in ("vae", "decoder", "refine") if (out / f"{stage}.ckpt").exists())
     done = ("mllm", *optional, *parts)
-    (to / TRAINING_FILE).write_text(json.dumps(training_record(out, done, step), indent=1))
+    (to / TRAINING_FILE).write_text(json.dumps(training_record(out, done, step, mgie_stage), indent=1))
     print(f"wrote {', '.join(str(to / part) for part in parts)}")
 
 
@@ -271,12 +287,14 @@ TRAINING_FILE = "training.json"  # beside the shipped weights: each stage's step
 PRECONDITION_FILE = "precondition.safetensors"  # beside them too: MGIE's head preconditioner, for `unpack`
 
 
-def training_record(out: Path, stages_done: tuple[str, ...], step: int | None = None) -> dict:
+def training_record(out: Path, stages_done: tuple[str, ...], step: int | None = None, mgie_stage="mgie") -> dict:
     record = {}
     for stage in stages_done:
         kept = step and stage in ("mgie", "ip2p")
-        ckpt = torch.load(out / (f"{stage}-{step:06d}.pt" if kept else f"{stage}.ckpt"), "cpu", weights_only=True)
+        name = mgie_stage if stage == "mgie" else stage
+        ckpt = torch.load(out / (f"{name}-{step:06d}.pt" if kept else f"{name}.ckpt"), "cpu", weights_only=True)
         record[stage] = {"step": ckpt["step"], "seconds": round(ckpt.get("seconds", 0.0)), "recipe": ckpt["recipe"]}
+        record[stage] |= {"stage": name} if name != stage else {}
     return record
 
 
@@ -315,22 +333,6 @@ def unpack(weights: Path, out: Path, sizes: ModelSizes = demo.SIZES) -> None:
     print(f"resume points for {', '.join(modules)} written to {out}")
 
 
-def unet_sizes(channels: list[int] | None, heads: int | None, base: ModelSizes = demo.SIZES) -> ModelSizes:
-    """The `base` preset, with another UNet width for an experiment (weights/demo/README.md, "What limits it"). The
-    exported folders carry their UNet's config, so the app and the loaders read any width; the same flags must be
-    given to every command of that run folder (a checkpoint of another width does not load)."""
-    if channels is None:
-        if heads is not None:
-            raise SystemExit("--unet-heads goes with --unet-channels")
-        return base
-    heads = heads or base.unet_heads
-    if any(c <= 0 or c % heads or c % 8 for c in channels):  # GroupNorm's 8 groups; heads must divide the width
-        raise SystemExit(
-            f"--unet-channels {channels}: each must be a positive multiple of 8 and of --unet-heads {heads}"
-        )
-    return replace(base, unet_channels=tuple(channels), unet_heads=heads)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m editor.demo.train", description=__doc__.split("\n")[0])
     parser.add_argument("stage", choices=(*STAGES, "cache", "export", "unpack", "compact"))
@@ -356,6 +358,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shard", default="0/1", help="cache: K/N builds every N-th part from K (N processes)")
     parser.add_argument("--keep-every", type=int, help="also keep <stage>-<step>.pt weights every N steps")
     parser.add_argument("--step", type=int, help="export: the weights kept at this step instead of the latest")
+    parser.add_argument("--mgie-stage", choices=("mgie", "distil"), default="mgie", help="export: MGIE's weights from")
+    parser.add_argument("--teacher", type=Path, help="distil: the ablation checkpoint whose condition the head learns")
     parser.add_argument("--no-precondition", dest="precondition", action="store_false",
                         help="mgie: feed the edit head the raw states (recipe v2; its head collapses)")  # fmt: skip
     parser.add_argument("--init", type=Path, help="a new run starts from this checkpoint's weights (modules it holds)")
@@ -376,9 +380,9 @@ def main(argv: list[str] | None = None) -> None:
     if not 0.0 <= args.high_noise_share <= 1.0:  # also refuses NaN
         parser.error(f"--high-noise-share must be between 0 and 1, not {args.high_noise_share}")
     set_threads(args.threads)
-    sizes = unet_sizes(args.unet_channels, args.unet_heads, ModelSizes.from_name(args.preset))
+    sizes = demo.unet_sizes(args.unet_channels, args.unet_heads, ModelSizes.from_name(args.preset))
     if args.stage == "export":
-        export(args.out, args.to, sizes, parts=tuple(args.parts), step=args.step)
+        export(args.out, args.to, sizes, parts=tuple(args.parts), step=args.step, mgie_stage=args.mgie_stage)
         return
     if args.stage == "compact":  # a compact resume point of one stage, for --init: --parts mgie --step N --to F
         stage = args.parts[0]
@@ -396,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
     train(
         args.stage, args.out, recipe, args.seed, args.device, args.ckpt_every, sizes, until=args.until,
         samples=args.samples, keep_every=args.keep_every, precondition=args.precondition, init=args.init,
-        max_minutes=args.max_minutes, high_noise_share=args.high_noise_share,
+        max_minutes=args.max_minutes, high_noise_share=args.high_noise_share, teacher=args.teacher,
     )  # fmt: skip
 
 

@@ -263,6 +263,30 @@ def _terse(rng: random.Random, key: str, split: str, **words: str) -> str:
     return rng.choice(held_out if split == "paraphrase" else train).format(**words)
 
 
+def canonical_terse(sample: Sample) -> str:
+    """The plainest training-form instruction for `sample`'s edit: each operation's first training template, the
+    object named by kind and place ("the {kind} at the {where}", unique since a cell holds one shape). What the
+    expressive instruction states, said in the words the ablation's text encoder learnt; MGIE's edit head is
+    distilled onto that encoder's reading of it (editor.demo.distil)."""
+    if sample.op == "tone":
+        return TEMPLATES[sample.target.tone][0][0]
+    if sample.op == "add":
+        new = sample.target.shapes[-1]
+        what = f"{new.size} {new.colour} {new.kind}"
+        return TEMPLATES["add"][0][0].format(new=what, where=CELL_NAMES[new.cell])
+    (index,) = [i for i, shape in enumerate(sample.source.shapes) if shape not in sample.target.shapes]
+    old = sample.source.shapes[index]
+    ref = f"the {old.kind} at the {CELL_NAMES[old.cell]}"
+    if sample.op == "remove":
+        return TEMPLATES["remove"][0][0].format(ref=ref)
+    new = sample.target.shapes[index]
+    if sample.op == "recolour":
+        return TEMPLATES["recolour"][0][0].format(ref=ref, new=new.colour)
+    if sample.op == "move":
+        return TEMPLATES["move"][0][0].format(ref=ref, where=CELL_NAMES[new.cell])
+    return TEMPLATES["bigger" if new.size == "large" else "smaller"][0][0].format(ref=ref)
+
+
 def corpus() -> list[str]:
     """Every word the world's texts can use, in sentences: what the demo tokenizers are built from."""
     colours, kinds = " ".join(COLOURS), " ".join(KINDS)
