@@ -430,20 +430,25 @@ def test_condition_dropout_bands(fresh_model, monkeypatch, u, text_dropped, imag
 
 
 @pytest.mark.parametrize(
-    ("config_file", "kind"),
-    [(None, "epsilon"), (ROOT / "weights/demo/mgie/instruct-pix2pix/scheduler/scheduler_config.json", "v_prediction")],
+    ("config", "kind"),
+    [
+        ({}, "epsilon"),
+        ({"prediction_type": "v_prediction"}, "v_prediction"),  # recipe v2's demo MGIE
+        (ROOT / "weights/demo/mgie/instruct-pix2pix/scheduler/scheduler_config.json", "sample"),  # the shipped one
+    ],
 )
-def test_l_edit_target_follows_the_scheduler_configs_prediction_type(config_file, kind):
-    """MGIE-7B's scheduler (SD's epsilon default) trains on the noise, the demo's shipped one on v."""
+def test_l_edit_target_follows_the_scheduler_configs_prediction_type(config, kind):
+    """MGIE-7B's scheduler (SD's epsilon default) trains on the noise, v-prediction on the velocity, the shipped
+    demo's skip recipe on the clean latents (x0)."""
     from diffusers import DDPMScheduler
 
     from editor.finetune.model import prediction_target
 
-    scheduler = DDPMScheduler.from_config(json.loads(config_file.read_text()) if config_file else {})
+    scheduler = DDPMScheduler.from_config(json.loads(config.read_text()) if isinstance(config, Path) else config)
     assert scheduler.config.prediction_type == kind
     latents, noise, t = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4), torch.tensor([10, 900])
     a = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
-    expected = a.sqrt() * noise - (1 - a).sqrt() * latents if kind == "v_prediction" else noise
+    expected = {"epsilon": noise, "v_prediction": a.sqrt() * noise - (1 - a).sqrt() * latents, "sample": latents}[kind]
     torch.testing.assert_close(prediction_target(scheduler, latents, noise, t), expected)
 
 
@@ -455,7 +460,8 @@ def test_resolution_defaults_to_the_models_own_and_the_flag_wins():
 
 
 def test_the_demo_model_fine_tunes_and_its_output_opens_in_the_app(tmp_path):
-    """`--model mgie-demo --data demo:8` on the shipped weights: v-prediction, 64 px without --resolution; 2 steps
+    """`--model mgie-demo --data demo:8` on the shipped weights: the skip recipe (x0 prediction through the skip UNet,
+    the patch codec), 64 px without --resolution; 2 steps
     on the same 2 triplets lower their loss; the output sits where the registry's demo spec looks (OUT/demo/mgie,
     with the demo's app settings) and edits."""
     from editor.pipelines.registry import DEMO_EDITORS, EDITORS, default_editors, load_editor
@@ -466,7 +472,8 @@ def test_the_demo_model_fine_tunes_and_its_output_opens_in_the_app(tmp_path):
                          held_out=1, steps=2, batch_size=2, warmup=0.0, eval_samples=2, sample_steps=2,
                          save_dtype="float32")  # fmt: skip
     trainer, record = train(cfg)
-    assert trainer.model.noise.config.prediction_type == "v_prediction" and trainer.base.mgie == shipped / "mgie_7b"
+    assert trainer.model.noise.config.prediction_type == "sample" and trainer.base.mgie == shipped / "mgie_7b"
+    assert type(trainer.model.unet).__name__ == "SourceSkipUNet"
     assert record["config"]["resolution"] == 64 and trainer.dataset[0]["goal"].shape == (3, 64, 64)
     before, after = record["loss_before"], record["loss_after"]
     assert after["ins"] < before["ins"] and after["loss"] < before["loss"], (before, after)

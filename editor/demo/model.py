@@ -50,7 +50,7 @@ from editor.models.source_skip import SourceSkipUNet
 from editor.prompts import IMG_TOKENS
 
 SIZES = ModelSizes.from_name("demo")  # the demo model's sizes (editor/layouts/sizes.py)
-ABLATION_SIZES = ModelSizes.from_name("demo-skip")  # the shipped ablation's: patch codec, source skip
+SHIPPED_SIZES = ModelSizes.from_name("demo-skip")  # both shipped models' recipe: patch codec, source skip
 
 
 # What the app starts from for the demo models (written next to their weights as editor_defaults.json): the
