@@ -339,12 +339,12 @@ def inside_the_window(page: Page, locator: Locator, width: int = 1400, height: i
 def test_the_main_flow_fits_one_1400x900_window_with_the_examples(app_url: str, page: Page, tmp_path: Path) -> None:
     page.set_viewport_size({"width": 1400, "height": 900})
     page.goto(app_url, wait_until="domcontentloaded")
-    example = page.locator("#example-list tr", has_text="turn the square yellow")
+    example = page.locator("#example-list tr", has_text="green for the large purple circle")
     expect(example).to_be_visible()
     inside_the_window(page, example)  # a first-time user sees the examples at once
     example.click()
     instruction = page.get_by_role("textbox", name="Instruction", exact=True)
-    expect(instruction).to_have_value("turn the square yellow")
+    expect(instruction).to_have_value("green for the large purple circle")
     click_and_wait(page, "Edit", "Turn 1 of 1")  # at the model's own settings, the Settings panel never opened
     page.wait_for_function("[...document.querySelectorAll('#history img')].every(i => i.complete && i.naturalWidth)")
     expressive = page.get_by_role("textbox", name=re.compile(r"^Expressive instruction"))
