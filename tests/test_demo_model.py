@@ -383,6 +383,10 @@ def test_distil_teaches_the_head_the_ablations_reading_of_the_canonical_text_and
     with pytest.raises(SystemExit, match="not an ablation"):
         train("distil", out, StageConfig(1, 2, 1e-3), sizes=SMALL, samples=CACHED, teacher=out / "mllm.ckpt")
     teacher = out / "ip2p.ckpt"
+    other = torch.load(teacher, weights_only=True) | {"unet_class": "SourceSkipUNet"}
+    torch.save(other, tmp_path / "skip-teacher.pt")  # the skip recipe's ablation, given to a stock-UNet run
+    with pytest.raises(SystemExit, match="--preset"):
+        train("distil", out, StageConfig(1, 2, 1e-3), sizes=SMALL, samples=CACHED, teacher=tmp_path / "skip-teacher.pt")
     data = Cache(out, CACHED, with_states=True, mllm_step=2)
     stage = DistilStage(SMALL, "cpu", out, data, teacher, PRECONDITION_SAMPLES)
     text = demo.build_text_encoder(SMALL)

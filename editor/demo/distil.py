@@ -9,7 +9,7 @@ against 19 % from the user's own words). So the head is taught to give, from the
 ground-truth expressive text, the condition that the ablation's text encoder gives for the canonical instruction,
 and MGIE takes the ablation's UNet as it is:
 
-    teacher   a trained ablation checkpoint (`ip2p`: text encoder + UNet), frozen
+    teacher   a trained ablation checkpoint (`ip2p.ckpt` or kept `ip2p-NNNNNN.pt`: text encoder + UNet), frozen
     target    teacher_text(canonical_terse(sample)), 77 x cross_attention_dim, for every cached training sample;
               the null condition (MGIE's head on zero states) learns teacher_text(""), IP2P's null prompt
     loss      the mean squared error in units of the targets' spread across instructions (per token and channel),
@@ -30,7 +30,7 @@ from transformers import CLIPTokenizer
 from editor.demo import model as demo
 from editor.demo import stages, world
 from editor.demo.cache import Cache, cache_seed
-from editor.demo.checkpoints import read_modules
+from editor.demo.checkpoints import load_checkpoint
 from editor.layouts.sizes import ModelSizes
 
 NULL_WEIGHT = 0.1  # the null condition's share of the loss (MGIE drops the text for 10 % of its samples)
@@ -39,12 +39,11 @@ SPREAD_FLOOR = 0.05  # entries whose spread is below this share of the mean spre
 
 class DistilStage:
     def __init__(self, sizes: ModelSizes, device, out: Path, data: Cache, teacher: Path, fit_samples: int) -> None:
-        given = read_modules(teacher)
-        if not {"text", "unet"} <= given.keys():
-            raise SystemExit(f"--teacher {teacher} holds {sorted(given)}, not an ablation's text encoder and UNet")
         text, self.unet = demo.build_text_encoder(sizes), demo.build_unet(sizes)
-        text.load_state_dict({k: v.float() for k, v in given["text"].items()})
-        self.unet.load_state_dict({k: v.float() for k, v in given["unet"].items()})
+        held = set(torch.load(teacher, map_location="cpu", weights_only=True)["modules"])
+        if not {"text", "unet"} <= held:
+            raise SystemExit(f"--teacher {teacher} holds {sorted(held)}, not an ablation's text encoder and UNet")
+        load_checkpoint(teacher, {"text": text, "unet": self.unet})  # refuses a UNet of the other class
         self.unet.requires_grad_(False)
         seed = cache_seed(out)
         texts = [world.canonical_terse(stages.train_sample(seed, i)) for i in range(data.size)]
