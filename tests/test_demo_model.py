@@ -353,6 +353,13 @@ def test_the_high_noise_share_flag_refuses_values_outside_zero_to_one(capsys):
         assert "between 0 and 1" in capsys.readouterr().err
 
 
+def test_the_high_noise_share_is_refused_by_a_stage_without_diffusion_timesteps(tmp_path, run):
+    shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns("mgie*", "export", "weights"))
+    for stage, extra in (("mllm", {}), ("distil", {"teacher": tmp_path / "run" / "ip2p.ckpt", "samples": CACHED})):
+        with pytest.raises(SystemExit, match="has none"):
+            train(stage, tmp_path / "run", StageConfig(1, 2, 1e-3), sizes=SMALL, high_noise_share=0.5, **extra)
+
+
 def test_an_ablation_folder_without_its_vae_weights_names_the_vae_once(tmp_path, run):
     from editor.loading import MissingWeightsError
 

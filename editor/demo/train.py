@@ -183,6 +183,8 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     runner, step_loss = make_runner(stage, out, sizes, device, samples, precondition, teacher)
     unet_class = unet_class_of(runner.modules)
+    if high_noise_share and not isinstance(runner, stages.DiffusionStage):
+        sys.exit(f"--high-noise-share draws diffusion timesteps (the mgie and ip2p stages); the {stage} stage has none")
     if high_noise_share:
         runner.high_noise_share = high_noise_share
     params = [p for m in runner.modules.values() for p in m.parameters() if p.requires_grad]
