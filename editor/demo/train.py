@@ -137,15 +137,16 @@ def make_runner(
         runner = RefineStage(sizes, device, out, anchor, cached.cache_seed(out))
         runner.mllm.load_state_dict(stage_a["modules"]["mllm"])
         return runner, lambda seed, step, size, gen: runner.step_loss(seed, step, size)
-    scaling = load_vae(out, sizes, "cpu").config.scaling_factor
-    if stage == "distil":
-        if teacher is None:
-            sys.exit("the distil stage needs --teacher: a trained ablation checkpoint (e.g. RUN/ip2p.ckpt)")
+    if stage == "distil" and teacher is None:
+        sys.exit("the distil stage needs --teacher: a trained ablation checkpoint (e.g. RUN/ip2p.ckpt)")
+    if stage != "distil":  # the distil stage reads states only: no latents, no VAE
+        scaling = load_vae(out, sizes, "cpu").config.scaling_factor
+    if stage in ("distil", "mgie"):
         data = cached.Cache(out, samples, with_states=True, mllm_step=load_checkpoint(out / "mllm.ckpt", {})["step"])
+    if stage == "distil":
         runner = DistilStage(sizes, device, out, data, teacher, PRECONDITION_SAMPLES)
         return runner, lambda seed, step, size, gen: runner.loss(data.rows(seed, step, size))
     if stage == "mgie":
-        data = cached.Cache(out, samples, with_states=True, mllm_step=load_checkpoint(out / "mllm.ckpt", {})["step"])
         fit_on = data.states[:PRECONDITION_SAMPLES] if precondition else None
         runner = stages.MGIEStage(sizes, device, scaling, data.emb, fit_on)
     else:
@@ -183,9 +184,9 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     runner, step_loss = make_runner(stage, out, sizes, device, samples, precondition, teacher)
     unet_class = unet_class_of(runner.modules)
-    if high_noise_share and not isinstance(runner, stages.DiffusionStage):
-        sys.exit(f"--high-noise-share draws diffusion timesteps (the mgie and ip2p stages); the {stage} stage has none")
     if high_noise_share:
+        if not isinstance(runner, stages.DiffusionStage):
+            sys.exit(f"--high-noise-share draws diffusion timesteps (mgie, ip2p stages); the {stage} stage has none")
         runner.high_noise_share = high_noise_share
     params = [p for m in runner.modules.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)

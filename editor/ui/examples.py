@@ -10,6 +10,7 @@ Licences are those stated in scikit-image's docstrings for each image.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -62,7 +63,7 @@ def shapes_examples(folder: Path) -> list[dict[str, str]]:
     entries = []
     for number, (split, op, occurrence) in enumerate(SHAPES_PICKS, start=1):
         of_op = (s for s in world.sample_stream(split, SHAPES_SEED) if s.op == op)
-        sample = next(s for i, s in enumerate(of_op) if i == occurrence)
+        sample = next(itertools.islice(of_op, occurrence, None))
         name = f"shapes-{number}.png"
         world.render(sample.source).save(folder / name, optimize=True)
         entries.append(
