@@ -422,3 +422,32 @@ def test_distil_teaches_the_head_the_ablations_reading_of_the_canonical_text_and
     with torch.no_grad():
         trained = stage.condition(data.states[3:4])
     torch.testing.assert_close(got.float(), trained, rtol=0.02, atol=0.02)  # fp16 weights and states
+
+
+def test_the_canonical_ablation_reads_each_cached_samples_canonical_instruction(tmp_path, run, monkeypatch, capsys):
+    """`ip2p --canonical` (a teacher for distil) trains on world.canonical_terse of the very samples in the batch."""
+    from editor.demo.train import main as train_main
+
+    out = tmp_path / "run"
+    shutil.copytree(run, out, ignore=shutil.ignore_patterns("mgie*", "ip2p*", "export", "weights"))
+    seen = []
+    original = stages.IP2PStage.loss
+
+    def loss(self, batch, gen):
+        seen.append((batch.terse, batch.source.clone()))
+        return original(self, batch, gen)
+
+    monkeypatch.setattr(stages.IP2PStage, "loss", loss)
+    train("ip2p", out, StageConfig(2, 4, 1e-3), sizes=SMALL, samples=CACHED, canonical=True)
+    from editor.demo.cache import Cache
+
+    data = Cache(out, CACHED, with_states=False)
+    canonical = [world.canonical_terse(stages.train_sample(0, i)) for i in range(CACHED)]
+    assert canonical != data.terse  # the cache's own words differ: the flag has something to change
+    for texts, source in seen:
+        for words, latent in zip(texts, source, strict=True):
+            row = next(i for i in range(CACHED) if torch.equal(data.source[i], latent))
+            assert words == canonical[row]
+    with pytest.raises(SystemExit):
+        train_main(["mgie", "--canonical", "--out", str(out)])
+    assert "the mgie stage reads none" in capsys.readouterr().err

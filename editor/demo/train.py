@@ -38,7 +38,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from editor.demo import cache as cached
 from editor.demo import model as demo
-from editor.demo import stages
+from editor.demo import stages, world
 from editor.demo.checkpoints import load_checkpoint, read_modules, save_checkpoint, save_modules, unet_class_of
 from editor.demo.distil import DistilStage
 from editor.demo.refine import RefineStage
@@ -111,11 +111,13 @@ def build_cache(
 
 
 def make_runner(
-    stage: str, out: Path, sizes: ModelSizes, device, samples: int, precondition: bool = True, teacher=None
+    stage: str, out: Path, sizes: ModelSizes, device, samples: int, precondition: bool = True, teacher=None,
+    canonical: bool = False,
 ):  # fmt: skip
     """The stage object and the function that gives batch `step` (samples drawn afresh, or cached latents).
     `precondition`: MGIE's head input is whitened (stages.Preconditioner, fitted on the first cached states);
-    `teacher`: the distil stage's ablation checkpoint."""
+    `teacher`: the distil stage's ablation checkpoint; `canonical`: the ip2p stage reads world.canonical_terse
+    instead of the sample's own words (a teacher for distil, not the ablation: docs/demo-recipe.md)."""
     if stage in ("vae", "decoder") and sizes.latent_codec == "patches":
         sys.exit(f"the {stage} stage trains a learnt VAE; these sizes use the patch codec, which has no weights")
     if stage == "vae":
@@ -152,6 +154,9 @@ def make_runner(
     else:
         data = cached.Cache(out, samples, with_states=False)
         runner = stages.IP2PStage(sizes, device, scaling, out)
+        if canonical:
+            seed = cached.cache_seed(out)
+            data.terse = [world.canonical_terse(stages.train_sample(seed, i)) for i in range(data.size)]
     if data.source.shape[1] != sizes.latent_channels:
         sys.exit(
             f"the cache under {out} holds {data.source.shape[1]}-channel latents, these sizes ({sizes.latent_codec}) "
@@ -176,13 +181,14 @@ def train(
     max_minutes: float | None = None,
     high_noise_share: float = 0.0,
     teacher: Path | None = None,
+    canonical: bool = False,
 ) -> None:
     """Run (or resume) one stage up to `recipe.steps` (or stop after step `until`, or after `max_minutes` of this
     run, to resume later), checkpointing to <out>/<stage>.ckpt. `init`: a new run (step 0) starts from the weights
     in that checkpoint for the modules it holds (e.g. a UNet trained elsewhere); the others start fresh."""
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
-    runner, step_loss = make_runner(stage, out, sizes, device, samples, precondition, teacher)
+    runner, step_loss = make_runner(stage, out, sizes, device, samples, precondition, teacher, canonical)
     unet_class = unet_class_of(runner.modules)
     if high_noise_share:
         if not isinstance(runner, stages.DiffusionStage):
@@ -363,6 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step", type=int, help="export: the weights kept at this step instead of the latest")
     parser.add_argument("--mgie-stage", choices=("mgie", "distil"), default="mgie", help="export: MGIE's weights from")
     parser.add_argument("--teacher", type=Path, help="distil: the ablation checkpoint whose condition the head learns")
+    parser.add_argument("--canonical", action="store_true",
+                        help="ip2p: train on world.canonical_terse, as a teacher for the distil stage")  # fmt: skip
     parser.add_argument("--no-precondition", dest="precondition", action="store_false",
                         help="mgie: feed the edit head the raw states (recipe v2; its head collapses)")  # fmt: skip
     parser.add_argument("--init", type=Path, help="a new run starts from this checkpoint's weights (modules it holds)")
@@ -382,6 +390,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 0.0 <= args.high_noise_share <= 1.0:  # also refuses NaN
         parser.error(f"--high-noise-share must be between 0 and 1, not {args.high_noise_share}")
+    if args.canonical and args.stage != "ip2p":
+        parser.error(f"--canonical changes the ip2p stage's instructions; the {args.stage} stage reads none")
     set_threads(args.threads)
     sizes = demo.unet_sizes(args.unet_channels, args.unet_heads, ModelSizes.from_name(args.preset))
     if args.stage == "export":
@@ -404,6 +414,7 @@ def main(argv: list[str] | None = None) -> None:
         args.stage, args.out, recipe, args.seed, args.device, args.ckpt_every, sizes, until=args.until,
         samples=args.samples, keep_every=args.keep_every, precondition=args.precondition, init=args.init,
         max_minutes=args.max_minutes, high_noise_share=args.high_noise_share, teacher=args.teacher,
+        canonical=args.canonical,
     )  # fmt: skip
 
 
