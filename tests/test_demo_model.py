@@ -11,16 +11,9 @@ import torch
 
 from editor.demo import checks, stages, world
 from editor.demo import model as demo
-from editor.demo.train import (
-    RECIPES,
-    TRAINING_FILE,
-    StageConfig,
-    build_cache,
-    export,
-    load_checkpoint,
-    train,
-    unpack,
-)
+from editor.demo.checkpoints import load_checkpoint
+from editor.demo.shipping import TRAINING_FILE, export, unpack
+from editor.demo.train import RECIPES, StageConfig, build_cache, train
 from editor.eval import main
 from editor.layouts.sizes import ModelSizes
 from editor.params import EditParams, Resolution
@@ -317,7 +310,7 @@ def test_the_unet_width_flags_change_only_the_unet_and_refuse_widths_the_unet_ca
 
 
 def test_a_compact_resume_point_starts_a_new_run_from_its_weights(tmp_path, run):
-    from editor.demo.train import read_modules, save_modules
+    from editor.demo.checkpoints import read_modules, save_modules
 
     point = tmp_path / "next" / "mgie.safetensors"
     save_modules(run / "mgie.ckpt", point)
@@ -380,8 +373,9 @@ def test_distil_teaches_the_head_the_ablations_reading_of_the_canonical_text_and
     from transformers import CLIPTokenizer
 
     from editor.demo.cache import Cache
+    from editor.demo.checkpoints import read_modules
     from editor.demo.distil import DistilStage
-    from editor.demo.train import PRECONDITION_SAMPLES, read_modules
+    from editor.demo.train import PRECONDITION_SAMPLES
 
     out = tmp_path / "run"
     shutil.copytree(run, out, ignore=shutil.ignore_patterns("mgie*", "export", "weights"))

@@ -162,7 +162,8 @@ def test_a_demo_folder_carries_its_own_app_settings(tmp_path):
 
 
 def test_the_decoder_stage_trains_the_decoder_alone(tmp_path):
-    from editor.demo.train import StageConfig, load_vae, train
+    from editor.demo.checkpoints import load_vae
+    from editor.demo.train import StageConfig, train
 
     train("vae", tmp_path, StageConfig(2, 2, 1e-3), sizes=SMALL)
     before = load_vae(tmp_path, SMALL, "cpu").state_dict()

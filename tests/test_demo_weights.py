@@ -71,7 +71,7 @@ def test_the_demo_model_decodes_without_the_trigram_ban(demo_mgie):
 
 def test_the_shipped_weights_unpack_into_resume_points(tmp_path):
     """The shipped weights (fp16) are the recipe's resume points: they become training checkpoints."""
-    from editor.demo.train import TRAINING_FILE, unpack
+    from editor.demo.shipping import TRAINING_FILE, unpack
 
     record = json.loads((DEMO_DIR / TRAINING_FILE).read_text())
     unpack(DEMO_DIR, tmp_path)

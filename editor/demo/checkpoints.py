@@ -1,5 +1,6 @@
-"""Demo training checkpoints (editor.demo.train): a stage's full checkpoint (weights, optimizer, schedule, step) and
-the compact resume point (fp16 safetensors of the weights alone) that `--init` starts a new run from."""
+"""Demo training checkpoints (editor.demo.train): a stage's full checkpoint (weights, optimizer, schedule, step),
+the compact resume point (fp16 safetensors of the weights alone) that `--init` starts a new run from, and the
+finished stages (VAE, MLLM) that later stages load frozen from a run folder."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from editor.demo import model as demo
+from editor.demo import stages
+from editor.layouts.sizes import ModelSizes
 
 
 def save_checkpoint(path: Path, modules: dict, optimizer, scheduler, step: int, extra: dict) -> None:
@@ -74,3 +79,34 @@ def save_modules(checkpoint: Path, dest: Path) -> None:
     save_file(flat, dest)
     record = {k: ckpt[k] for k in ("step", "seconds", "recipe") if k in ckpt}
     dest.with_suffix(".json").write_text(json.dumps(record, indent=1))
+
+
+def load_vae(out: Path, sizes: ModelSizes, device, decoder: bool = True):
+    """The finished VAE, frozen; with `decoder`, its decoder from the `decoder` stage when there is one (the
+    encoder, hence every latent, is the VAE stage's either way). The patch codec has no weights to train."""
+    if sizes.latent_codec == "patches":
+        return demo.build_vae(sizes).to(device).eval()
+    ckpt_path = out / "vae.ckpt"
+    if not ckpt_path.exists():
+        sys.exit(f"{ckpt_path} not found: train the VAE first (python -m editor.demo.train vae --out {out})")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if "scaling_factor" not in ckpt:  # written only by the stage's last step
+        sys.exit(
+            f"{ckpt_path} is an unfinished VAE (step {ckpt['step']}): rerun python -m editor.demo.train vae --out {out}"
+        )
+    vae = demo.build_vae(sizes, ckpt["scaling_factor"])
+    vae.load_state_dict(ckpt["modules"]["vae"])
+    if decoder and (out / "decoder.ckpt").exists():  # the decoder trained on (stage `decoder`); same latents
+        vae.load_state_dict(torch.load(out / "decoder.ckpt", map_location="cpu", weights_only=True)["modules"]["vae"])
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def load_mllm(out: Path, sizes: ModelSizes, device) -> tuple[stages.MLLMStage, int]:
+    """Stage (a)'s MLLM, frozen, and the step it was saved at."""
+    path = out / "mllm.ckpt"
+    if not path.exists():
+        sys.exit(f"{path} not found: train the MLLM first (python -m editor.demo.train mllm --out {out})")
+    stage = stages.MLLMStage(sizes, device, out)
+    step = load_checkpoint(path, stage.modules)["step"]
+    stage.mllm.eval().requires_grad_(False)
+    return stage, step

@@ -251,8 +251,9 @@ def fit_gap(out: Path, weights: Path, seed: int = 0) -> dict[str, float]:
     """MGIE's L_edit with `weights` (a checkpoint of the mgie stage) on the first training part and on the part
     right after the cache, which the stage never saw (built here once, with the training folder's VAE and MLLM)."""
     from editor.demo import cache as cached
+    from editor.demo.checkpoints import load_checkpoint, load_mllm, load_vae
     from editor.demo.stages import MGIEStage
-    from editor.demo.train import CACHE_SAMPLES, load_checkpoint, load_mllm, load_vae
+    from editor.demo.train import CACHE_SAMPLES
 
     unseen = cached.part_count(CACHE_SAMPLES)
     samples, shard = (unseen + 1) * cached.PART, (unseen, unseen + 1)
@@ -313,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
             for group, value in drawn_edits(editor, args.count, params).items():
                 print(f"| {name} | {group} | {value} |")
         return
-    from editor.demo.train import load_mllm, load_vae
+    from editor.demo.checkpoints import load_mllm, load_vae
 
     if args.check == "fit":
         weights = args.out / (f"mgie-{args.step:06d}.pt" if args.step else "mgie.ckpt")

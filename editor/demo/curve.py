@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from editor.demo import world
-from editor.demo.train import export
+from editor.demo.shipping import export
 from editor.eval import main as eval_main
 
 MODELS = {"mgie": "mgie-demo", "ip2p": "ip2p-demo"}
