@@ -113,7 +113,7 @@ def load_editors(
             f"No downloaded model in `{weights_dir}`: this is the **offline demo model**, MGIE's architecture trained "
             "by this project on a world of coloured shapes (64 x 64 px; try the shapes examples), beside its "
             "InstructPix2Pix-style ablation. It removes and recolours shapes and sometimes resizes them, but gets "
-            "only about one held-out edit in five right and almost never adds or moves a shape "
+            "only about one held-out edit in four right and almost never adds or moves a shape "
             "(weights/demo/README.md). To get the real MGIE-7B: "
             f"`{download_command('mgie-7b')}` (`python -m editor.weights list` shows every model)."
         )

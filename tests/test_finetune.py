@@ -481,7 +481,7 @@ def test_the_demo_model_fine_tunes_and_its_output_opens_in_the_app(tmp_path):
     assert default_editors(out) == DEMO_EDITORS  # `python app.py --weights-dir OUT` opens it
     editor = load_editor("mgie-demo", out, "cpu", torch.float32)
     assert torch.equal(editor.head.query, trainer.model.head.query)
-    assert editor.defaults == folder_defaults(shipped) and editor.defaults.text_guidance == 2.0
+    assert editor.defaults == folder_defaults(shipped) and editor.defaults.text_guidance == 1.0
     image = trainer.held_out[0].source
     guidance = editor.think(image, trainer.held_out[0].instruction)
     assert editor.render(image, guidance, EditParams(steps=2, resolution=Resolution(size=64))).image.size == (64, 64)
