@@ -445,3 +445,26 @@ def test_the_canonical_ablation_reads_each_cached_samples_canonical_instruction(
     with pytest.raises(SystemExit):
         train_main(["mgie", "--canonical", "--out", str(out)])
     assert "the mgie stage reads none" in capsys.readouterr().err
+
+
+def test_the_place_check_measures_where_add_and_move_draw(run, monkeypatch):
+    """checks.placement: an editor that makes every goal exactly overlaps the true change fully; one that changes
+    nothing draws no area and overlaps nothing; only add and move samples count."""
+    editor = load_ip2p([run / "export" / "ip2p"], name="ip2p-demo")
+    samples = [s for s in world.dataset("test", 40, seed=5) if s.op in ("add", "move", "remove")][:8]
+    assert {"add", "move"} <= {s.op for s in samples}
+    goals = {world.render(s.source).tobytes(): world.render(s.target) for s in samples}
+    real_render = editor.render
+
+    def exact(image, guidance, params):
+        return replace(real_render(image, guidance, params), image=goals[image.tobytes()])
+
+    monkeypatch.setattr(editor, "render", exact)
+    made = checks.placement(editor, samples, PARAMS)
+    assert set(made) <= {"add", "move"} and all(v.endswith("area 1.00, IoU 1.00") for v in made.values()), made
+
+    def unchanged(image, guidance, params):
+        return replace(real_render(image, guidance, params), image=image)
+
+    monkeypatch.setattr(editor, "render", unchanged)
+    assert all(v.endswith("area 0.00, IoU 0.00") for v in checks.placement(editor, samples, PARAMS).values())

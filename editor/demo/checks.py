@@ -4,6 +4,7 @@
     python -m editor.demo.checks probe --out runs/demo   # what the frozen MLLM's [IMG] states hold (linear probes)
     python -m editor.demo.checks condition --weights W   # does the UNet use its condition (teacher-forced x0 error)
     python -m editor.demo.checks perfect --weights W     # MGIE's head + UNet judged on the ground-truth expressive text
+    python -m editor.demo.checks place --weights W       # add / move: where the output draws, against the true edit
     python -m editor.demo.checks fit --out runs/demo     # MGIE's L_edit on training samples vs unseen ones
 
 `vae`: every held-out target is encoded and decoded by the VAE and judged as if it were a model's output; no
@@ -273,23 +274,43 @@ def fit_gap(out: Path, weights: Path, seed: int = 0) -> dict[str, float]:
     return {"training samples": mean_edit_loss(stage, *seen), "unseen samples": mean_edit_loss(stage, *fresh)}
 
 
+PLACE_CHANGE = 0.1  # a pixel counts as changed where a channel moves by more than this (of 1)
+
+
+def placement(editor, samples: list[world.Sample], params, canonical: bool = False) -> dict[str, str]:
+    """Where the edits that draw a shape (add, move) change the scene: per operation, the area the output changes
+    against the source over the area the true edit changes, and the overlap (IoU) of the two regions (medians).
+    `canonical`: from world.canonical_terse instead of the sample's own words."""
+    rows: dict[str, list[tuple[float, float]]] = {"add": [], "move": []}
+    for s in (s for s in samples if s.op in rows):
+        image = world.render(s.source)
+        words = world.canonical_terse(s) if canonical else s.terse
+        out = judge.as_float(editor.render(image, editor.think(image, words), params).image)
+        source, target = judge.as_float(image), judge.as_float(world.render(s.target))
+        true, made = (np.abs(x - source).max(axis=2) > PLACE_CHANGE for x in (target, out))
+        rows[s.op].append((made.sum() / max(true.sum(), 1), (true & made).sum() / max((true | made).sum(), 1)))
+    medians = {op: np.median(np.array(r), axis=0) for op, r in rows.items() if r}
+    return {op: f"n {len(rows[op])}, changed / true area {m[0]:.2f}, IoU {m[1]:.2f}" for op, m in medians.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m editor.demo.checks", description=__doc__.split("\n")[0])
-    parser.add_argument("check", choices=("vae", "probe", "drawn", "condition", "perfect", "fit"))
+    parser.add_argument("check", choices=("vae", "probe", "drawn", "condition", "perfect", "fit", "place"))
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="vae, probe, fit: the training folder")
     parser.add_argument("--step", type=int, help="fit: the MGIE weights kept at this step (default: mgie.ckpt)")
     parser.add_argument("--per-split", type=int, default=125)
     parser.add_argument("--samples", type=int, default=8192, help="probe: cached training states used")
     parser.add_argument("--seed", type=int, default=0, help="probe, fit: the training stream's seed")
-    parser.add_argument("--weights", type=Path, help="drawn, condition, perfect: a folder holding demo/")
+    parser.add_argument("--weights", type=Path, help="drawn, condition, perfect, place: a folder holding demo/")
     parser.add_argument("--models", nargs="+", default=["mgie-demo", "ip2p-demo"], help="drawn, condition: editors")
     parser.add_argument("--count", type=int, default=200, help="drawn: how many drawings")
     parser.add_argument("--timesteps", type=int, nargs="+", default=[200, 600, 999], help="condition: noise levels")
     parser.add_argument("--sampler-steps", type=int, default=20)
     parser.add_argument("--text-guidance", type=float, default=7.5)
     parser.add_argument("--image-guidance", type=float, default=1.5)
+    parser.add_argument("--canonical", action="store_true", help="place: edit from world.canonical_terse")
     args = parser.parse_args(argv)
-    if args.check in ("drawn", "condition", "perfect"):
+    if args.check in ("drawn", "condition", "perfect", "place"):
         from editor.params import EditParams, Resolution
         from editor.pipelines.registry import DEFAULT_WEIGHTS_DIR, load_editor
 
@@ -305,6 +326,10 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 for group, value in perfect_mllm_edits(editor, held_out(args.per_split), params).items():
                     print(f"| {name} | {group} | {value} |")
+                continue
+            if args.check == "place":
+                for op, value in placement(editor, held_out(args.per_split), params, args.canonical).items():
+                    print(f"| {name} | {op} | {value} |")
                 continue
             if args.check == "condition":
                 samples = world.dataset("test", args.per_split, DEMO_SEED)
