@@ -449,7 +449,7 @@ def test_the_canonical_ablation_reads_each_cached_samples_canonical_instruction(
 
 def test_the_place_check_measures_where_add_and_move_draw(run, monkeypatch):
     """checks.placement: an editor that makes every goal exactly overlaps the true change fully; one that changes
-    nothing draws no area and overlaps nothing; only add and move samples count."""
+    nothing draws no area and overlaps nothing; only add and move samples count, add's also per place named."""
     editor = load_ip2p([run / "export" / "ip2p"], name="ip2p-demo")
     samples = [s for s in world.dataset("test", 40, seed=5) if s.op in ("add", "move", "remove")][:8]
     assert {"add", "move"} <= {s.op for s in samples}
@@ -461,7 +461,10 @@ def test_the_place_check_measures_where_add_and_move_draw(run, monkeypatch):
 
     monkeypatch.setattr(editor, "render", exact)
     made = checks.placement(editor, samples, PARAMS)
-    assert set(made) <= {"add", "move"} and all(v.endswith("area 1.00, IoU 1.00") for v in made.values()), made
+    assert {"add", "move"} <= set(made) and all(v.endswith("area 1.00, IoU 1.00") for v in made.values()), made
+    places = [k for k in made if k.startswith("add at the ")]  # one row per place an add names, adding up to add's
+    assert set(made) == {"add", "move", *places} and places
+    assert sum(int(made[k].split(",")[0][2:]) for k in places) == int(made["add"].split(",")[0][2:])
 
     def unchanged(image, guidance, params):
         return replace(real_render(image, guidance, params), image=image)

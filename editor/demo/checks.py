@@ -279,16 +279,21 @@ PLACE_CHANGE = 0.1  # a pixel counts as changed where a channel moves by more th
 
 def placement(editor, samples: list[world.Sample], params, canonical: bool = False) -> dict[str, str]:
     """Where the edits that draw a shape (add, move) change the scene: per operation, the area the output changes
-    against the source over the area the true edit changes, and the overlap (IoU) of the two regions (medians).
+    against the source over the area the true edit changes, and the overlap (IoU) of the two regions (medians); for
+    add, also per place named ("add at the top left": does the shape land where the words say).
     `canonical`: from world.canonical_terse instead of the sample's own words."""
     rows: dict[str, list[tuple[float, float]]] = {"add": [], "move": []}
-    for s in (s for s in samples if s.op in rows):
+    for s in (s for s in samples if s.op in ("add", "move")):
         image = world.render(s.source)
         words = world.canonical_terse(s) if canonical else s.terse
         out = judge.as_float(editor.render(image, editor.think(image, words), params).image)
         source, target = judge.as_float(image), judge.as_float(world.render(s.target))
         true, made = (np.abs(x - source).max(axis=2) > PLACE_CHANGE for x in (target, out))
-        rows[s.op].append((made.sum() / max(true.sum(), 1), (true & made).sum() / max((true | made).sum(), 1)))
+        row = (made.sum() / max(true.sum(), 1), (true & made).sum() / max((true | made).sum(), 1))
+        rows[s.op].append(row)
+        if s.op == "add":
+            (added,) = set(s.target.shapes) - set(s.source.shapes)
+            rows.setdefault(f"add at the {world.CELL_NAMES[added.cell]}", []).append(row)
     medians = {op: np.median(np.array(r), axis=0) for op, r in rows.items() if r}
     return {op: f"n {len(rows[op])}, changed / true area {m[0]:.2f}, IoU {m[1]:.2f}" for op, m in medians.items()}
 
