@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from editor.demo import stages
+from editor.demo import stages, world
 
 PART = 1024
 
@@ -111,6 +111,12 @@ def load_states(out: Path, samples: int, mllm_step: int) -> tuple[torch.Tensor, 
 def cache_seed(out: Path) -> int:
     """The seed of the training stream the cache under `out` encodes (sample i is stages.train_sample(seed, i))."""
     return torch.load(out / "cache" / "latents-00000.pt", weights_only=True)["seed"]
+
+
+def canonical_instructions(out: Path, samples: int) -> list[str]:
+    """world.canonical_terse of each of the first `samples` cached samples: the plainest wording of the same edit."""
+    seed = cache_seed(out)
+    return [world.canonical_terse(stages.train_sample(seed, i)) for i in range(samples)]
 
 
 class Cache:

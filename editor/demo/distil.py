@@ -28,8 +28,8 @@ import torch
 from transformers import CLIPTokenizer
 
 from editor.demo import model as demo
-from editor.demo import stages, world
-from editor.demo.cache import Cache, cache_seed
+from editor.demo import stages
+from editor.demo.cache import Cache, canonical_instructions
 from editor.demo.checkpoints import load_checkpoint
 from editor.layouts.sizes import ModelSizes
 
@@ -45,8 +45,7 @@ class DistilStage:
             raise SystemExit(f"--teacher {teacher} holds {sorted(held)}, not an ablation's text encoder and UNet")
         load_checkpoint(teacher, {"text": text, "unet": self.unet})  # refuses a UNet of the other class
         self.unet.requires_grad_(False)
-        seed = cache_seed(out)
-        texts = [world.canonical_terse(stages.train_sample(seed, i)) for i in range(data.size)]
+        texts = canonical_instructions(out, data.size)
         unique = sorted({*texts, ""})
         tokenizer = CLIPTokenizer.from_pretrained(out / "clip_tokenizer")
         ids = tokenizer(unique, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids

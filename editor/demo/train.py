@@ -36,7 +36,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from editor.demo import cache as cached
 from editor.demo import model as demo
-from editor.demo import stages, world
+from editor.demo import stages
 from editor.demo.checkpoints import (
     load_checkpoint,
     load_mllm,
@@ -131,8 +131,7 @@ def make_runner(
         data = cached.Cache(out, samples, with_states=False)
         runner = stages.IP2PStage(sizes, device, scaling, out)
         if canonical:
-            seed = cached.cache_seed(out)
-            data.terse = [world.canonical_terse(stages.train_sample(seed, i)) for i in range(data.size)]
+            data.terse = cached.canonical_instructions(out, data.size)
     if data.source.shape[1] != sizes.latent_channels:
         sys.exit(
             f"the cache under {out} holds {data.source.shape[1]}-channel latents, these sizes ({sizes.latent_codec}) "
